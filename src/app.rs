@@ -1,0 +1,247 @@
+//! Wiring: opens the store, starts the server and the scheduler, runs the
+//! first poll of every source, and shuts everything down in order.
+//!
+//! Shutdown is passed in as a [`CancellationToken`]. Every task goes through
+//! one [`TaskTracker`]; on cancellation the scheduler stops firing, in-flight
+//! polls finish or time out, the server stops, and sled is flushed last.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use crate::config::{Config, SourceConfig};
+use crate::fetch::Fetcher;
+use crate::poll::{self, PollReport};
+use crate::schedule::Scheduler;
+use crate::server::{self, ServerState};
+use crate::store::Store;
+
+/// Polls run at once during a full round (first poll, `feedmerge fetch`).
+const ROUND_CONCURRENCY: usize = 16;
+/// Time allowed, beyond the longest fetch timeout, for shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Everything a poll needs; shared by the scheduler's callbacks.
+struct Poller {
+    config: Arc<Config>,
+    store: Store,
+    fetcher: Fetcher,
+    /// Sources with a poll in flight: a source is never polled twice at once.
+    busy: Mutex<HashSet<String>>,
+}
+
+impl Poller {
+    /// Polls `source` unless a poll of it is already running.
+    async fn poll(&self, source: &SourceConfig) -> Option<PollReport> {
+        {
+            let mut busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+            if !busy.insert(source.name.clone()) {
+                debug!(source = %source.name, "previous poll still running; skipped");
+                return None;
+            }
+        }
+        let report = poll::poll_source(&self.fetcher, &self.store, source).await;
+        self.busy
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&source.name);
+        Some(report)
+    }
+
+    /// Polls every source once (`only`: just that one), a few at a time.
+    async fn poll_round(&self, only: Option<&str>) -> Vec<PollReport> {
+        let sources = self
+            .config
+            .sources
+            .iter()
+            .filter(|s| only.is_none_or(|name| s.name == name));
+        let permits = Semaphore::new(ROUND_CONCURRENCY);
+        let polls = sources.map(|s| async {
+            // The semaphore is never closed, so acquiring cannot fail.
+            let _permit = permits.acquire().await.ok();
+            self.poll(s).await
+        });
+        futures_util::future::join_all(polls)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+}
+
+fn open_store(config: &Config) -> anyhow::Result<Store> {
+    Store::open(&config.storage.path, config.storage.cache_capacity).map_err(anyhow::Error::from)
+}
+
+fn new_poller(config: Arc<Config>, store: Store) -> anyhow::Result<Poller> {
+    let fetcher = Fetcher::new(&config.defaults.user_agent)?;
+    Ok(Poller {
+        config,
+        store,
+        fetcher,
+        busy: Mutex::new(HashSet::new()),
+    })
+}
+
+/// A started daemon.
+pub struct Daemon {
+    local_addr: SocketAddr,
+    first_round: watch::Receiver<bool>,
+    main: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Daemon {
+    /// The address the HTTP server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Waits until the first poll of every source has finished.
+    pub async fn first_round_done(&self) {
+        let mut rx = self.first_round.clone();
+        // An error means the daemon is gone; nothing more to wait for.
+        let _ = rx.wait_for(|done| *done).await;
+    }
+
+    /// Waits for the daemon to stop (after its shutdown token is cancelled).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.main.await.context("daemon task failed")?
+    }
+}
+
+/// Starts the daemon: store, server, first poll round, scheduler. It runs
+/// until `shutdown` is cancelled.
+pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Daemon> {
+    let config = Arc::new(config);
+    let store = open_store(&config)?;
+    let poller = Arc::new(new_poller(Arc::clone(&config), store.clone())?);
+    let listener = TcpListener::bind(config.server.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+    let local_addr = listener.local_addr()?;
+    let tracker = TaskTracker::new();
+
+    let router = server::router(ServerState {
+        config: Arc::clone(&config),
+        store: store.clone(),
+    });
+    let server_stop = shutdown.clone();
+    let server = tracker.spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(server_stop.cancelled_owned())
+            .await
+    });
+    info!(addr = %local_addr, sources = config.sources.len(), "serving feeds");
+
+    let (round_tx, first_round) = watch::channel(false);
+    let round_poller = Arc::clone(&poller);
+    let round_stop = shutdown.clone();
+    tracker.spawn(async move {
+        tokio::select! {
+            reports = round_poller.poll_round(None) => {
+                let failed = reports.iter().filter(|r| r.outcome.is_err()).count();
+                info!(polled = reports.len(), failed, "first poll round done");
+            }
+            () = round_stop.cancelled() => {}
+        }
+        round_tx.send_replace(true);
+    });
+
+    let job_poller = Arc::clone(&poller);
+    let job_tracker = tracker.clone();
+    let job_stop = shutdown.clone();
+    let scheduler = Scheduler::start(&config.sources, move |name| {
+        if job_stop.is_cancelled() {
+            return;
+        }
+        let Some(source) = job_poller.config.source(name).cloned() else {
+            return;
+        };
+        let poller = Arc::clone(&job_poller);
+        job_tracker.spawn(async move { poller.poll(&source).await });
+    })
+    .await?;
+
+    if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
+        debug!(error = %e, "sd_notify ready failed");
+    }
+
+    let longest_fetch = config
+        .sources
+        .iter()
+        .map(|s| s.timeout)
+        .max()
+        .unwrap_or_default();
+    let main = tokio::spawn(async move {
+        shutdown.cancelled().await;
+        info!("shutting down");
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+        if let Err(e) = scheduler.shutdown().await {
+            warn!(error = %e, "scheduler shutdown");
+        }
+        tracker.close();
+        if tokio::time::timeout(longest_fetch + SHUTDOWN_GRACE, tracker.wait())
+            .await
+            .is_err()
+        {
+            warn!("some tasks did not finish in time");
+        }
+        if server.is_finished() {
+            match server.await {
+                Ok(Err(e)) => warn!(error = %e, "server error"),
+                Err(e) => warn!(error = %e, "server task failed"),
+                Ok(Ok(())) => {}
+            }
+        }
+        store.flush().await.context("final flush")?;
+        info!("stopped");
+        Ok(())
+    });
+
+    Ok(Daemon {
+        local_addr,
+        first_round,
+        main,
+    })
+}
+
+/// Runs the daemon until `shutdown` is cancelled.
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    start(config, shutdown).await?.wait().await
+}
+
+/// Polls every source (or just `only`) once and stores the results.
+pub async fn fetch_once(config: Config, only: Option<&str>) -> anyhow::Result<Vec<PollReport>> {
+    if let Some(name) = only {
+        if config.source(name).is_none() {
+            anyhow::bail!("{}: no source named {name:?}", config.path.display());
+        }
+    }
+    let config = Arc::new(config);
+    let store = open_store(&config)?;
+    let poller = new_poller(Arc::clone(&config), store.clone())?;
+    let reports = poller.poll_round(only).await;
+    store.flush().await?;
+    Ok(reports)
+}
+
+/// Renders a published feed from the store (`feed`: `None` for the merged one).
+pub fn export(config: &Config, feed: Option<&str>) -> anyhow::Result<String> {
+    let store = open_store(config)?;
+    crate::feeds::render(config, &store, feed)?.with_context(|| {
+        format!(
+            "{}: no feed named {:?}",
+            config.path.display(),
+            feed.unwrap_or_default()
+        )
+    })
+}

@@ -1,0 +1,583 @@
+//! The configuration file: serde TOML structs, checked into a [`Config`].
+//!
+//! Every error names the file, the line and column, and the key at fault
+//! (`config/feedmerge.toml:12:8: sources[1].name: ...`). Unknown keys are
+//! errors. Paths in the file are relative to the file's own directory.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use serde::Deserialize;
+use toml::Spanned;
+use url::Url;
+
+use crate::schedule;
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: cannot read config: {source}")]
+    Read {
+        /// The config file.
+        path: PathBuf,
+        /// The underlying I/O error.
+        source: std::io::Error,
+    },
+    /// The file was read but is not a valid configuration.
+    #[error("{path}:{line}:{column}: {message}")]
+    Invalid {
+        /// The config file.
+        path: PathBuf,
+        /// 1-based line of the offending key or value.
+        line: usize,
+        /// 1-based column of the offending key or value.
+        column: usize,
+        /// What is wrong, naming the key.
+        message: String,
+    },
+}
+
+/// A checked configuration, ready for the daemon.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this configuration was read from.
+    pub path: PathBuf,
+    /// The HTTP server.
+    pub server: ServerConfig,
+    /// The sled store.
+    pub storage: StorageConfig,
+    /// The merged feed.
+    pub feed: MergedFeedConfig,
+    /// Defaults for every source.
+    pub defaults: Defaults,
+    /// The polled sources, in file order.
+    pub sources: Vec<SourceConfig>,
+    /// More published feeds, selected by tags.
+    pub feeds: Vec<OutputFeedConfig>,
+}
+
+/// Where and how the HTTP server listens.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Socket address to bind.
+    pub listen: SocketAddr,
+    /// Public base URL for self links; always ends with `/`.
+    pub base_url: Option<Url>,
+}
+
+/// The sled store's settings.
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    /// The sled directory (absolute, or relative to the working directory
+    /// when the config file itself was given relatively).
+    pub path: PathBuf,
+    /// sled's page cache size in bytes.
+    pub cache_capacity: u64,
+}
+
+/// The merged feed served at `/feed.atom`.
+#[derive(Debug, Clone)]
+pub struct MergedFeedConfig {
+    /// Feed title.
+    pub title: String,
+    /// Most entries in one published document.
+    pub max_entries: usize,
+}
+
+/// Values every source gets unless it overrides them.
+#[derive(Debug, Clone)]
+pub struct Defaults {
+    /// Six-field cron expression (seconds first).
+    pub schedule: String,
+    /// Total time allowed for one fetch.
+    pub timeout: Duration,
+    /// Largest body read, in bytes.
+    pub max_body_size: u64,
+    /// `User-Agent` header sent with every request.
+    pub user_agent: String,
+}
+
+/// Where a source's document comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceLocation {
+    /// Fetched over HTTP(S).
+    Http(Url),
+    /// Read from a local file.
+    File(PathBuf),
+}
+
+impl SourceLocation {
+    /// The location as a URL (for `file` sources, a `file://` URL), used as
+    /// the document's base when resolving relative links.
+    pub fn url(&self) -> Option<Url> {
+        match self {
+            SourceLocation::Http(url) => Some(url.clone()),
+            SourceLocation::File(path) => Url::from_file_path(path).ok(),
+        }
+    }
+}
+
+impl std::fmt::Display for SourceLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SourceLocation::Http(url) => write!(f, "{url}"),
+            SourceLocation::File(path) => write!(f, "file://{}", path.display()),
+        }
+    }
+}
+
+/// One polled source.
+#[derive(Debug, Clone)]
+pub struct SourceConfig {
+    /// Unique name, `[a-z0-9-]+`.
+    pub name: String,
+    /// Where the feed is read from.
+    pub location: SourceLocation,
+    /// Six-field cron expression (seconds first).
+    pub schedule: String,
+    /// Tags that select this source into `[[feeds]]` outputs.
+    pub tags: Vec<String>,
+    /// Total time allowed for one fetch.
+    pub timeout: Duration,
+    /// Largest body read, in bytes.
+    pub max_body_size: u64,
+}
+
+/// One more published feed, served at `/feeds/NAME.atom`.
+#[derive(Debug, Clone)]
+pub struct OutputFeedConfig {
+    /// Unique name, `[a-z0-9-]+`.
+    pub name: String,
+    /// Feed title.
+    pub title: String,
+    /// Entries of sources carrying any of these tags are included.
+    pub tags: Vec<String>,
+    /// Most entries in one published document.
+    pub max_entries: usize,
+}
+
+impl Config {
+    /// The configured source called `name`.
+    pub fn source(&self, name: &str) -> Option<&SourceConfig> {
+        self.sources.iter().find(|s| s.name == name)
+    }
+
+    /// The configured output feed called `name`.
+    pub fn output_feed(&self, name: &str) -> Option<&OutputFeedConfig> {
+        self.feeds.iter().find(|f| f.name == name)
+    }
+}
+
+/// The default `User-Agent`.
+pub fn default_user_agent() -> String {
+    format!(
+        "feedmerge/{} (+{})",
+        env!("CARGO_PKG_VERSION"),
+        env!("CARGO_PKG_REPOSITORY")
+    )
+}
+
+// ---- the file as written --------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server: RawServer,
+    storage: RawStorage,
+    #[serde(default)]
+    feed: RawMergedFeed,
+    #[serde(default)]
+    defaults: RawDefaults,
+    #[serde(default)]
+    sources: Vec<RawSource>,
+    #[serde(default)]
+    feeds: Vec<RawOutputFeed>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    /// Socket address to bind; default `127.0.0.1:8080`.
+    listen: Option<Spanned<String>>,
+    /// Public base URL for self links.
+    base_url: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStorage {
+    /// sled directory, relative to the config file.
+    path: String,
+    /// sled page cache; default 64 MiB.
+    cache_size: Option<ByteSize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMergedFeed {
+    /// Feed title; default "feedmerge".
+    title: Option<String>,
+    /// Most entries per document; default 200.
+    max_entries: Option<Spanned<usize>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDefaults {
+    /// Cron schedule; default every 15 minutes.
+    schedule: Option<Spanned<String>>,
+    /// Fetch timeout; default 30 s.
+    #[serde(default, with = "humantime_serde")]
+    timeout: Option<Duration>,
+    /// Body cap; default 10 MiB.
+    max_body_size: Option<ByteSize>,
+    /// User-Agent; default names feedmerge and its version.
+    user_agent: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSource {
+    name: Spanned<String>,
+    url: Spanned<String>,
+    schedule: Option<Spanned<String>>,
+    #[serde(default)]
+    tags: Vec<Spanned<String>>,
+    #[serde(default, with = "humantime_serde")]
+    timeout: Option<Duration>,
+    max_body_size: Option<ByteSize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOutputFeed {
+    name: Spanned<String>,
+    title: Option<String>,
+    tags: Spanned<Vec<String>>,
+    max_entries: Option<Spanned<usize>>,
+}
+
+const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+const DEFAULT_SCHEDULE: &str = "0 */15 * * * *";
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_MAX_BODY: u64 = 10 * 1024 * 1024;
+const DEFAULT_CACHE: u64 = 64 * 1024 * 1024;
+const DEFAULT_MAX_ENTRIES: usize = 200;
+
+/// Reads and checks the configuration file at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse(&text, path)
+}
+
+/// Checks configuration `text`, read from `path` (used for error messages
+/// and to resolve relative paths).
+pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    let located = |start: usize, message: String| {
+        let (line, column) = line_column(text, start);
+        ConfigError::Invalid {
+            path: path.to_path_buf(),
+            line,
+            column,
+            message,
+        }
+    };
+    let raw: RawConfig = toml::from_str(text).map_err(|err| {
+        let start = err.span().map(|s| s.start).unwrap_or(0);
+        located(start, err.message().trim().to_string())
+    })?;
+    let base_dir = path.parent().unwrap_or(Path::new("")).to_path_buf();
+
+    let listen = match &raw.server.listen {
+        Some(s) => s.get_ref().parse::<SocketAddr>().map_err(|e| {
+            located(
+                s.span().start,
+                format!("server.listen: {e}: {:?} (want HOST:PORT)", s.get_ref()),
+            )
+        })?,
+        None => DEFAULT_LISTEN
+            .parse()
+            .map_err(|e| located(0, format!("server.listen default: {e}")))?,
+    };
+    let base_url = match &raw.server.base_url {
+        Some(s) => {
+            let mut text = s.get_ref().clone();
+            if !text.ends_with('/') {
+                text.push('/');
+            }
+            let url = Url::parse(&text)
+                .map_err(|e| located(s.span().start, format!("server.base_url: {e}")))?;
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(located(
+                    s.span().start,
+                    "server.base_url: must be an http:// or https:// URL".into(),
+                ));
+            }
+            Some(url)
+        }
+        None => None,
+    };
+
+    let defaults = Defaults {
+        schedule: match &raw.defaults.schedule {
+            Some(s) => checked_schedule(s, "defaults.schedule", &located)?,
+            None => DEFAULT_SCHEDULE.to_string(),
+        },
+        timeout: raw.defaults.timeout.unwrap_or(DEFAULT_TIMEOUT),
+        max_body_size: raw
+            .defaults
+            .max_body_size
+            .map(|b| b.as_u64())
+            .unwrap_or(DEFAULT_MAX_BODY),
+        user_agent: raw
+            .defaults
+            .user_agent
+            .clone()
+            .unwrap_or_else(default_user_agent),
+    };
+
+    let mut names = HashSet::new();
+    let mut sources = Vec::with_capacity(raw.sources.len());
+    for (i, s) in raw.sources.iter().enumerate() {
+        let key = format!("sources[{i}]");
+        let name = checked_name(&s.name, &format!("{key}.name"), &located)?;
+        if !names.insert(name.clone()) {
+            return Err(located(
+                s.name.span().start,
+                format!("{key}.name: source {name:?} is defined twice"),
+            ));
+        }
+        let location = checked_location(&s.url, &format!("{key}.url"), &base_dir, &located)?;
+        let schedule = match &s.schedule {
+            Some(sch) => checked_schedule(sch, &format!("{key}.schedule"), &located)?,
+            None => defaults.schedule.clone(),
+        };
+        for tag in &s.tags {
+            if tag.get_ref().trim().is_empty() {
+                return Err(located(tag.span().start, format!("{key}.tags: empty tag")));
+            }
+        }
+        sources.push(SourceConfig {
+            name,
+            location,
+            schedule,
+            tags: s.tags.iter().map(|t| t.get_ref().clone()).collect(),
+            timeout: s.timeout.unwrap_or(defaults.timeout),
+            max_body_size: s
+                .max_body_size
+                .map(|b| b.as_u64())
+                .unwrap_or(defaults.max_body_size),
+        });
+    }
+
+    let max_entries = |value: &Option<Spanned<usize>>, key: &str| match value {
+        Some(v) if *v.get_ref() == 0 => Err(located(
+            v.span().start,
+            format!("{key}: must be at least 1"),
+        )),
+        Some(v) => Ok(*v.get_ref()),
+        None => Ok(DEFAULT_MAX_ENTRIES),
+    };
+
+    let mut feed_names = HashSet::new();
+    let mut feeds = Vec::with_capacity(raw.feeds.len());
+    for (i, f) in raw.feeds.iter().enumerate() {
+        let key = format!("feeds[{i}]");
+        let name = checked_name(&f.name, &format!("{key}.name"), &located)?;
+        if !feed_names.insert(name.clone()) {
+            return Err(located(
+                f.name.span().start,
+                format!("{key}.name: feed {name:?} is defined twice"),
+            ));
+        }
+        if f.tags.get_ref().is_empty() {
+            return Err(located(
+                f.tags.span().start,
+                format!("{key}.tags: list at least one tag"),
+            ));
+        }
+        feeds.push(OutputFeedConfig {
+            title: f.title.clone().unwrap_or_else(|| name.clone()),
+            name,
+            tags: f.tags.get_ref().clone(),
+            max_entries: max_entries(&f.max_entries, &format!("{key}.max_entries"))?,
+        });
+    }
+
+    Ok(Config {
+        path: path.to_path_buf(),
+        server: ServerConfig { listen, base_url },
+        storage: StorageConfig {
+            path: base_dir.join(&raw.storage.path),
+            cache_capacity: raw
+                .storage
+                .cache_size
+                .map(|b| b.as_u64())
+                .unwrap_or(DEFAULT_CACHE),
+        },
+        feed: MergedFeedConfig {
+            title: raw.feed.title.clone().unwrap_or_else(|| "feedmerge".into()),
+            max_entries: max_entries(&raw.feed.max_entries, "feed.max_entries")?,
+        },
+        defaults,
+        sources,
+        feeds,
+    })
+}
+
+fn checked_name(
+    name: &Spanned<String>,
+    key: &str,
+    located: &impl Fn(usize, String) -> ConfigError,
+) -> Result<String, ConfigError> {
+    let value = name.get_ref();
+    let ok = !value.is_empty()
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok {
+        Ok(value.clone())
+    } else {
+        Err(located(
+            name.span().start,
+            format!("{key}: {value:?} is not a valid name (use a-z, 0-9 and -)"),
+        ))
+    }
+}
+
+fn checked_schedule(
+    schedule: &Spanned<String>,
+    key: &str,
+    located: &impl Fn(usize, String) -> ConfigError,
+) -> Result<String, ConfigError> {
+    schedule::validate_cron(schedule.get_ref())
+        .map(|()| schedule.get_ref().clone())
+        .map_err(|reason| located(schedule.span().start, format!("{key}: {reason}")))
+}
+
+fn checked_location(
+    url: &Spanned<String>,
+    key: &str,
+    base_dir: &Path,
+    located: &impl Fn(usize, String) -> ConfigError,
+) -> Result<SourceLocation, ConfigError> {
+    let text = url.get_ref().trim();
+    let at = url.span().start;
+    // `file:relative/path` (no `//`) is a path relative to the config file.
+    if let Some(rest) = text.strip_prefix("file:") {
+        if !rest.starts_with('/') && !rest.is_empty() {
+            return Ok(SourceLocation::File(base_dir.join(rest)));
+        }
+    }
+    let parsed = Url::parse(text).map_err(|e| located(at, format!("{key}: {e}: {text:?}")))?;
+    match parsed.scheme() {
+        "http" | "https" => Ok(SourceLocation::Http(parsed)),
+        "file" => parsed
+            .to_file_path()
+            .map(SourceLocation::File)
+            .map_err(|()| located(at, format!("{key}: {text:?} is not a local file path"))),
+        other => Err(located(
+            at,
+            format!("{key}: unsupported scheme {other:?} (use http, https or file)"),
+        )),
+    }
+}
+
+/// 1-based line and column of byte offset `at` in `text`.
+fn line_column(text: &str, at: usize) -> (usize, usize) {
+    let at = at.min(text.len());
+    let before = text.get(..at).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rfind('\n')
+        .map(|nl| before[nl + 1..].chars().count() + 1)
+        .unwrap_or_else(|| before.chars().count() + 1);
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check_err(text: &str, expected: &str) {
+        let err = parse(text, Path::new("conf/x.toml")).unwrap_err().to_string();
+        assert_eq!(err, expected);
+    }
+
+    const MINIMAL: &str = "[storage]\npath = \"data\"\n";
+
+    #[test]
+    fn bundled_configs_parse() {
+        for file in ["config/feedmerge.toml", "config/demo.toml"] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+            let config = load(&path).unwrap_or_else(|e| panic!("{e}"));
+            assert!(!config.sources.is_empty(), "{file} has no sources");
+        }
+    }
+
+    #[test]
+    fn defaults_fill_in() {
+        let config = parse(MINIMAL, Path::new("conf/x.toml")).unwrap();
+        assert_eq!(config.storage.path, Path::new("conf/data"));
+        assert_eq!(config.server.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.defaults.schedule, DEFAULT_SCHEDULE);
+        assert_eq!(config.feed.max_entries, 200);
+    }
+
+    #[test]
+    fn sources_are_checked() {
+        let source = |body: &str| format!("{MINIMAL}[[sources]]\n{body}");
+        check_err(
+            &source("name = \"Bad Name\"\nurl = \"http://a/\"\n"),
+            "conf/x.toml:4:8: sources[0].name: \"Bad Name\" is not a valid name (use a-z, 0-9 and -)",
+        );
+        check_err(
+            &source("name = \"a\"\nurl = \"ftp://a/\"\n"),
+            "conf/x.toml:5:7: sources[0].url: unsupported scheme \"ftp\" (use http, https or file)",
+        );
+        check_err(
+            &source("name = \"a\"\nurl = \"http://a/\"\nschedule = \"*/5 * * * *\"\n"),
+            "conf/x.toml:6:12: sources[0].schedule: \"*/5 * * * *\" has 5 fields; feedmerge wants 6, seconds first (e.g. \"0 */15 * * * *\")",
+        );
+        check_err(
+            &source("name = \"a\"\nurl = \"http://a/\"\ncolour = \"red\"\n"),
+            "conf/x.toml:6:1: unknown field `colour`, expected one of `name`, `url`, `schedule`, `tags`, `timeout`, `max_body_size`",
+        );
+        check_err(
+            &format!(
+                "{MINIMAL}[[sources]]\nname = \"a\"\nurl = \"http://a/\"\n[[sources]]\nname = \"a\"\nurl = \"http://b/\"\n"
+            ),
+            "conf/x.toml:7:8: sources[1].name: source \"a\" is defined twice",
+        );
+    }
+
+    #[test]
+    fn file_urls_resolve_relative_to_the_config() {
+        let config = parse(
+            &format!("{MINIMAL}[[sources]]\nname = \"a\"\nurl = \"file:samples/a.xml\"\n[[sources]]\nname = \"b\"\nurl = \"file:///srv/b.xml\"\n"),
+            Path::new("conf/x.toml"),
+        )
+        .unwrap();
+        assert_eq!(
+            config.sources[0].location,
+            SourceLocation::File(PathBuf::from("conf/samples/a.xml"))
+        );
+        assert_eq!(
+            config.sources[1].location,
+            SourceLocation::File(PathBuf::from("/srv/b.xml"))
+        );
+    }
+
+    #[test]
+    fn missing_storage_is_named() {
+        check_err("", "conf/x.toml:1:1: missing field `storage`");
+    }
+}

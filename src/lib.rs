@@ -1,0 +1,33 @@
+//! feedmerge polls news feeds, normalizes their entries into one schema,
+//! deduplicates them, stores them in sled, and republishes them as merged
+//! Atom feeds over HTTP.
+//!
+//! The modules, in the order the data flows through them:
+//!
+//! - [`config`]: the TOML file, checked into a [`config::Config`]
+//! - [`schedule`]: when each source is due (cron jobs)
+//! - [`poll`]: one source through every stage below
+//! - [`fetch`]: HTTP or file bytes, bounded in time and size
+//! - [`parse`]: encoding detection, transcoding, feed-rs under a panic guard
+//! - [`normalize`]: feed-rs entries to [`model::Entry`]
+//! - [`dedup`]: entry identity and change detection (pure)
+//! - [`store`]: sled, and only sled
+//! - [`feeds`] and [`publish`]: stored entries to Atom documents
+//! - [`server`]: the HTTP routes
+//! - [`app`]: wiring, tasks and shutdown
+
+#![warn(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+pub mod app;
+pub mod config;
+pub mod dedup;
+pub mod feeds;
+pub mod fetch;
+pub mod model;
+pub mod normalize;
+pub mod parse;
+pub mod poll;
+pub mod publish;
+pub mod schedule;
+pub mod server;
+pub mod store;

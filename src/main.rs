@@ -1,0 +1,166 @@
+//! The `feedmerge` command line: parse arguments, start logging, call into
+//! the library, and turn errors into messages and exit codes.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use feedmerge::config::{self, Config, ConfigError};
+use feedmerge::store::StoreError;
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+/// Polls news feeds and republishes them as merged Atom feeds.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the daemon: poll every source on its schedule and serve the feeds.
+    Run {
+        /// The configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Poll every source (or one) once, store, print a line per source.
+    Fetch {
+        /// The configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Poll only this source.
+        #[arg(long)]
+        source: Option<String>,
+    },
+    /// Print a published feed from the store.
+    Export {
+        /// The configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The `[[feeds]]` output to print; default: the merged feed.
+        #[arg(long)]
+        feed: Option<String>,
+    },
+    /// Check the configuration file.
+    Check {
+        /// The configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+/// Exit code for a configuration error.
+const EXIT_CONFIG: u8 = 2;
+/// Exit code for any other failure.
+const EXIT_FAILURE: u8 = 1;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("FEEDMERGE_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+
+    let config_path = match &cli.command {
+        Command::Run { config }
+        | Command::Fetch { config, .. }
+        | Command::Export { config, .. }
+        | Command::Check { config } => config.clone(),
+    };
+    let config = match load_config(&config_path) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    let result = runtime.block_on(dispatch(cli.command, config.clone()));
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            if let Some(StoreError::Locked { .. }) = e.downcast_ref::<StoreError>() {
+                eprintln!(
+                    "hint: a running daemon answers the same question over HTTP, e.g. \
+                     GET http://{}/feed.atom (merged feed) or /feeds/NAME.atom; \
+                     it polls its sources on its own schedule",
+                    config.server.listen
+                );
+            }
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+fn load_config(path: &Path) -> Result<Config, ConfigError> {
+    config::load(path)
+}
+
+async fn dispatch(command: Command, config: Config) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Check { .. } => {
+            println!(
+                "{}: ok ({} sources, {} extra feeds)",
+                config.path.display(),
+                config.sources.len(),
+                config.feeds.len()
+            );
+        }
+        Command::Run { .. } => {
+            let shutdown = CancellationToken::new();
+            let signals = shutdown.clone();
+            tokio::spawn(async move {
+                wait_for_signal().await;
+                signals.cancel();
+            });
+            feedmerge::app::run(config, shutdown).await?;
+        }
+        Command::Fetch { source, .. } => {
+            let reports = feedmerge::app::fetch_once(config, source.as_deref()).await?;
+            for report in &reports {
+                println!("{report}");
+            }
+        }
+        Command::Export { feed, .. } => {
+            let xml = feedmerge::app::export(&config, feed.as_deref())?;
+            print!("{xml}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,95 @@
+//! Plain types shared by every stage: the normalized [`Entry`], what a poll
+//! reports, and the per-source state the store keeps.
+//!
+//! Nothing here does I/O; these are the nouns the pipeline passes along.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// One feed entry in feedmerge's own schema, whatever format it came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Stable feedmerge id (`urn:feedmerge:entry:<hex>`), derived from the
+    /// source name and the source's own id; never random.
+    pub id: String,
+    /// Name of the configured source the entry came from.
+    pub source: String,
+    /// The publisher's id for the entry (guid / atom:id / JSON `id`), or the
+    /// fallback feedmerge derived when the publisher gave none.
+    pub source_id: String,
+    /// Title as plain text (no markup, entities decoded, whitespace collapsed).
+    pub title: String,
+    /// Absolute link to the article, when the publisher gave one.
+    pub link: Option<String>,
+    /// Sanitized HTML summary.
+    pub summary: Option<String>,
+    /// Sanitized HTML content.
+    pub content: Option<String>,
+    /// Author names.
+    pub authors: Vec<String>,
+    /// Category terms.
+    pub categories: Vec<String>,
+    /// Publication time given by the publisher, in UTC.
+    pub published: Option<DateTime<Utc>>,
+    /// Last update time given by the publisher, in UTC.
+    pub updated: Option<DateTime<Utc>>,
+    /// When feedmerge first stored this entry.
+    pub first_seen: DateTime<Utc>,
+    /// When feedmerge last stored a change to this entry's text.
+    pub changed: DateTime<Utc>,
+    /// Language tag (BCP 47, e.g. `ar`, `en-us`), when known.
+    pub language: Option<String>,
+}
+
+impl Entry {
+    /// The time the entry is sorted and published by: the publisher's
+    /// publication date, or when feedmerge first saw it.
+    pub fn published_or_seen(&self) -> DateTime<Utc> {
+        self.published.or(self.updated).unwrap_or(self.first_seen)
+    }
+
+    /// The entry's `atom:updated`: the publisher's update date, or the time
+    /// feedmerge stored a later change to it, whichever is later.
+    pub fn updated_or_changed(&self) -> DateTime<Utc> {
+        let publisher = self.updated.unwrap_or_else(|| self.published_or_seen());
+        if self.changed > self.first_seen {
+            publisher.max(self.changed)
+        } else {
+            publisher
+        }
+    }
+}
+
+/// What storing one poll's entries did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IngestCounts {
+    /// Entries stored for the first time.
+    pub new: usize,
+    /// Entries whose text changed and were updated in place.
+    pub updated: usize,
+    /// Entries already stored unchanged.
+    pub unchanged: usize,
+}
+
+/// The state feedmerge keeps per source between polls.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceState {
+    /// When the last poll started.
+    pub last_attempt: Option<DateTime<Utc>>,
+    /// When a poll last succeeded.
+    pub last_success: Option<DateTime<Utc>>,
+    /// HTTP status of the last response, when there was one.
+    pub http_status: Option<u16>,
+    /// The last poll's error, one line; `None` after a success.
+    pub last_error: Option<String>,
+    /// Failures in a row since the last success.
+    pub consecutive_failures: u32,
+    /// Entries in the last successfully parsed document.
+    pub entries_seen: usize,
+    /// The source's own title, from its last parsed document.
+    pub title: Option<String>,
+    /// The source's home page, from its last parsed document.
+    pub home_page: Option<String>,
+    /// Encoding the last document was decoded from.
+    pub encoding: Option<String>,
+}

@@ -1,0 +1,241 @@
+//! Stored entries to Atom 1.0 documents, with atom_syndication.
+//!
+//! Pure: the entries, the feed's identity and the sources' descriptions come
+//! in; a UTF-8 XML string comes out. Every entry says which source it came
+//! from (`atom:source`) and keeps its language (`xml:lang` on its text).
+
+use std::collections::HashMap;
+
+use atom_syndication::{
+    Category, Content, Entry as AtomEntry, Feed, FixedDateTime, Generator, Link, Person, Source,
+    Text, WriteConfig,
+};
+use chrono::{DateTime, Utc};
+
+use crate::model::Entry;
+
+/// Identity of one published document.
+#[derive(Debug, Clone)]
+pub struct FeedInfo {
+    /// `atom:id`: the document's URL when a base URL is configured, else a URN.
+    pub id: String,
+    /// `atom:title`.
+    pub title: String,
+    /// The document's own URL, for `rel="self"`.
+    pub self_link: Option<String>,
+}
+
+/// What the published feed says about a source.
+#[derive(Debug, Clone)]
+pub struct SourceInfo {
+    /// The source's configured name.
+    pub name: String,
+    /// The source's own title, when known.
+    pub title: Option<String>,
+    /// Where the source is polled (its `rel="self"` when http).
+    pub url: Option<String>,
+    /// The source's home page, when known.
+    pub home_page: Option<String>,
+}
+
+/// Why a document could not be written.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write atom document: {0}")]
+pub struct PublishError(String);
+
+/// Renders `entries` (already in order) as an Atom document. `empty_updated`
+/// is the feed's `atom:updated` when there are no entries.
+pub fn render(
+    info: &FeedInfo,
+    entries: &[Entry],
+    sources: &HashMap<String, SourceInfo>,
+    empty_updated: DateTime<Utc>,
+) -> Result<String, PublishError> {
+    let updated = entries
+        .iter()
+        .map(Entry::updated_or_changed)
+        .max()
+        .unwrap_or(empty_updated);
+    let mut feed = Feed {
+        id: info.id.clone(),
+        title: Text::plain(info.title.clone()),
+        updated: fixed(updated),
+        authors: vec![Person {
+            name: "feedmerge".into(),
+            ..Person::default()
+        }],
+        generator: Some(Generator {
+            value: "feedmerge".into(),
+            uri: Some(env!("CARGO_PKG_REPOSITORY").into()),
+            version: Some(env!("CARGO_PKG_VERSION").into()),
+        }),
+        entries: entries.iter().map(|e| atom_entry(e, sources.get(&e.source))).collect(),
+        ..Feed::default()
+    };
+    if let Some(href) = &info.self_link {
+        feed.links.push(Link {
+            href: href.clone(),
+            rel: "self".into(),
+            mime_type: Some("application/atom+xml".into()),
+            ..Link::default()
+        });
+    }
+    let bytes = feed
+        .write_with_config(
+            Vec::new(),
+            WriteConfig {
+                write_document_declaration: true,
+                indent_size: Some(2),
+            },
+        )
+        .map_err(|e| PublishError(e.to_string()))?;
+    String::from_utf8(bytes).map_err(|e| PublishError(e.to_string()))
+}
+
+fn atom_entry(entry: &Entry, source: Option<&SourceInfo>) -> AtomEntry {
+    let lang = entry.language.clone();
+    let text = |value: &str, html: bool| {
+        let mut t = if html { Text::html(value) } else { Text::plain(value) };
+        t.lang = lang.clone();
+        t
+    };
+    let title = if entry.title.is_empty() { "(untitled)" } else { &entry.title };
+    let mut links = Vec::new();
+    if let Some(href) = &entry.link {
+        links.push(Link {
+            href: href.clone(),
+            rel: "alternate".into(),
+            hreflang: lang.clone(),
+            ..Link::default()
+        });
+    }
+    // An entry needs an alternate link or content; give linkless entries
+    // their summary (or title) as content.
+    let content_html = entry
+        .content
+        .clone()
+        .or_else(|| entry.link.is_none().then(|| entry.summary.clone().unwrap_or_else(|| escape(title))));
+    let updated = entry.updated_or_changed();
+    AtomEntry {
+        id: entry.id.clone(),
+        title: text(title, false),
+        updated: fixed(updated),
+        published: Some(fixed(entry.published_or_seen())),
+        authors: entry
+            .authors
+            .iter()
+            .map(|name| Person {
+                name: name.clone(),
+                ..Person::default()
+            })
+            .collect(),
+        categories: entry
+            .categories
+            .iter()
+            .map(|term| Category {
+                term: term.clone(),
+                ..Category::default()
+            })
+            .collect(),
+        links,
+        summary: entry.summary.as_deref().map(|s| text(s, true)),
+        content: content_html.map(|value| Content {
+            value: Some(value),
+            content_type: Some("html".into()),
+            lang: lang.clone(),
+            ..Content::default()
+        }),
+        source: Some(atom_source(entry, source, updated)),
+        ..AtomEntry::default()
+    }
+}
+
+fn atom_source(entry: &Entry, source: Option<&SourceInfo>, updated: DateTime<Utc>) -> Source {
+    let name = &entry.source;
+    let mut links = Vec::new();
+    if let Some(info) = source {
+        if let Some(home) = &info.home_page {
+            links.push(Link {
+                href: home.clone(),
+                rel: "alternate".into(),
+                ..Link::default()
+            });
+        }
+        if let Some(url) = info.url.as_ref().filter(|u| u.starts_with("http")) {
+            links.push(Link {
+                href: url.clone(),
+                rel: "self".into(),
+                ..Link::default()
+            });
+        }
+    }
+    let title = source
+        .and_then(|s| s.title.clone())
+        .map(|t| format!("{t} ({name})"))
+        .unwrap_or_else(|| name.clone());
+    Source {
+        id: format!("urn:feedmerge:source:{name}"),
+        title: Text::plain(title),
+        updated: fixed(updated),
+        links,
+        ..Source::default()
+    }
+}
+
+fn fixed(t: DateTime<Utc>) -> FixedDateTime {
+    t.fixed_offset()
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn renders_language_source_and_order() {
+        let entry = Entry {
+            id: "urn:feedmerge:entry:1".into(),
+            source: "centcom-ar".into(),
+            source_id: "g1".into(),
+            title: "قائد القيادة المركزية يزور قطر".into(),
+            link: Some("https://www.centcom.mil/AR/1/".into()),
+            summary: Some("<p>نص</p>".into()),
+            content: None,
+            authors: vec!["CENTCOM".into()],
+            categories: vec!["أخبار".into()],
+            published: Some(at("2025-03-27T10:00:00Z")),
+            updated: None,
+            first_seen: at("2025-04-01T00:00:00Z"),
+            changed: at("2025-04-01T00:00:00Z"),
+            language: Some("ar".into()),
+        };
+        let sources = HashMap::from([(
+            "centcom-ar".to_string(),
+            SourceInfo {
+                name: "centcom-ar".into(),
+                title: Some("القيادة المركزية".into()),
+                url: Some("https://www.centcom.mil/rss".into()),
+                home_page: None,
+            },
+        )]);
+        let info = FeedInfo {
+            id: "urn:feedmerge:feed:merged".into(),
+            title: "News".into(),
+            self_link: None,
+        };
+        let xml = render(&info, &[entry], &sources, at("2025-01-01T00:00:00Z")).unwrap();
+        assert!(xml.contains(r#"<title xml:lang="ar">قائد القيادة المركزية يزور قطر</title>"#), "{xml}");
+        assert!(xml.contains(r#"<summary xml:lang="ar" type="html">&lt;p&gt;نص&lt;/p&gt;</summary>"#), "{xml}");
+        assert!(xml.contains("<id>urn:feedmerge:source:centcom-ar</id>"), "{xml}");
+        assert!(xml.contains("<published>2025-03-27T10:00:00+00:00</published>"), "{xml}");
+        // An entry never changed since first seen is as new as its publisher says.
+        assert!(xml.contains("<updated>2025-03-27T10:00:00+00:00</updated>"), "{xml}");
+    }
+}

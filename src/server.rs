@@ -1,0 +1,73 @@
+//! The HTTP server (axum): the published feeds and a health check.
+//!
+//! Routes: `GET /feed.atom` (the merged feed), `GET /feeds/NAME.atom` (each
+//! `[[feeds]]` output; 404 for unknown names), `GET /healthz`.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use tracing::error;
+
+use crate::config::Config;
+use crate::feeds;
+use crate::store::Store;
+
+/// The content type of every published feed.
+pub const ATOM_CONTENT_TYPE: &str = "application/atom+xml; charset=utf-8";
+
+/// What the handlers share.
+#[derive(Debug, Clone)]
+pub struct ServerState {
+    /// The configuration the daemon runs with.
+    pub config: Arc<Config>,
+    /// The open store.
+    pub store: Store,
+}
+
+/// The daemon's routes.
+pub fn router(state: ServerState) -> Router {
+    Router::new()
+        .route("/feed.atom", get(merged_feed))
+        .route("/feeds/{file}", get(named_feed))
+        .route("/healthz", get(healthz))
+        .with_state(state)
+}
+
+async fn merged_feed(State(state): State<ServerState>) -> Response {
+    feed_response(&state, None)
+}
+
+async fn named_feed(State(state): State<ServerState>, Path(file): Path<String>) -> Response {
+    match file.strip_suffix(".atom") {
+        Some(name) => feed_response(&state, Some(name)),
+        None => not_found(),
+    }
+}
+
+fn feed_response(state: &ServerState, name: Option<&str>) -> Response {
+    match feeds::render(&state.config, &state.store, name) {
+        Ok(Some(xml)) => ([(header::CONTENT_TYPE, ATOM_CONTENT_TYPE)], xml).into_response(),
+        Ok(None) => not_found(),
+        Err(e) => {
+            error!(error = %e, feed = name.unwrap_or("merged"), "cannot render feed");
+            (StatusCode::INTERNAL_SERVER_ERROR, "cannot render feed\n").into_response()
+        }
+    }
+}
+
+fn not_found() -> Response {
+    (StatusCode::NOT_FOUND, "no such feed\n").into_response()
+}
+
+async fn healthz(State(state): State<ServerState>) -> Response {
+    let body = serde_json::json!({
+        "status": "ok",
+        "entries": state.store.entry_count(),
+        "sources": state.config.sources.len(),
+    });
+    ([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+}
