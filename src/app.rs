@@ -156,17 +156,21 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         round_tx.send_replace(true);
     });
 
-    let job_poller = Arc::clone(&poller);
+    // The scheduler may keep its jobs after shutdown; they hold the poller
+    // weakly so the store (and its lock) is released when the daemon stops.
+    let job_poller = Arc::downgrade(&poller);
     let job_tracker = tracker.clone();
     let job_stop = shutdown.clone();
     let scheduler = Scheduler::start(&config.sources, move |name| {
         if job_stop.is_cancelled() {
             return;
         }
-        let Some(source) = job_poller.config.source(name).cloned() else {
+        let Some(poller) = job_poller.upgrade() else {
             return;
         };
-        let poller = Arc::clone(&job_poller);
+        let Some(source) = poller.config.source(name).cloned() else {
+            return;
+        };
         job_tracker.spawn(async move { poller.poll(&source).await });
     })
     .await?;
@@ -183,6 +187,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         .unwrap_or_default();
     let main = tokio::spawn(async move {
         shutdown.cancelled().await;
+        // The scheduler's jobs hold the poller weakly; this task keeps it
+        // alive until shutdown.
+        drop(poller);
         info!("shutting down");
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
         if let Err(e) = scheduler.shutdown().await {

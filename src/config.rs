@@ -508,7 +508,9 @@ mod tests {
     use super::*;
 
     fn check_err(text: &str, expected: &str) {
-        let err = parse(text, Path::new("conf/x.toml")).unwrap_err().to_string();
+        let err = parse(text, Path::new("conf/x.toml"))
+            .unwrap_err()
+            .to_string();
         assert_eq!(err, expected);
     }
 

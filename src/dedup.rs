@@ -44,7 +44,14 @@ pub fn merge(existing: Option<&Entry>, mut incoming: Entry, now: DateTime<Utc>) 
         Some(old) if same_publisher_fields(old, &incoming) => Merge::Unchanged,
         Some(old) => {
             incoming.first_seen = old.first_seen;
-            incoming.changed = now.max(old.changed);
+            // When the publisher moved its own update date, that date tells
+            // readers of the change; otherwise the time we saw it does.
+            let publisher_moved = incoming.updated > old.updated;
+            incoming.changed = if publisher_moved {
+                old.changed
+            } else {
+                now.max(old.changed)
+            };
             Merge::Updated(incoming)
         }
     }
@@ -109,14 +116,38 @@ mod tests {
             Merge::New(e) => assert_eq!(e.first_seen, t1),
             other => panic!("{other:?}"),
         }
-        assert_eq!(merge(Some(&stored), entry("Title", "2025-03-02T00:00:00Z"), t1), Merge::Unchanged);
-        match merge(Some(&stored), entry("New title", "2025-03-02T00:00:00Z"), t1) {
+        assert_eq!(
+            merge(Some(&stored), entry("Title", "2025-03-02T00:00:00Z"), t1),
+            Merge::Unchanged
+        );
+        match merge(
+            Some(&stored),
+            entry("New title", "2025-03-02T00:00:00Z"),
+            t1,
+        ) {
             Merge::Updated(e) => {
                 assert_eq!(e.title, "New title");
                 assert_eq!(e.first_seen, at(t0), "first seen survives");
                 assert_eq!(e.changed, t1, "change time moves");
-                assert_eq!(e.published_or_seen(), at(t0), "undated entry keeps its place");
+                assert_eq!(
+                    e.published_or_seen(),
+                    at(t0),
+                    "undated entry keeps its place"
+                );
                 assert_eq!(e.updated_or_changed(), t1);
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut dated = entry("New title", "2025-03-02T00:00:00Z");
+        dated.updated = Some(at("2025-03-01T12:00:00Z"));
+        match merge(Some(&stored), dated, t1) {
+            Merge::Updated(e) => {
+                assert_eq!(
+                    e.changed,
+                    at(t0),
+                    "the publisher's date tells of the change"
+                );
+                assert_eq!(e.updated_or_changed(), at("2025-03-01T12:00:00Z"));
             }
             other => panic!("{other:?}"),
         }

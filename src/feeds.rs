@@ -25,7 +25,11 @@ pub enum FeedError {
 
 /// Renders the merged feed (`name` = `None`) or the `[[feeds]]` output
 /// called `name`; `Ok(None)` when there is no such feed.
-pub fn render(config: &Config, store: &Store, name: Option<&str>) -> Result<Option<String>, FeedError> {
+pub fn render(
+    config: &Config,
+    store: &Store,
+    name: Option<&str>,
+) -> Result<Option<String>, FeedError> {
     let (info, limit, allowed): (FeedInfo, usize, Option<HashSet<&str>>) = match name {
         None => (
             feed_info(config, "feed.atom", "merged", &config.feed.title),
@@ -54,7 +58,9 @@ pub fn render(config: &Config, store: &Store, name: Option<&str>) -> Result<Opti
     let configured: HashSet<&str> = config.sources.iter().map(|s| s.name.as_str()).collect();
     let entries = store.newest(limit, |e| {
         configured.contains(e.source.as_str())
-            && allowed.as_ref().is_none_or(|a| a.contains(e.source.as_str()))
+            && allowed
+                .as_ref()
+                .is_none_or(|a| a.contains(e.source.as_str()))
     })?;
     let mut sources = HashMap::new();
     for s in &config.sources {

@@ -31,11 +31,11 @@ const FUTURE_SLACK: Duration = Duration::days(1);
 
 /// Normalizes every entry of `feed`.
 pub fn normalize(feed: &Feed, ctx: &Context<'_>) -> Vec<Entry> {
-    let feed_language = feed
-        .language
-        .as_deref()
-        .and_then(language_tag)
-        .or_else(|| ctx.http_language.and_then(first_language).and_then(language_tag));
+    let feed_language = feed.language.as_deref().and_then(language_tag).or_else(|| {
+        ctx.http_language
+            .and_then(first_language)
+            .and_then(language_tag)
+    });
     let home_page = feed
         .links
         .iter()
@@ -98,7 +98,13 @@ pub fn normalize(feed: &Feed, ctx: &Context<'_>) -> Vec<Entry> {
                 let mut hasher = Sha256::new();
                 hasher.update(title.as_bytes());
                 hasher.update([0]);
-                hasher.update(content.as_deref().or(summary.as_deref()).unwrap_or("").as_bytes());
+                hasher.update(
+                    content
+                        .as_deref()
+                        .or(summary.as_deref())
+                        .unwrap_or("")
+                        .as_bytes(),
+                );
                 format!("sha256:{}", hex(&hasher.finalize()))
             };
 
@@ -120,7 +126,9 @@ pub fn normalize(feed: &Feed, ctx: &Context<'_>) -> Vec<Entry> {
                 categories: e
                     .categories
                     .iter()
-                    .map(|c| collapse_whitespace(&clean_text(c.label.as_deref().unwrap_or(&c.term))))
+                    .map(|c| {
+                        collapse_whitespace(&clean_text(c.label.as_deref().unwrap_or(&c.term)))
+                    })
                     .filter(|c| !c.is_empty())
                     .collect(),
                 published: believable(e.published),
@@ -226,8 +234,7 @@ fn collapse_whitespace(text: &str) -> String {
 pub fn clean_text(text: &str) -> String {
     text.chars()
         .filter(|&c| {
-            matches!(c, '\t' | '\n' | '\r')
-                || (c >= '\u{20}' && c != '\u{fffe}' && c != '\u{ffff}')
+            matches!(c, '\t' | '\n' | '\r') || (c >= '\u{20}' && c != '\u{fffe}' && c != '\u{ffff}')
         })
         .collect()
 }
@@ -242,8 +249,10 @@ fn language_tag(raw: &str) -> Option<String> {
     let tag = raw.trim().replace('_', "-").to_ascii_lowercase();
     let mut parts = tag.split('-');
     let primary = parts.next()?;
-    let primary_ok = (1..=8).contains(&primary.len()) && primary.bytes().all(|b| b.is_ascii_alphabetic());
-    let rest_ok = parts.all(|p| (1..=8).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_alphanumeric()));
+    let primary_ok =
+        (1..=8).contains(&primary.len()) && primary.bytes().all(|b| b.is_ascii_alphabetic());
+    let rest_ok =
+        parts.all(|p| (1..=8).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_alphanumeric()));
     (primary_ok && rest_ok).then_some(tag)
 }
 
@@ -258,7 +267,9 @@ mod tests {
     fn entries(doc: &str, url: &str) -> Vec<Entry> {
         let url = Url::parse(url).unwrap();
         let parsed = crate::parse::parse(doc.as_bytes(), None, Some(&url)).unwrap();
-        let now = DateTime::parse_from_rfc3339("2025-04-01T00:00:00Z").unwrap().with_timezone(&Utc);
+        let now = DateTime::parse_from_rfc3339("2025-04-01T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
         normalize(
             &parsed.feed,
             &Context {
@@ -291,17 +302,35 @@ mod tests {
             let base = Url::parse("https://example.org/a/b").unwrap();
             assert_eq!(sanitize_html(html, Some(&base)), expected, "{html}");
         };
-        check("<p onclick=\"x()\">hi<script>alert(1)</script></p>", "<p>hi</p>");
-        check("<a href=\"javascript:alert(1)\">x</a>", "<a rel=\"noopener noreferrer\">x</a>");
-        check("<p dir=\"rtl\" lang=\"ar\">نص</p>", "<p dir=\"rtl\" lang=\"ar\">نص</p>");
-        check("<iframe src=\"https://evil/\"></iframe><style>p{}</style>ok", "ok");
-        check("<a href=\"/about\">a</a>", "<a href=\"https://example.org/about\" rel=\"noopener noreferrer\">a</a>");
+        check(
+            "<p onclick=\"x()\">hi<script>alert(1)</script></p>",
+            "<p>hi</p>",
+        );
+        check(
+            "<a href=\"javascript:alert(1)\">x</a>",
+            "<a rel=\"noopener noreferrer\">x</a>",
+        );
+        check(
+            "<p dir=\"rtl\" lang=\"ar\">نص</p>",
+            "<p dir=\"rtl\" lang=\"ar\">نص</p>",
+        );
+        check(
+            "<iframe src=\"https://evil/\"></iframe><style>p{}</style>ok",
+            "ok",
+        );
+        check(
+            "<a href=\"/about\">a</a>",
+            "<a href=\"https://example.org/about\" rel=\"noopener noreferrer\">a</a>",
+        );
         check("bad\u{1}char", "badchar");
     }
 
     #[test]
     fn titles_are_plain_text() {
-        assert_eq!(plain_text("<b>Rust</b> &amp; <i>feeds</i>\n  today"), "Rust & feeds today");
+        assert_eq!(
+            plain_text("<b>Rust</b> &amp; <i>feeds</i>\n  today"),
+            "Rust & feeds today"
+        );
         assert_eq!(plain_text("a &lt; b<script>x</script>"), "a < b");
     }
 

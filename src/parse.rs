@@ -40,7 +40,11 @@ pub struct Parsed {
 
 /// Parses `body`, given the HTTP `Content-Type` (if any) and the document's
 /// URL, against which feed-rs resolves relative links.
-pub fn parse(body: &[u8], content_type: Option<&str>, base: Option<&Url>) -> Result<Parsed, ParseError> {
+pub fn parse(
+    body: &[u8],
+    content_type: Option<&str>,
+    base: Option<&Url>,
+) -> Result<Parsed, ParseError> {
     if body.iter().all(|b| b.is_ascii_whitespace()) {
         return Err(ParseError::Empty);
     }
@@ -162,7 +166,11 @@ mod tests {
     use super::*;
 
     fn check_encoding(body: &[u8], http: Option<&str>, expected: &str) {
-        assert_eq!(detect_encoding(body, http).name(), expected, "{body:?} / {http:?}");
+        assert_eq!(
+            detect_encoding(body, http).name(),
+            expected,
+            "{body:?} / {http:?}"
+        );
     }
 
     #[test]
@@ -170,18 +178,29 @@ mod tests {
         let decl_1256 = b"<?xml version=\"1.0\" encoding=\"windows-1256\"?><rss/>";
         check_encoding(decl_1256, None, "windows-1256");
         check_encoding(decl_1256, Some("iso-8859-6"), "ISO-8859-6");
-        check_encoding(b"\xEF\xBB\xBF<?xml version=\"1.0\" encoding=\"windows-1256\"?>", Some("iso-8859-6"), "UTF-8");
+        check_encoding(
+            b"\xEF\xBB\xBF<?xml version=\"1.0\" encoding=\"windows-1256\"?>",
+            Some("iso-8859-6"),
+            "UTF-8",
+        );
         check_encoding(b"<?xml version='1.0' encoding='koi8-r'?>", None, "KOI8-R");
         check_encoding(b"<?xml version=\"1.0\"?><rss/>", None, "UTF-8");
         check_encoding(b"<rss/>", None, "UTF-8");
         check_encoding(b"<\0?\0x\0m\0l\0", None, "UTF-16LE");
-        check_encoding(b"<?xml version=\"1.0\" encoding=\"utf-16\"?>", None, "UTF-8");
+        check_encoding(
+            b"<?xml version=\"1.0\" encoding=\"utf-16\"?>",
+            None,
+            "UTF-8",
+        );
         check_encoding(b"<rss/>", Some("no-such-charset"), "UTF-8");
     }
 
     #[test]
     fn charset_parameter() {
-        assert_eq!(charset_param("text/xml; charset=ISO-8859-6"), Some("ISO-8859-6"));
+        assert_eq!(
+            charset_param("text/xml; charset=ISO-8859-6"),
+            Some("ISO-8859-6")
+        );
         assert_eq!(charset_param("text/xml;Charset=\"utf-8\""), Some("utf-8"));
         assert_eq!(charset_param("text/xml"), None);
     }

@@ -69,7 +69,10 @@ pub fn render(
             uri: Some(env!("CARGO_PKG_REPOSITORY").into()),
             version: Some(env!("CARGO_PKG_VERSION").into()),
         }),
-        entries: entries.iter().map(|e| atom_entry(e, sources.get(&e.source))).collect(),
+        entries: entries
+            .iter()
+            .map(|e| atom_entry(e, sources.get(&e.source)))
+            .collect(),
         ..Feed::default()
     };
     if let Some(href) = &info.self_link {
@@ -95,11 +98,19 @@ pub fn render(
 fn atom_entry(entry: &Entry, source: Option<&SourceInfo>) -> AtomEntry {
     let lang = entry.language.clone();
     let text = |value: &str, html: bool| {
-        let mut t = if html { Text::html(value) } else { Text::plain(value) };
+        let mut t = if html {
+            Text::html(value)
+        } else {
+            Text::plain(value)
+        };
         t.lang = lang.clone();
         t
     };
-    let title = if entry.title.is_empty() { "(untitled)" } else { &entry.title };
+    let title = if entry.title.is_empty() {
+        "(untitled)"
+    } else {
+        &entry.title
+    };
     let mut links = Vec::new();
     if let Some(href) = &entry.link {
         links.push(Link {
@@ -111,10 +122,12 @@ fn atom_entry(entry: &Entry, source: Option<&SourceInfo>) -> AtomEntry {
     }
     // An entry needs an alternate link or content; give linkless entries
     // their summary (or title) as content.
-    let content_html = entry
-        .content
-        .clone()
-        .or_else(|| entry.link.is_none().then(|| entry.summary.clone().unwrap_or_else(|| escape(title))));
+    let content_html = entry.content.clone().or_else(|| {
+        entry
+            .link
+            .is_none()
+            .then(|| entry.summary.clone().unwrap_or_else(|| escape(title)))
+    });
     let updated = entry.updated_or_changed();
     AtomEntry {
         id: entry.id.clone(),
@@ -187,7 +200,9 @@ fn fixed(t: DateTime<Utc>) -> FixedDateTime {
 }
 
 fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 #[cfg(test)]
@@ -231,11 +246,26 @@ mod tests {
             self_link: None,
         };
         let xml = render(&info, &[entry], &sources, at("2025-01-01T00:00:00Z")).unwrap();
-        assert!(xml.contains(r#"<title xml:lang="ar">قائد القيادة المركزية يزور قطر</title>"#), "{xml}");
-        assert!(xml.contains(r#"<summary xml:lang="ar" type="html">&lt;p&gt;نص&lt;/p&gt;</summary>"#), "{xml}");
-        assert!(xml.contains("<id>urn:feedmerge:source:centcom-ar</id>"), "{xml}");
-        assert!(xml.contains("<published>2025-03-27T10:00:00+00:00</published>"), "{xml}");
+        assert!(
+            xml.contains(r#"<title xml:lang="ar">قائد القيادة المركزية يزور قطر</title>"#),
+            "{xml}"
+        );
+        assert!(
+            xml.contains(r#"<summary xml:lang="ar" type="html">&lt;p&gt;نص&lt;/p&gt;</summary>"#),
+            "{xml}"
+        );
+        assert!(
+            xml.contains("<id>urn:feedmerge:source:centcom-ar</id>"),
+            "{xml}"
+        );
+        assert!(
+            xml.contains("<published>2025-03-27T10:00:00+00:00</published>"),
+            "{xml}"
+        );
         // An entry never changed since first seen is as new as its publisher says.
-        assert!(xml.contains("<updated>2025-03-27T10:00:00+00:00</updated>"), "{xml}");
+        assert!(
+            xml.contains("<updated>2025-03-27T10:00:00+00:00</updated>"),
+            "{xml}"
+        );
     }
 }

@@ -90,7 +90,9 @@ mod tests {
     fn cron_expressions() {
         assert_eq!(validate_cron("0 */15 * * * *"), Ok(()));
         assert_eq!(validate_cron("*/30 * * * * *"), Ok(()));
-        assert!(validate_cron("*/15 * * * *").unwrap_err().contains("5 fields"));
+        assert!(validate_cron("*/15 * * * *")
+            .unwrap_err()
+            .contains("5 fields"));
         assert!(validate_cron("0 */15 * * * nonsense")
             .unwrap_err()
             .contains("not a valid cron"));

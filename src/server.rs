@@ -69,5 +69,9 @@ async fn healthz(State(state): State<ServerState>) -> Response {
         "entries": state.store.entry_count(),
         "sources": state.config.sources.len(),
     });
-    ([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
 }

@@ -110,15 +110,18 @@ impl Store {
     /// Stores one poll's entries, deduplicating against what is stored:
     /// new entries are added, changed ones updated in place, the rest left.
     /// All of it happens in one transaction.
-    pub fn ingest(&self, incoming: &[Entry], now: DateTime<Utc>) -> Result<IngestCounts, StoreError> {
+    pub fn ingest(
+        &self,
+        incoming: &[Entry],
+        now: DateTime<Utc>,
+    ) -> Result<IngestCounts, StoreError> {
         let result = (&self.entries, &self.by_time).transaction(|(entries, by_time)| {
             let mut counts = IngestCounts::default();
             for entry in incoming {
                 let existing = match entries.get(entry.id.as_bytes())? {
-                    Some(bytes) => Some(
-                        decode::<Entry>(&bytes)
-                            .map_err(|reason| ConflictableTransactionError::Abort(("entries", reason)))?,
-                    ),
+                    Some(bytes) => Some(decode::<Entry>(&bytes).map_err(|reason| {
+                        ConflictableTransactionError::Abort(("entries", reason))
+                    })?),
                     None => None,
                 };
                 let stored = match dedup::merge(existing.as_ref(), entry.clone(), now) {
@@ -156,7 +159,11 @@ impl Store {
     }
 
     /// Up to `limit` entries, newest first, that `keep` accepts.
-    pub fn newest(&self, limit: usize, mut keep: impl FnMut(&Entry) -> bool) -> Result<Vec<Entry>, StoreError> {
+    pub fn newest(
+        &self,
+        limit: usize,
+        mut keep: impl FnMut(&Entry) -> bool,
+    ) -> Result<Vec<Entry>, StoreError> {
         let mut out = Vec::new();
         for item in self.by_time.iter().rev() {
             if out.len() >= limit {
@@ -177,8 +184,14 @@ impl Store {
 
     /// The stored entry with feedmerge id `id`.
     pub fn entry(&self, id: &str) -> Result<Option<Entry>, StoreError> {
-        match self.entries.get(id.as_bytes()).map_err(|e| self.sled_err(e))? {
-            Some(bytes) => decode(&bytes).map(Some).map_err(|r| self.corrupt("entries", r)),
+        match self
+            .entries
+            .get(id.as_bytes())
+            .map_err(|e| self.sled_err(e))?
+        {
+            Some(bytes) => decode(&bytes)
+                .map(Some)
+                .map_err(|r| self.corrupt("entries", r)),
             None => Ok(None),
         }
     }
@@ -190,8 +203,14 @@ impl Store {
 
     /// The stored state of source `name`.
     pub fn source_state(&self, name: &str) -> Result<Option<SourceState>, StoreError> {
-        match self.sources.get(name.as_bytes()).map_err(|e| self.sled_err(e))? {
-            Some(bytes) => decode(&bytes).map(Some).map_err(|r| self.corrupt("sources", r)),
+        match self
+            .sources
+            .get(name.as_bytes())
+            .map_err(|e| self.sled_err(e))?
+        {
+            Some(bytes) => decode(&bytes)
+                .map(Some)
+                .map_err(|r| self.corrupt("sources", r)),
             None => Ok(None),
         }
     }
@@ -299,7 +318,12 @@ mod tests {
         let changed = [entry("a", "A2", Some("2025-03-05T00:00:00Z"))];
         let counts = store.ingest(&changed, now).unwrap();
         assert_eq!((counts.new, counts.updated, counts.unchanged), (0, 1, 0));
-        let titles: Vec<_> = store.newest(10, |_| true).unwrap().into_iter().map(|e| e.title).collect();
+        let titles: Vec<_> = store
+            .newest(10, |_| true)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.title)
+            .collect();
         assert_eq!(titles, ["A2", "B", "C"]);
         assert_eq!(store.entry_count(), 3);
         let limited = store.newest(1, |e| e.title != "A2").unwrap();

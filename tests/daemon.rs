@@ -1,0 +1,574 @@
+//! End to end: the real daemon (config, scheduler, fetch, parse, normalize,
+//! store, publish, server) against a feed server on 127.0.0.1 in this
+//! process, a real sled directory, and jing validating every Atom document.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use feedmerge::app;
+use feedmerge::config;
+use feedmerge::store::Store;
+use tokio_util::sync::CancellationToken;
+
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+const SCHEMA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/schema/atom.rnc");
+const BIN: &str = env!("CARGO_BIN_EXE_feedmerge");
+
+// ---- the feed server ---------------------------------------------------
+
+/// Which version of the English feed the server hands out.
+#[derive(Clone, Default)]
+struct Server {
+    english_updated: Arc<Mutex<bool>>,
+}
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(Path::new(FIXTURES).join(name)).unwrap()
+}
+
+async fn serve_feed(State(server): State<Server>, UrlPath(name): UrlPath<String>) -> Response {
+    let (file, content_type) = match name.as_str() {
+        // windows-1256, declared only in the XML declaration.
+        "ar-1256.xml" => ("arabic-windows-1256.xml", "application/rss+xml"),
+        // ISO-8859-6, declared only in the HTTP header.
+        "ar-8859-6.xml" => (
+            "arabic-iso-8859-6.xml",
+            "application/rss+xml; charset=ISO-8859-6",
+        ),
+        "english.atom" => {
+            let updated = *server.english_updated.lock().unwrap();
+            let file = if updated {
+                "english-updated.atom"
+            } else {
+                "english.atom"
+            };
+            (file, "application/atom+xml")
+        }
+        "notes.json" => ("notes.json", "application/feed+json"),
+        "no-guid.xml" => ("no-guid.xml", "application/rss+xml"),
+        "broken.xml" => ("broken.xml", "application/rss+xml"),
+        "page.html" => ("not-a-feed.html", "text/html; charset=utf-8"),
+        "error-500" => return (StatusCode::INTERNAL_SERVER_ERROR, "boom").into_response(),
+        "drip" => {
+            // One byte every 2 s, forever.
+            let stream = futures_util::stream::unfold(0u64, |n| async move {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                Some((Ok::<_, std::io::Error>(vec![b' ']), n + 1))
+            });
+            return (
+                [(header::CONTENT_TYPE, "application/rss+xml")],
+                Body::from_stream(stream),
+            )
+                .into_response();
+        }
+        "endless" => {
+            let stream = futures_util::stream::repeat_with(|| {
+                Ok::<_, std::io::Error>(vec![b'<'; 64 * 1024])
+            });
+            return (
+                [(header::CONTENT_TYPE, "application/rss+xml")],
+                Body::from_stream(stream),
+            )
+                .into_response();
+        }
+        _ => return StatusCode::NOT_FOUND.into_response(),
+    };
+    ([(header::CONTENT_TYPE, content_type)], fixture(file)).into_response()
+}
+
+/// Starts the feed server; returns its base URL and a handle to stop it.
+async fn start_feed_server(server: Server) -> (String, CancellationToken) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    let router = Router::new()
+        .route("/{name}", get(serve_feed))
+        .with_state(server);
+    let token = stop.clone();
+    tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(token.cancelled_owned())
+            .await
+            .unwrap();
+    });
+    (format!("http://{addr}"), stop)
+}
+
+// ---- configs -------------------------------------------------------------
+
+/// Sources: (name, path on the feed server, tags).
+const GOOD_SOURCES: &[(&str, &str, &str)] = &[
+    ("centcom-ar", "ar-1256.xml", r#"["security", "ar"]"#),
+    ("sa-news", "ar-8859-6.xml", r#"["ar"]"#),
+    ("eng-blog", "english.atom", r#"["tech"]"#),
+    ("notes", "notes.json", r#"["tech"]"#),
+    ("no-guid", "no-guid.xml", "[]"),
+];
+const GOOD_ENTRIES: usize = 2 + 2 + 3 + 2 + 2;
+
+const BAD_SOURCES: &[(&str, &str, &str)] = &[
+    ("broken", "broken.xml", "[]"),
+    ("html-page", "page.html", "[]"),
+    ("server-error", "error-500", "[]"),
+    ("missing", "does-not-exist", "[]"),
+    ("dripping", "drip", "[]"),
+    ("endless", "endless", "[]"),
+];
+
+/// Writes a config for `sources` served by `base` and returns its path.
+fn write_config(dir: &Path, base: &str, sources: &[(&str, &str, &str)]) -> PathBuf {
+    let mut text = String::from(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+[storage]
+path = "store"
+cache_size = "8MiB"
+[feed]
+title = "Test merged feed"
+max_entries = 100
+[defaults]
+# Far away: only the first round (and explicit fetches) poll.
+schedule = "0 0 0 1 1 *"
+timeout = "3s"
+max_body_size = "1MiB"
+[[feeds]]
+name = "security"
+title = "Security"
+tags = ["security"]
+[[feeds]]
+name = "arabic"
+tags = ["ar"]
+"#,
+    );
+    for (name, path, tags) in sources {
+        text.push_str(&format!(
+            "[[sources]]\nname = \"{name}\"\nurl = \"{base}/{path}\"\ntags = {tags}\n"
+        ));
+    }
+    let path = dir.join("feedmerge.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+// ---- checks --------------------------------------------------------------
+
+/// Validates `xml` against the RFC 4287 RELAX NG schema with jing.
+fn assert_valid_atom(xml: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("feed.atom");
+    std::fs::write(&file, xml).unwrap();
+    let output = Command::new("jing")
+        .arg("-c")
+        .arg(SCHEMA)
+        .arg(&file)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run jing ({e}); install it: apt-get install jing"));
+    assert!(
+        output.status.success(),
+        "jing rejects the document:\n{}\n{xml}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+}
+
+async fn http_get(url: &str) -> (StatusCode, String, String) {
+    let response = ::reqwest::get(url).await.unwrap();
+    let status = StatusCode::from_u16(response.status().as_u16()).unwrap();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    (status, content_type, response.text().await.unwrap())
+}
+
+fn entry_count(xml: &str) -> usize {
+    xml.matches("<entry>").count()
+}
+
+/// The text between `<title...>` and `</title>` of each entry, in order.
+fn entry_titles(xml: &str) -> Vec<String> {
+    xml.split("<entry>")
+        .skip(1)
+        .filter_map(|entry| {
+            let start = entry.find("<title")?;
+            let open_end = start + entry[start..].find('>')? + 1;
+            let close = open_end + entry[open_end..].find("</title>")?;
+            Some(entry[open_end..close].to_string())
+        })
+        .collect()
+}
+
+struct Running {
+    daemon: app::Daemon,
+    stop: CancellationToken,
+    base: String,
+}
+
+async fn start_daemon(config_path: &Path) -> Running {
+    let config = config::load(config_path).unwrap();
+    let stop = CancellationToken::new();
+    let daemon = app::start(config, stop.clone()).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(60), daemon.first_round_done())
+        .await
+        .expect("the first poll round never finished");
+    let base = format!("http://{}", daemon.local_addr());
+    Running { daemon, stop, base }
+}
+
+impl Running {
+    async fn stop(self) {
+        self.stop.cancel();
+        tokio::time::timeout(Duration::from_secs(60), self.daemon.wait())
+            .await
+            .expect("the daemon did not stop")
+            .unwrap();
+    }
+}
+
+// ---- tests ---------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merged_feed_from_good_and_bad_sources() {
+    let (feeds, _server_stop) = start_feed_server(Server::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let sources: Vec<_> = GOOD_SOURCES.iter().chain(BAD_SOURCES).copied().collect();
+    let config_path = write_config(dir.path(), &feeds, &sources);
+    let running = start_daemon(&config_path).await;
+
+    let (status, content_type, xml) = http_get(&format!("{}/feed.atom", running.base)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(content_type, "application/atom+xml; charset=utf-8");
+    assert_valid_atom(&xml);
+    assert_eq!(entry_count(&xml), GOOD_ENTRIES, "{xml}");
+    let titles = entry_titles(&xml);
+    // windows-1256 from the XML declaration, ISO-8859-6 from the HTTP header.
+    assert!(
+        titles.contains(&"قائد القيادة المركزية يزور قطر".to_string()),
+        "{titles:?}"
+    );
+    assert!(
+        titles.contains(&"اجتماع وزراء الخارجية في الرياض".to_string()),
+        "{titles:?}"
+    );
+    assert!(
+        titles.contains(&"Rust 2025 survey results".to_string()),
+        "{titles:?}"
+    );
+    assert!(
+        titles.contains(&"Notes from the field".to_string()),
+        "{titles:?}"
+    );
+    // The relative photo link is absolute, against the article's site.
+    assert!(xml.contains(
+        "https://www.centcom.mil/ssc/images/2025/03/27/49771-Kurilla-Qatar-conference-600_384.webp"
+    ));
+    assert!(
+        !xml.contains("src=&quot;/ssc/"),
+        "a relative image link survived"
+    );
+    // Language and source travel with each entry; nothing unsafe survives.
+    assert!(xml.contains(r#"<title xml:lang="ar">قائد القيادة المركزية يزور قطر</title>"#));
+    assert!(xml.contains("<id>urn:feedmerge:source:centcom-ar</id>"));
+    assert!(xml.contains("<id>urn:feedmerge:source:notes</id>"));
+    assert!(
+        !xml.to_lowercase().contains("&lt;script"),
+        "a script survived"
+    );
+    assert!(!xml.contains("onclick"), "an event handler survived");
+    assert!(
+        xml.contains("https://blog.example.com/about"),
+        "xml:base link not resolved"
+    );
+    // Newest first.
+    let published: Vec<&str> = xml
+        .split("<published>")
+        .skip(1)
+        .filter_map(|s| s.split('<').next())
+        .collect();
+    let mut sorted = published.clone();
+    sorted.sort_by(|a, b| b.cmp(a));
+    assert_eq!(published, sorted);
+
+    // Tag-selected feeds.
+    let (status, _, security) = http_get(&format!("{}/feeds/security.atom", running.base)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_valid_atom(&security);
+    assert_eq!(entry_count(&security), 2);
+    assert!(security.contains("urn:feedmerge:source:centcom-ar"));
+    assert!(!security.contains("urn:feedmerge:source:eng-blog"));
+    let (_, _, arabic) = http_get(&format!("{}/feeds/arabic.atom", running.base)).await;
+    assert_valid_atom(&arabic);
+    assert_eq!(entry_count(&arabic), 4);
+    let (status, _, _) = http_get(&format!("{}/feeds/nope.atom", running.base)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _, health) = http_get(&format!("{}/healthz", running.base)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        health.contains(&format!("\"entries\":{GOOD_ENTRIES}")),
+        "{health}"
+    );
+
+    running.stop().await;
+
+    // Every bad source has its reason recorded; the good ones have none.
+    let config = config::load(&config_path).unwrap();
+    let store = Store::open(&config.storage.path, 1 << 20).unwrap();
+    let error_of = |name: &str| {
+        store
+            .source_state(name)
+            .unwrap()
+            .unwrap_or_else(|| panic!("no state for {name}"))
+            .last_error
+    };
+    let expect_error = |name: &str, part: &str| {
+        let error = error_of(name).unwrap_or_else(|| panic!("{name} has no error"));
+        assert!(error.contains(part), "{name}: {error:?} lacks {part:?}");
+    };
+    expect_error("broken", "not a valid feed");
+    expect_error("html-page", "not a valid feed");
+    expect_error("server-error", "http 500");
+    expect_error("missing", "http 404");
+    expect_error("dripping", "timed out after 3 s");
+    expect_error("endless", "body larger than 1048576 bytes");
+    for (name, _, _) in GOOD_SOURCES {
+        assert_eq!(error_of(name), None, "{name}");
+    }
+    let state = store.source_state("sa-news").unwrap().unwrap();
+    assert_eq!(state.encoding.as_deref(), Some("ISO-8859-6"));
+    let state = store.source_state("centcom-ar").unwrap().unwrap();
+    assert_eq!(state.encoding.as_deref(), Some("windows-1256"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_keeps_entries_and_updates_in_place() {
+    let server = Server::default();
+    let (feeds, server_stop) = start_feed_server(server.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = write_config(dir.path(), &feeds, GOOD_SOURCES);
+
+    let running = start_daemon(&config_path).await;
+    let (_, _, first) = http_get(&format!("{}/feed.atom", running.base)).await;
+    running.stop().await;
+    assert_eq!(entry_count(&first), GOOD_ENTRIES);
+
+    // Same ids, one changed title: updated in place, not added.
+    *server.english_updated.lock().unwrap() = true;
+    let running = start_daemon(&config_path).await;
+    let (_, _, second) = http_get(&format!("{}/feed.atom", running.base)).await;
+    running.stop().await;
+    assert_valid_atom(&second);
+    assert_eq!(entry_count(&second), GOOD_ENTRIES, "{second}");
+    let titles = entry_titles(&second);
+    assert!(titles.contains(&"Rust 2025 survey results (updated)".to_string()));
+    assert!(!titles.contains(&"Rust 2025 survey results".to_string()));
+    assert!(second.contains("<updated>2025-03-13T08:00:00+00:00</updated>"));
+
+    // With every source down, a restart still serves everything stored.
+    server_stop.cancel();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let running = start_daemon(&config_path).await;
+    let (_, _, third) = http_get(&format!("{}/feed.atom", running.base)).await;
+    running.stop().await;
+    assert_eq!(entry_titles(&third), entry_titles(&second));
+}
+
+// ---- the command line ------------------------------------------------------
+
+fn feedmerge(args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .env("FEEDMERGE_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn check_names_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[storage]\npath = \"s\"\n\n[[sources]]\nname = \"ok\"\nurl = \"https://example.org/feed\"\nschedule = \"*/5 * * * *\"\n",
+    )
+    .unwrap();
+    let out = feedmerge(&["check", "--config", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let expected = format!("{}:7:12: sources[0].schedule:", path.display());
+    assert!(stderr.starts_with(&expected), "{stderr}");
+
+    std::fs::write(&path, "[storage]\npath = \"s\"\nsurprise = 1\n").unwrap();
+    let out = feedmerge(&["check", "--config", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with(&format!("{}:3:1: unknown field `surprise`", path.display())),
+        "{stderr}"
+    );
+
+    let demo = concat!(env!("CARGO_MANIFEST_DIR"), "/config/demo.toml");
+    let out = feedmerge(&["check", "--config", demo]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetch_export_and_the_store_lock() {
+    let (feeds, _server_stop) = start_feed_server(Server::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let sources = [GOOD_SOURCES[0], GOOD_SOURCES[2], BAD_SOURCES[2]];
+    let config_path = write_config(dir.path(), &feeds, &sources);
+    let config_arg = config_path.to_str().unwrap().to_string();
+
+    let out = tokio::task::spawn_blocking({
+        let config_arg = config_arg.clone();
+        move || feedmerge(&["fetch", "--config", &config_arg])
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "a failing source is not a failed run"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let mut lines: Vec<&str> = stdout.lines().collect();
+    lines.sort();
+    assert_eq!(
+        lines,
+        [
+            "centcom-ar: 2 new, 0 updated, 0 unchanged",
+            "eng-blog: 3 new, 0 updated, 0 unchanged",
+            "server-error: error: http 500",
+        ]
+    );
+
+    let out = tokio::task::spawn_blocking({
+        let config_arg = config_arg.clone();
+        move || feedmerge(&["fetch", "--config", &config_arg, "--source", "eng-blog"])
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "eng-blog: 0 new, 0 updated, 3 unchanged\n"
+    );
+
+    let out = feedmerge(&["export", "--config", &config_arg]);
+    assert_eq!(out.status.code(), Some(0));
+    let xml = String::from_utf8(out.stdout).unwrap();
+    assert_valid_atom(&xml);
+    assert_eq!(entry_count(&xml), 5);
+    let out = feedmerge(&["export", "--config", &config_arg, "--feed", "security"]);
+    assert_eq!(entry_count(&String::from_utf8(out.stdout).unwrap()), 2);
+
+    // While a daemon holds the store, commands say so instead of hanging.
+    let running = start_daemon(&config_path).await;
+    let out = feedmerge(&["export", "--config", &config_arg]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let store_path = dir.path().join("store");
+    assert!(
+        stderr.contains(&format!(
+            "store {} is locked by another process",
+            store_path.display()
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("/feed.atom"), "{stderr}");
+    running.stop().await;
+}
+
+#[test]
+fn sigterm_stops_the_daemon_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let samples = concat!(env!("CARGO_MANIFEST_DIR"), "/config/samples");
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let config_path = dir.path().join("feedmerge.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n[storage]\npath = \"store\"\n\
+             [[sources]]\nname = \"ar\"\nurl = \"file://{samples}/centcom-ar.xml\"\n"
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .args(["run", "--config", config_path.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until it serves the sample's entries.
+    let url = format!("http://127.0.0.1:{port}/feed.atom");
+    let mut served = String::new();
+    for _ in 0..300 {
+        if let Ok(body) = plain_http::get(&url) {
+            if entry_count(&body) == 3 {
+                served = body;
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        entry_count(&served),
+        3,
+        "the daemon never served the sample"
+    );
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "exit after SIGTERM");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(stderr.contains("stopped"), "{stderr}");
+
+    // The store was flushed and released: export reads it.
+    let out = feedmerge(&["export", "--config", config_path.to_str().unwrap()]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(entry_count(&String::from_utf8(out.stdout).unwrap()), 3);
+}
+
+mod plain_http {
+    //! A tiny blocking GET over std's TcpStream for the sync test above
+    //! (reqwest's blocking client is not enabled).
+
+    pub fn get(url: &str) -> std::io::Result<String> {
+        use std::io::{Read, Write};
+        let rest = url.strip_prefix("http://").unwrap_or(url);
+        let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let mut stream = std::net::TcpStream::connect(host)?;
+        write!(stream, "GET /{path} HTTP/1.0\r\nHost: {host}\r\n\r\n")?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response)?;
+        Ok(response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default())
+    }
+}
