@@ -1,6 +1,7 @@
 //! The `feedmerge` command line: parse arguments, start logging, call into
 //! the library, and turn errors into messages and exit codes.
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -52,6 +53,9 @@ enum Command {
     },
 }
 
+/// Log filter unless `FEEDMERGE_LOG` says otherwise; the scheduler crate
+/// is chatty at info.
+const DEFAULT_LOG_FILTER: &str = "info,tokio_cron_scheduler=warn";
 /// Exit code for a configuration error.
 const EXIT_CONFIG: u8 = 2;
 /// Exit code for any other failure.
@@ -61,8 +65,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_env("FEEDMERGE_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+            EnvFilter::try_from_env("FEEDMERGE_LOG")
+                .unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER)),
         )
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
 

@@ -381,6 +381,69 @@ async fn restart_keeps_entries_and_updates_in_place() {
     assert_eq!(entry_titles(&third), entry_titles(&second));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cron_schedule_polls_again() {
+    let server = Server::default();
+    let (feeds, _server_stop) = start_feed_server(server.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = write_config(dir.path(), &feeds, &[GOOD_SOURCES[2]]);
+    // Every second, for this source only.
+    let text = std::fs::read_to_string(&config_path).unwrap();
+    std::fs::write(&config_path, format!("{text}schedule = \"* * * * * *\"\n")).unwrap();
+
+    let running = start_daemon(&config_path).await;
+    *server.english_updated.lock().unwrap() = true;
+    let mut titles = Vec::new();
+    for _ in 0..300 {
+        let (_, _, xml) = http_get(&format!("{}/feed.atom", running.base)).await;
+        titles = entry_titles(&xml);
+        if titles.contains(&"Rust 2025 survey results (updated)".to_string()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    running.stop().await;
+    assert!(
+        titles.contains(&"Rust 2025 survey results (updated)".to_string()),
+        "the scheduled poll never picked up the change: {titles:?}"
+    );
+    assert_eq!(titles.len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn newsboat_reads_the_merged_feed() {
+    let (feeds, _server_stop) = start_feed_server(Server::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = write_config(dir.path(), &feeds, GOOD_SOURCES);
+    let running = start_daemon(&config_path).await;
+
+    let home = dir.path().join("newsboat");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::write(home.join("urls"), format!("{}/feed.atom\n", running.base)).unwrap();
+    std::fs::write(home.join("config"), "").unwrap();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("newsboat")
+            .arg("-u")
+            .arg(home.join("urls"))
+            .arg("-c")
+            .arg(home.join("cache.db"))
+            .arg("-C")
+            .arg(home.join("config"))
+            .args(["-x", "reload", "print-unread"])
+            .env("HOME", &home)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run newsboat ({e}); install it: apt-get install newsboat"))
+    })
+    .await
+    .unwrap();
+    running.stop().await;
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        format!("{GOOD_ENTRIES} unread articles")
+    );
+}
+
 // ---- the command line ------------------------------------------------------
 
 fn feedmerge(args: &[&str]) -> std::process::Output {
