@@ -273,7 +273,10 @@ mod tests {
 
         let mut first = Box::pin(poller.poll(source));
         assert!(futures_util::poll!(&mut first).is_pending());
-        assert!(poller.poll(source).await.is_none(), "second poll must be skipped");
+        assert!(
+            poller.poll(source).await.is_none(),
+            "second poll must be skipped"
+        );
         let report = first.await.expect("first poll runs");
         assert!(report.outcome.is_err());
         // Once the first finished, the source can be polled again.

@@ -432,12 +432,18 @@ async fn newsboat_reads_the_merged_feed() {
             .args(["-x", "reload", "print-unread"])
             .env("HOME", &home)
             .output()
-            .unwrap_or_else(|e| panic!("cannot run newsboat ({e}); install it: apt-get install newsboat"))
+            .unwrap_or_else(|e| {
+                panic!("cannot run newsboat ({e}); install it: apt-get install newsboat")
+            })
     })
     .await
     .unwrap();
     running.stop().await;
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert_eq!(
         String::from_utf8_lossy(&output.stdout).trim(),
         format!("{GOOD_ENTRIES} unread articles")
