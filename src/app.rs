@@ -20,13 +20,14 @@ use tracing::{debug, info, warn};
 
 use crate::config::{Config, SourceConfig};
 use crate::fetch::Fetcher;
-use crate::poll::{self, PollReport};
-use crate::schedule::Scheduler;
+use crate::poll::{self, Due, Policy, PollReport};
+use crate::schedule::{self, Scheduler};
 use crate::server::{self, ServerState};
 use crate::store::Store;
 
-/// Polls run at once during a full round (first poll, `feedmerge fetch`).
-const ROUND_CONCURRENCY: usize = 16;
+/// Polls started at once during a full round (first poll, `feedmerge
+/// fetch`); the fetcher's in-flight and per-host limits apply below this.
+const ROUND_CONCURRENCY: usize = 256;
 /// Time allowed, beyond the longest fetch timeout, for shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -39,26 +40,69 @@ struct Poller {
     busy: Mutex<HashSet<String>>,
 }
 
-impl Poller {
-    /// Polls `source` unless a poll of it is already running.
-    async fn poll(&self, source: &SourceConfig) -> Option<PollReport> {
-        {
-            let mut busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
-            if !busy.insert(source.name.clone()) {
-                debug!(source = %source.name, "previous poll still running; skipped");
-                return None;
-            }
-        }
-        let report = poll::poll_source(&self.fetcher, &self.store, source).await;
-        self.busy
+/// Marks a source busy for as long as it lives.
+struct Busy<'a> {
+    set: &'a Mutex<HashSet<String>>,
+    name: String,
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.set
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(&source.name);
-        Some(report)
+            .remove(&self.name);
+    }
+}
+
+impl Poller {
+    fn policy(&self) -> Policy {
+        Policy {
+            max_backoff: self.config.poll.max_backoff,
+        }
+    }
+
+    fn claim(&self, name: &str) -> Option<Busy<'_>> {
+        let mut busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+        if !busy.insert(name.to_string()) {
+            debug!(source = %name, "previous poll still running; skipped");
+            return None;
+        }
+        Some(Busy {
+            set: &self.busy,
+            name: name.to_string(),
+        })
+    }
+
+    /// Polls `source` unless a poll of it is already running.
+    async fn poll(&self, source: &SourceConfig, due: Due) -> Option<PollReport> {
+        let _busy = self.claim(&source.name)?;
+        Some(poll::poll_source(&self.fetcher, &self.store, source, self.policy(), due).await)
+    }
+
+    /// A scheduled poll: claims the source, waits its jitter offset (unless
+    /// shutdown comes first), then polls it if it is due.
+    async fn scheduled_poll(&self, source: &SourceConfig, stop: &CancellationToken) {
+        let Some(_busy) = self.claim(&source.name) else {
+            return;
+        };
+        let offset = schedule::jitter_offset(&source.name, self.config.poll.jitter);
+        tokio::select! {
+            () = tokio::time::sleep(offset) => {}
+            () = stop.cancelled() => return,
+        }
+        poll::poll_source(
+            &self.fetcher,
+            &self.store,
+            source,
+            self.policy(),
+            Due::Respect,
+        )
+        .await;
     }
 
     /// Polls every source once (`only`: just that one), a few at a time.
-    async fn poll_round(&self, only: Option<&str>) -> Vec<PollReport> {
+    async fn poll_round(&self, only: Option<&str>, due: Due) -> Vec<PollReport> {
         let sources = self
             .config
             .sources
@@ -68,7 +112,7 @@ impl Poller {
         let polls = sources.map(|s| async {
             // The semaphore is never closed, so acquiring cannot fail.
             let _permit = permits.acquire().await.ok();
-            self.poll(s).await
+            self.poll(s, due).await
         });
         futures_util::future::join_all(polls)
             .await
@@ -82,14 +126,14 @@ fn open_store(config: &Config) -> anyhow::Result<Store> {
     Store::open(&config.storage.path, config.storage.cache_capacity).map_err(anyhow::Error::from)
 }
 
-fn new_poller(config: Arc<Config>, store: Store) -> anyhow::Result<Poller> {
-    let fetcher = Fetcher::new(&config.defaults.user_agent)?;
-    Ok(Poller {
+fn new_poller(config: Arc<Config>, store: Store) -> Poller {
+    let fetcher = Fetcher::new(&config.poll);
+    Poller {
         config,
         store,
         fetcher,
         busy: Mutex::new(HashSet::new()),
-    })
+    }
 }
 
 /// A started daemon.
@@ -123,7 +167,7 @@ impl Daemon {
 pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Daemon> {
     let config = Arc::new(config);
     let store = open_store(&config)?;
-    let poller = Arc::new(new_poller(Arc::clone(&config), store.clone())?);
+    let poller = Arc::new(new_poller(Arc::clone(&config), store.clone()));
     let listener = TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;
@@ -147,7 +191,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let round_stop = shutdown.clone();
     tracker.spawn(async move {
         tokio::select! {
-            reports = round_poller.poll_round(None) => {
+            reports = round_poller.poll_round(None, Due::Respect) => {
                 let failed = reports.iter().filter(|r| r.outcome.is_err()).count();
                 info!(polled = reports.len(), failed, "first poll round done");
             }
@@ -171,7 +215,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         let Some(source) = poller.config.source(name).cloned() else {
             return;
         };
-        job_tracker.spawn(async move { poller.poll(&source).await });
+        let stop = job_stop.clone();
+        job_tracker.spawn(async move { poller.scheduled_poll(&source, &stop).await });
     })
     .await?;
 
@@ -235,8 +280,8 @@ pub async fn fetch_once(config: Config, only: Option<&str>) -> anyhow::Result<Ve
     }
     let config = Arc::new(config);
     let store = open_store(&config)?;
-    let poller = new_poller(Arc::clone(&config), store.clone())?;
-    let reports = poller.poll_round(only).await;
+    let poller = new_poller(Arc::clone(&config), store.clone());
+    let reports = poller.poll_round(only, Due::Ignore).await;
     store.flush().await?;
     Ok(reports)
 }
@@ -268,19 +313,19 @@ mod tests {
         );
         let config = crate::config::parse(&text, &dir.path().join("f.toml")).unwrap();
         let store = open_store(&config).unwrap();
-        let poller = new_poller(Arc::new(config.clone()), store).unwrap();
+        let poller = new_poller(Arc::new(config.clone()), store);
         let source = &config.sources[0];
 
-        let mut first = Box::pin(poller.poll(source));
+        let mut first = Box::pin(poller.poll(source, Due::Ignore));
         assert!(futures_util::poll!(&mut first).is_pending());
         assert!(
-            poller.poll(source).await.is_none(),
+            poller.poll(source, Due::Ignore).await.is_none(),
             "second poll must be skipped"
         );
         let report = first.await.expect("first poll runs");
         assert!(report.outcome.is_err());
         // Once the first finished, the source can be polled again.
-        assert!(poller.poll(source).await.is_some());
+        assert!(poller.poll(source, Due::Ignore).await.is_some());
         drop(listener);
     }
 }

@@ -4,7 +4,7 @@
 //! (`config/feedmerge.toml:12:8: sources[1].name: ...`). Unknown keys are
 //! errors. Paths in the file are relative to the file's own directory.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -52,6 +52,8 @@ pub struct Config {
     pub storage: StorageConfig,
     /// The merged feed.
     pub feed: MergedFeedConfig,
+    /// How polling is paced and limited.
+    pub poll: PollConfig,
     /// Defaults for every source.
     pub defaults: Defaults,
     /// The polled sources, in file order.
@@ -88,6 +90,20 @@ pub struct MergedFeedConfig {
     pub max_entries: usize,
 }
 
+/// How polling is paced and limited, across all sources.
+#[derive(Debug, Clone)]
+pub struct PollConfig {
+    /// Most fetches in flight at once.
+    pub max_in_flight: usize,
+    /// Most fetches in flight to one host at once.
+    pub per_host: usize,
+    /// A scheduled poll starts up to this long after its cron time (a fixed
+    /// offset per source), so sources sharing a schedule spread out.
+    pub jitter: Duration,
+    /// Longest wait after failures (exponential backoff cap).
+    pub max_backoff: Duration,
+}
+
 /// Values every source gets unless it overrides them.
 #[derive(Debug, Clone)]
 pub struct Defaults {
@@ -95,10 +111,14 @@ pub struct Defaults {
     pub schedule: String,
     /// Total time allowed for one fetch.
     pub timeout: Duration,
+    /// Time allowed to open a connection.
+    pub connect_timeout: Duration,
     /// Largest body read, in bytes.
     pub max_body_size: u64,
     /// `User-Agent` header sent with every request.
     pub user_agent: String,
+    /// Whether RSS `<ttl>` and `Cache-Control: max-age` delay the next poll.
+    pub respect_ttl: bool,
 }
 
 /// Where a source's document comes from.
@@ -143,8 +163,16 @@ pub struct SourceConfig {
     pub tags: Vec<String>,
     /// Total time allowed for one fetch.
     pub timeout: Duration,
+    /// Time allowed to open a connection.
+    pub connect_timeout: Duration,
     /// Largest body read, in bytes.
     pub max_body_size: u64,
+    /// `User-Agent` header for this source.
+    pub user_agent: String,
+    /// Whether RSS `<ttl>` and `Cache-Control: max-age` delay the next poll.
+    pub respect_ttl: bool,
+    /// Extra request headers (values may be secrets: never log them).
+    pub headers: Vec<(String, String)>,
 }
 
 /// One more published feed, served at `/feeds/NAME.atom`.
@@ -192,6 +220,8 @@ struct RawConfig {
     #[serde(default)]
     feed: RawMergedFeed,
     #[serde(default)]
+    poll: RawPoll,
+    #[serde(default)]
     defaults: RawDefaults,
     #[serde(default)]
     sources: Vec<RawSource>,
@@ -228,12 +258,26 @@ struct RawMergedFeed {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawPoll {
+    max_in_flight: Option<Spanned<usize>>,
+    per_host: Option<Spanned<usize>>,
+    #[serde(default, with = "humantime_serde")]
+    jitter: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    max_backoff: Option<Duration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawDefaults {
     /// Cron schedule; default every 15 minutes.
     schedule: Option<Spanned<String>>,
     /// Fetch timeout; default 30 s.
     #[serde(default, with = "humantime_serde")]
     timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    connect_timeout: Option<Duration>,
+    respect_ttl: Option<bool>,
     /// Body cap; default 10 MiB.
     max_body_size: Option<ByteSize>,
     /// User-Agent; default names feedmerge and its version.
@@ -250,7 +294,15 @@ struct RawSource {
     tags: Vec<Spanned<String>>,
     #[serde(default, with = "humantime_serde")]
     timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    connect_timeout: Option<Duration>,
     max_body_size: Option<ByteSize>,
+    user_agent: Option<String>,
+    respect_ttl: Option<bool>,
+    #[serde(default)]
+    headers: BTreeMap<String, Spanned<String>>,
+    #[serde(default)]
+    headers_from_env: BTreeMap<String, Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -265,6 +317,11 @@ struct RawOutputFeed {
 const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 const DEFAULT_SCHEDULE: &str = "0 */15 * * * *";
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_MAX_IN_FLIGHT: usize = 32;
+const DEFAULT_PER_HOST: usize = 2;
+const DEFAULT_JITTER: Duration = Duration::from_secs(30);
+const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(24 * 3600);
 const DEFAULT_MAX_BODY: u64 = 10 * 1024 * 1024;
 const DEFAULT_CACHE: u64 = 64 * 1024 * 1024;
 const DEFAULT_MAX_ENTRIES: usize = 200;
@@ -332,6 +389,11 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
             None => DEFAULT_SCHEDULE.to_string(),
         },
         timeout: raw.defaults.timeout.unwrap_or(DEFAULT_TIMEOUT),
+        connect_timeout: raw
+            .defaults
+            .connect_timeout
+            .unwrap_or(DEFAULT_CONNECT_TIMEOUT),
+        respect_ttl: raw.defaults.respect_ttl.unwrap_or(true),
         max_body_size: raw
             .defaults
             .max_body_size
@@ -342,6 +404,25 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
             .user_agent
             .clone()
             .unwrap_or_else(default_user_agent),
+    };
+
+    let at_least_one = |value: &Option<Spanned<usize>>, key: &str, default: usize| match value {
+        Some(v) if *v.get_ref() == 0 => Err(located(
+            v.span().start,
+            format!("{key}: must be at least 1"),
+        )),
+        Some(v) => Ok(*v.get_ref()),
+        None => Ok(default),
+    };
+    let poll = PollConfig {
+        max_in_flight: at_least_one(
+            &raw.poll.max_in_flight,
+            "poll.max_in_flight",
+            DEFAULT_MAX_IN_FLIGHT,
+        )?,
+        per_host: at_least_one(&raw.poll.per_host, "poll.per_host", DEFAULT_PER_HOST)?,
+        jitter: raw.poll.jitter.unwrap_or(DEFAULT_JITTER),
+        max_backoff: raw.poll.max_backoff.unwrap_or(DEFAULT_MAX_BACKOFF),
     };
 
     let mut names = HashSet::new();
@@ -365,27 +446,55 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
                 return Err(located(tag.span().start, format!("{key}.tags: empty tag")));
             }
         }
+        let mut headers = Vec::new();
+        for (header, value) in &s.headers {
+            let key = format!("{key}.headers.{header}");
+            checked_header(header, value.get_ref(), value.span().start, &key, &located)?;
+            headers.push((header.clone(), value.get_ref().clone()));
+        }
+        for (header, var) in &s.headers_from_env {
+            let key = format!("{key}.headers_from_env.{header}");
+            let at = var.span().start;
+            let value = std::env::var(var.get_ref()).map_err(|_| {
+                located(
+                    at,
+                    format!("{key}: environment variable {:?} is not set", var.get_ref()),
+                )
+            })?;
+            checked_header(header, &value, at, &key, &located)?;
+            headers.push((header.clone(), value));
+        }
+        if let Some(ua) = &s.user_agent {
+            checked_header(
+                "user-agent",
+                ua,
+                s.name.span().start,
+                &format!("{key}.user_agent"),
+                &located,
+            )?;
+        }
         sources.push(SourceConfig {
             name,
             location,
             schedule,
             tags: s.tags.iter().map(|t| t.get_ref().clone()).collect(),
             timeout: s.timeout.unwrap_or(defaults.timeout),
+            connect_timeout: s.connect_timeout.unwrap_or(defaults.connect_timeout),
             max_body_size: s
                 .max_body_size
                 .map(|b| b.as_u64())
                 .unwrap_or(defaults.max_body_size),
+            user_agent: s
+                .user_agent
+                .clone()
+                .unwrap_or_else(|| defaults.user_agent.clone()),
+            respect_ttl: s.respect_ttl.unwrap_or(defaults.respect_ttl),
+            headers,
         });
     }
 
-    let max_entries = |value: &Option<Spanned<usize>>, key: &str| match value {
-        Some(v) if *v.get_ref() == 0 => Err(located(
-            v.span().start,
-            format!("{key}: must be at least 1"),
-        )),
-        Some(v) => Ok(*v.get_ref()),
-        None => Ok(DEFAULT_MAX_ENTRIES),
-    };
+    let max_entries =
+        |value: &Option<Spanned<usize>>, key: &str| at_least_one(value, key, DEFAULT_MAX_ENTRIES);
 
     let mut feed_names = HashSet::new();
     let mut feeds = Vec::with_capacity(raw.feeds.len());
@@ -427,10 +536,34 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
             title: raw.feed.title.clone().unwrap_or_else(|| "feedmerge".into()),
             max_entries: max_entries(&raw.feed.max_entries, "feed.max_entries")?,
         },
+        poll,
         defaults,
         sources,
         feeds,
     })
+}
+
+fn checked_header(
+    name: &str,
+    value: &str,
+    at: usize,
+    key: &str,
+    located: &impl Fn(usize, String) -> ConfigError,
+) -> Result<(), ConfigError> {
+    if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+        return Err(located(
+            at,
+            format!("{key}: {name:?} is not a valid header name"),
+        ));
+    }
+    if reqwest::header::HeaderValue::from_str(value).is_err() {
+        // Never echo the value: it may be a secret.
+        return Err(located(
+            at,
+            format!("{key}: the value is not a valid header value"),
+        ));
+    }
+    Ok(())
 }
 
 fn checked_name(
@@ -551,7 +684,7 @@ mod tests {
         );
         check_err(
             &source("name = \"a\"\nurl = \"http://a/\"\ncolour = \"red\"\n"),
-            "conf/x.toml:6:1: unknown field `colour`, expected one of `name`, `url`, `schedule`, `tags`, `timeout`, `max_body_size`",
+            "conf/x.toml:6:1: unknown field `colour`, expected one of `name`, `url`, `schedule`, `tags`, `timeout`, `connect_timeout`, `max_body_size`, `user_agent`, `respect_ttl`, `headers`, `headers_from_env`",
         );
         check_err(
             &format!(
@@ -575,6 +708,28 @@ mod tests {
         assert_eq!(
             config.sources[1].location,
             SourceLocation::File(PathBuf::from("/srv/b.xml"))
+        );
+    }
+
+    #[test]
+    fn headers_and_secrets_from_the_environment() {
+        let text = format!(
+            "{MINIMAL}[[sources]]\nname = \"a\"\nurl = \"http://a/\"\nheaders = {{ X-Api = \"k\" }}\nheaders_from_env = {{ Authorization = \"FEEDMERGE_TEST_TOKEN\" }}\n"
+        );
+        // SAFETY of the test: no other test reads this variable.
+        std::env::set_var("FEEDMERGE_TEST_TOKEN", "Bearer s3cret");
+        let config = parse(&text, Path::new("conf/x.toml")).unwrap();
+        assert_eq!(
+            config.sources[0].headers,
+            [
+                ("X-Api".to_string(), "k".to_string()),
+                ("Authorization".to_string(), "Bearer s3cret".to_string())
+            ]
+        );
+        let missing = text.replace("FEEDMERGE_TEST_TOKEN", "FEEDMERGE_TEST_UNSET");
+        check_err(
+            &missing,
+            "conf/x.toml:7:38: sources[0].headers_from_env.Authorization: environment variable \"FEEDMERGE_TEST_UNSET\" is not set",
         );
     }
 

@@ -1,17 +1,31 @@
 //! Getting a source's bytes: HTTP(S) with reqwest, or a local file.
 //!
-//! Every fetch is bounded: a total timeout (a server dripping one byte at a
-//! time cannot hold a poll forever) and a cap on the decoded body (a gzip
+//! A well-mannered client: conditional GET (ETag / Last-Modified), every
+//! compression reqwest decodes, a configurable `User-Agent`, at most
+//! [`MAX_REDIRECTS`] redirects followed by hand (so loops are caught and a
+//! permanent move is reported), and limits on fetches in flight, overall and
+//! per host. And a hard one to kill: a total timeout (a server dripping one
+//! byte at a time cannot hold a poll) and a cap on the decoded body (a gzip
 //! bomb stops at the cap, not when memory runs out).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
+use reqwest::header::{self, HeaderMap};
+use reqwest::StatusCode;
 use tokio::io::AsyncReadExt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 use url::Url;
 
-use crate::config::SourceLocation;
+use crate::config::PollConfig;
+
+/// Redirects followed before giving up.
+pub const MAX_REDIRECTS: usize = 5;
 
 /// Why a fetch failed.
 #[derive(Debug, thiserror::Error)]
@@ -25,12 +39,32 @@ pub enum FetchError {
         /// The HTTP status code.
         status: u16,
     },
+    /// 410 Gone: the publisher says the feed is gone for good.
+    #[error("http 410 gone")]
+    Gone,
+    /// 429 or 503: the server asks us to come back later.
+    #[error("http {status}{}", retry_after.map(|d| format!(", retry after {} s", d.as_secs())).unwrap_or_default())]
+    RetryLater {
+        /// 429 or 503.
+        status: u16,
+        /// The `Retry-After` the server gave, if any.
+        retry_after: Option<Duration>,
+    },
     /// The body went past the size cap.
     #[error("body larger than {limit} bytes")]
     TooLarge {
         /// The cap, in bytes.
         limit: u64,
     },
+    /// A redirect led back to a URL already visited.
+    #[error("redirect loop at {0}")]
+    RedirectLoop(String),
+    /// More redirects than [`MAX_REDIRECTS`].
+    #[error("more than {MAX_REDIRECTS} redirects")]
+    TooManyRedirects,
+    /// A redirect without a usable `Location`.
+    #[error("bad redirect: {0}")]
+    BadRedirect(String),
     /// The request failed (DNS, connect, TLS, protocol, decoding...).
     #[error("{0}")]
     Request(String),
@@ -51,122 +85,303 @@ impl FetchError {
     /// The HTTP status this error carries, if any.
     pub fn http_status(&self) -> Option<u16> {
         match self {
-            FetchError::Status { status } => Some(*status),
+            FetchError::Status { status } | FetchError::RetryLater { status, .. } => Some(*status),
+            FetchError::Gone => Some(410),
             _ => None,
         }
     }
 }
 
-/// Limits for one fetch.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
+/// Where to fetch from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// An http(s) URL.
+    Http(Url),
+    /// A local file.
+    File(PathBuf),
+}
+
+/// One fetch: where, within which limits, with which headers and validators.
+#[derive(Debug, Clone)]
+pub struct Request<'a> {
+    /// Where to fetch from.
+    pub target: &'a Target,
     /// Total time allowed, headers and body.
     pub timeout: Duration,
+    /// Time allowed to connect.
+    pub connect_timeout: Duration,
     /// Largest decoded body accepted, in bytes.
     pub max_body: u64,
+    /// `User-Agent` to send.
+    pub user_agent: &'a str,
+    /// Extra headers, sent only to the target's own origin (never across a
+    /// redirect to another host).
+    pub headers: &'a [(String, String)],
+    /// `ETag` from the last response, for `If-None-Match`.
+    pub etag: Option<&'a str>,
+    /// `Last-Modified` from the last response, for `If-Modified-Since`.
+    pub last_modified: Option<&'a str>,
 }
 
-/// A fetched document and what the transport said about it.
-#[derive(Debug, Clone)]
-pub struct Fetched {
-    /// The (decompressed) body.
-    pub body: Vec<u8>,
-    /// The `Content-Type` header, if any.
-    pub content_type: Option<String>,
-    /// The `Content-Language` header, if any.
-    pub content_language: Option<String>,
-    /// The URL the document was finally read from, after redirects.
-    pub final_url: Option<Url>,
+/// What the server said besides the body.
+#[derive(Debug, Clone, Default)]
+pub struct Meta {
     /// The HTTP status, for HTTP fetches.
     pub status: Option<u16>,
+    /// The URL finally read, after redirects.
+    pub final_url: Option<Url>,
+    /// Set when at least one redirect was followed and every one was
+    /// permanent (301/308): the source's new URL.
+    pub moved_permanently: Option<Url>,
+    /// The `ETag` header.
+    pub etag: Option<String>,
+    /// The `Last-Modified` header.
+    pub last_modified: Option<String>,
+    /// `Cache-Control: max-age`.
+    pub max_age: Option<Duration>,
+    /// The `Content-Type` header.
+    pub content_type: Option<String>,
+    /// The `Content-Language` header.
+    pub content_language: Option<String>,
 }
 
-/// A reusable HTTP client with feedmerge's settings.
+/// The result of a successful fetch.
+#[derive(Debug, Clone)]
+pub enum Fetched {
+    /// 304: the document did not change since the validators were issued.
+    NotModified(Meta),
+    /// A document.
+    Document {
+        /// The decoded body.
+        body: Vec<u8>,
+        /// What the server said about it.
+        meta: Meta,
+    },
+}
+
+/// A reusable HTTP client with feedmerge's settings and fetch limits.
 #[derive(Debug, Clone)]
 pub struct Fetcher {
-    client: reqwest::Client,
+    /// One client per connect timeout in use (reqwest sets it per client).
+    clients: Arc<Mutex<HashMap<Duration, reqwest::Client>>>,
+    in_flight: Arc<Semaphore>,
+    per_host: usize,
+    hosts: Arc<Mutex<HashMap<String, Arc<Semaphore>>>>,
 }
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-const MAX_REDIRECTS: usize = 5;
-
 impl Fetcher {
-    /// Builds a client that sends `user_agent`.
-    pub fn new(user_agent: &str) -> Result<Self, FetchError> {
+    /// A fetcher with `poll`'s limits on fetches in flight.
+    pub fn new(poll: &PollConfig) -> Self {
+        Self {
+            clients: Arc::default(),
+            in_flight: Arc::new(Semaphore::new(poll.max_in_flight)),
+            per_host: poll.per_host,
+            hosts: Arc::default(),
+        }
+    }
+
+    fn client(&self, connect_timeout: Duration) -> Result<reqwest::Client, FetchError> {
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(client) = clients.get(&connect_timeout) {
+            return Ok(client.clone());
+        }
         let client = reqwest::Client::builder()
-            .user_agent(user_agent)
-            .connect_timeout(CONNECT_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::limited(MAX_REDIRECTS))
+            .connect_timeout(connect_timeout)
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| FetchError::Client(chain(&e)))?;
-        Ok(Self { client })
+        clients.insert(connect_timeout, client.clone());
+        Ok(client)
     }
 
-    /// Fetches `location` within `limits`.
-    pub async fn fetch(
-        &self,
-        location: &SourceLocation,
-        limits: Limits,
-    ) -> Result<Fetched, FetchError> {
-        let work = async {
-            match location {
-                SourceLocation::Http(url) => self.fetch_http(url, limits.max_body).await,
-                SourceLocation::File(path) => fetch_file(path, limits.max_body).await,
+    async fn host_permit(&self, url: &Url) -> Option<OwnedSemaphorePermit> {
+        let key = format!("{}:{}", url.host_str()?, url.port_or_known_default()?);
+        let semaphore = {
+            let mut hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
+            Arc::clone(
+                hosts
+                    .entry(key)
+                    .or_insert_with(|| Arc::new(Semaphore::new(self.per_host))),
+            )
+        };
+        semaphore.acquire_owned().await.ok()
+    }
+
+    /// Fetches `request.target`.
+    pub async fn fetch(&self, request: &Request<'_>) -> Result<Fetched, FetchError> {
+        match request.target {
+            Target::Http(url) => self.fetch_http(url, request).await,
+            Target::File(path) => {
+                tokio::time::timeout(request.timeout, fetch_file(path, request.max_body))
+                    .await
+                    .map_err(|_| FetchError::Timeout(request.timeout))?
+            }
+        }
+    }
+
+    async fn fetch_http(&self, start: &Url, request: &Request<'_>) -> Result<Fetched, FetchError> {
+        let client = self.client(request.connect_timeout)?;
+        let _in_flight = self.in_flight.acquire().await.ok();
+        let timeout = request.timeout;
+        let deadline = Instant::now() + timeout;
+        let remaining = || {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                Err(FetchError::Timeout(timeout))
+            } else {
+                Ok(left)
             }
         };
-        tokio::time::timeout(limits.timeout, work)
-            .await
-            .map_err(|_| FetchError::Timeout(limits.timeout))?
-    }
 
-    async fn fetch_http(&self, url: &Url, max_body: u64) -> Result<Fetched, FetchError> {
-        let response = self
-            .client
-            .get(url.clone())
-            .header(
-                reqwest::header::ACCEPT,
-                "application/atom+xml, application/rss+xml, application/feed+json, \
-                 application/xml;q=0.9, text/xml;q=0.9, application/json;q=0.8, */*;q=0.5",
-            )
-            .send()
-            .await
-            .map_err(|e| FetchError::Request(chain(&e)))?;
-        let status = response.status();
-        if !status.is_success() {
-            return Err(FetchError::Status {
-                status: status.as_u16(),
-            });
+        let mut url = start.clone();
+        let mut visited = vec![start.clone()];
+        let mut all_permanent = true;
+        loop {
+            let _host = self.host_permit(&url).await;
+            let mut builder = client
+                .get(url.clone())
+                .header(header::USER_AGENT, request.user_agent)
+                .header(
+                    header::ACCEPT,
+                    "application/atom+xml, application/rss+xml, application/feed+json, \
+                     application/xml;q=0.9, text/xml;q=0.9, application/json;q=0.8, */*;q=0.5",
+                );
+            if url.origin() == start.origin() {
+                for (name, value) in request.headers {
+                    builder = builder.header(name.as_str(), value.as_str());
+                }
+            }
+            if let Some(etag) = request.etag {
+                builder = builder.header(header::IF_NONE_MATCH, etag);
+            }
+            if let Some(date) = request.last_modified {
+                builder = builder.header(header::IF_MODIFIED_SINCE, date);
+            }
+            let response = tokio::time::timeout(remaining()?, builder.send())
+                .await
+                .map_err(|_| FetchError::Timeout(timeout))?
+                .map_err(|e| FetchError::Request(chain(&e)))?;
+            let status = response.status();
+
+            if status.is_redirection() && status != StatusCode::NOT_MODIFIED {
+                let next = redirect_target(&url, response.headers())?;
+                if visited.contains(&next) {
+                    return Err(FetchError::RedirectLoop(next.to_string()));
+                }
+                if visited.len() > MAX_REDIRECTS {
+                    return Err(FetchError::TooManyRedirects);
+                }
+                all_permanent &= matches!(status.as_u16(), 301 | 308);
+                visited.push(next.clone());
+                url = next;
+                continue;
+            }
+
+            let headers = response.headers();
+            let text = |name: header::HeaderName| {
+                headers
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+            };
+            let meta = Meta {
+                status: Some(status.as_u16()),
+                final_url: Some(url.clone()),
+                moved_permanently: (visited.len() > 1 && all_permanent).then(|| url.clone()),
+                etag: text(header::ETAG),
+                last_modified: text(header::LAST_MODIFIED),
+                max_age: text(header::CACHE_CONTROL).and_then(|v| max_age(&v)),
+                content_type: text(header::CONTENT_TYPE),
+                content_language: text(header::CONTENT_LANGUAGE),
+            };
+            match status.as_u16() {
+                304 => return Ok(Fetched::NotModified(meta)),
+                410 => return Err(FetchError::Gone),
+                429 | 503 => {
+                    let retry_after =
+                        text(header::RETRY_AFTER).and_then(|v| parse_retry_after(&v, Utc::now()));
+                    return Err(FetchError::RetryLater {
+                        status: status.as_u16(),
+                        retry_after,
+                    });
+                }
+                _ if !status.is_success() => {
+                    return Err(FetchError::Status {
+                        status: status.as_u16(),
+                    })
+                }
+                _ => {}
+            }
+            if response
+                .content_length()
+                .is_some_and(|len| len > request.max_body)
+            {
+                return Err(FetchError::TooLarge {
+                    limit: request.max_body,
+                });
+            }
+            let body = tokio::time::timeout(remaining()?, read_capped(response, request.max_body))
+                .await
+                .map_err(|_| FetchError::Timeout(timeout))??;
+            return Ok(Fetched::Document { body, meta });
         }
-        let header = |name: reqwest::header::HeaderName| {
-            response
-                .headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-        };
-        let content_type = header(reqwest::header::CONTENT_TYPE);
-        let content_language = header(reqwest::header::CONTENT_LANGUAGE);
-        let final_url = response.url().clone();
-        if response.content_length().is_some_and(|len| len > max_body) {
+    }
+}
+
+/// Reads a response body, stopping with an error past `max_body` decoded
+/// bytes.
+async fn read_capped(response: reqwest::Response, max_body: u64) -> Result<Vec<u8>, FetchError> {
+    let mut body = Vec::new();
+    let mut stream = response.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| FetchError::Request(chain(&e)))?;
+        if (body.len() + chunk.len()) as u64 > max_body {
             return Err(FetchError::TooLarge { limit: max_body });
         }
-        let mut body = Vec::new();
-        let mut stream = response.bytes_stream();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| FetchError::Request(chain(&e)))?;
-            if (body.len() + chunk.len()) as u64 > max_body {
-                return Err(FetchError::TooLarge { limit: max_body });
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(Fetched {
-            body,
-            content_type,
-            content_language,
-            final_url: Some(final_url),
-            status: Some(status.as_u16()),
-        })
+        body.extend_from_slice(&chunk);
     }
+    Ok(body)
+}
+
+/// The http(s) URL a redirect response points to.
+fn redirect_target(from: &Url, headers: &HeaderMap) -> Result<Url, FetchError> {
+    let location = headers
+        .get(header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| FetchError::BadRedirect("no Location header".into()))?;
+    let next = from
+        .join(location)
+        .map_err(|e| FetchError::BadRedirect(format!("{location:?}: {e}")))?;
+    if !matches!(next.scheme(), "http" | "https") {
+        return Err(FetchError::BadRedirect(format!(
+            "{location:?}: only http and https redirects are followed"
+        )));
+    }
+    Ok(next)
+}
+
+/// `Retry-After` as a wait from `now`: delay-seconds or an HTTP date.
+pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = DateTime::parse_from_rfc2822(value)
+        .ok()?
+        .with_timezone(&Utc);
+    Some((at - now).to_std().unwrap_or(Duration::ZERO))
+}
+
+/// The `max-age` directive of a `Cache-Control` header.
+pub fn max_age(cache_control: &str) -> Option<Duration> {
+    cache_control.split(',').find_map(|directive| {
+        let (name, value) = directive.split_once('=')?;
+        name.trim()
+            .eq_ignore_ascii_case("max-age")
+            .then(|| value.trim().trim_matches('"').parse::<u64>().ok())
+            .flatten()
+            .map(Duration::from_secs)
+    })
 }
 
 async fn fetch_file(path: &Path, max_body: u64) -> Result<Fetched, FetchError> {
@@ -183,12 +398,12 @@ async fn fetch_file(path: &Path, max_body: u64) -> Result<Fetched, FetchError> {
     if body.len() as u64 > max_body {
         return Err(FetchError::TooLarge { limit: max_body });
     }
-    Ok(Fetched {
+    Ok(Fetched::Document {
         body,
-        content_type: None,
-        content_language: None,
-        final_url: Url::from_file_path(path).ok(),
-        status: None,
+        meta: Meta {
+            final_url: Url::from_file_path(path).ok(),
+            ..Meta::default()
+        },
     })
 }
 
@@ -211,46 +426,87 @@ fn chain(err: &(dyn std::error::Error + 'static)) -> String {
 mod tests {
     use super::*;
 
+    fn poll_config() -> PollConfig {
+        PollConfig {
+            max_in_flight: 4,
+            per_host: 2,
+            jitter: Duration::ZERO,
+            max_backoff: Duration::from_secs(3600),
+        }
+    }
+
+    fn request(target: &Target, max_body: u64) -> Request<'_> {
+        Request {
+            target,
+            timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(5),
+            max_body,
+            user_agent: "test",
+            headers: &[],
+            etag: None,
+            last_modified: None,
+        }
+    }
+
     #[tokio::test]
     async fn file_fetch_respects_the_cap() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("feed.xml");
         std::fs::write(&path, vec![b'x'; 100]).unwrap();
-        let fetcher = Fetcher::new("test").unwrap();
-        let location = SourceLocation::File(path.clone());
-        let ok = fetcher
-            .fetch(
-                &location,
-                Limits {
-                    timeout: Duration::from_secs(5),
-                    max_body: 100,
-                },
-            )
-            .await
-            .unwrap();
-        assert_eq!(ok.body.len(), 100);
-        let err = fetcher
-            .fetch(
-                &location,
-                Limits {
-                    timeout: Duration::from_secs(5),
-                    max_body: 99,
-                },
-            )
-            .await
-            .unwrap_err();
+        let fetcher = Fetcher::new(&poll_config());
+        let target = Target::File(path.clone());
+        match fetcher.fetch(&request(&target, 100)).await.unwrap() {
+            Fetched::Document { body, .. } => assert_eq!(body.len(), 100),
+            other => panic!("{other:?}"),
+        }
+        let err = fetcher.fetch(&request(&target, 99)).await.unwrap_err();
         assert_eq!(err.to_string(), "body larger than 99 bytes");
-        let missing = SourceLocation::File(dir.path().join("missing.xml"));
-        let err = fetcher
-            .fetch(
-                &missing,
-                Limits {
-                    timeout: Duration::from_secs(5),
-                    max_body: 99,
-                },
-            )
-            .await
-            .unwrap_err();
+        let missing = Target::File(dir.path().join("missing.xml"));
+        let err = fetcher.fetch(&request(&missing, 99)).await.unwrap_err();
         assert!(err.to_string().starts_with("cannot read "), "{err}");
+    }
+
+    #[test]
+    fn retry_after_forms() {
+        let now = DateTime::parse_from_rfc3339("2025-03-27T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(
+            parse_retry_after("3600", now),
+            Some(Duration::from_secs(3600))
+        );
+        assert_eq!(
+            parse_retry_after("Thu, 27 Mar 2025 11:00:00 GMT", now),
+            Some(Duration::from_secs(3600))
+        );
+        assert_eq!(
+            parse_retry_after("Thu, 27 Mar 2025 09:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+    }
+
+    #[test]
+    fn cache_control_max_age() {
+        assert_eq!(
+            max_age("public, max-age=600"),
+            Some(Duration::from_secs(600))
+        );
+        assert_eq!(max_age("no-cache"), None);
+        assert_eq!(max_age("max-age=abc"), None);
+    }
+
+    #[test]
+    fn redirects_stay_on_http() {
+        let from = Url::parse("https://a.example/feed").unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert(header::LOCATION, "/new".parse().unwrap());
+        assert_eq!(
+            redirect_target(&from, &headers).unwrap().as_str(),
+            "https://a.example/new"
+        );
+        headers.insert(header::LOCATION, "file:///etc/passwd".parse().unwrap());
+        assert!(redirect_target(&from, &headers).is_err());
+        assert!(redirect_target(&from, &HeaderMap::new()).is_err());
     }
 }

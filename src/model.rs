@@ -92,4 +92,29 @@ pub struct SourceState {
     pub home_page: Option<String>,
     /// Encoding the last document was decoded from.
     pub encoding: Option<String>,
+    /// The configured URL this state belongs to; when the config changes it,
+    /// the moved URL, the disabled flag and the validators are dropped.
+    #[serde(default)]
+    pub config_url: String,
+    /// Where the source permanently moved (301/308), polled instead of the
+    /// configured URL.
+    #[serde(default)]
+    pub moved_to: Option<String>,
+    /// Why the source is no longer polled (e.g. 410 Gone), until its URL
+    /// changes in the config.
+    #[serde(default)]
+    pub disabled: Option<String>,
+    /// The last response's `ETag`, sent back as `If-None-Match`.
+    #[serde(default)]
+    pub etag: Option<String>,
+    /// The last response's `Last-Modified`, sent back as `If-Modified-Since`.
+    #[serde(default)]
+    pub last_modified: Option<String>,
+    /// The source is not polled before this time (backoff, Retry-After, TTL).
+    #[serde(default)]
+    pub next_due: Option<DateTime<Utc>>,
+    /// The publisher's minimum poll interval in seconds (RSS `<ttl>` or
+    /// `Cache-Control: max-age`), from the last document.
+    #[serde(default)]
+    pub ttl_secs: Option<u64>,
 }

@@ -2,19 +2,29 @@
 //! store (dedup happens in the store's ingest), then record the source's
 //! state. Miniflux calls this `RefreshFeed`.
 //!
-//! A failing source is data, not a crash: the error is logged with the
-//! source's name, written to its state, and returned in the report; nothing
-//! already stored is touched.
+//! This is where a source's manners live: a 304 costs no parse and no entry
+//! write; 410 disables the source until its URL changes in the config; 429
+//! and 503 wait as long as `Retry-After` says; other failures back off
+//! exponentially; a permanent redirect moves the source; a publisher's TTL is
+//! a floor on the next poll. A failing source is data, not a crash: the
+//! error is logged with the source's name and written to its state, and
+//! nothing already stored is touched.
 
-use chrono::Utc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
 use tracing::{info, instrument, warn};
 
-use crate::config::SourceConfig;
-use crate::fetch::{FetchError, Fetcher, Limits};
+use crate::config::{SourceConfig, SourceLocation};
+use crate::fetch::{FetchError, Fetched, Fetcher, Meta, Request, Target};
 use crate::model::{IngestCounts, SourceState};
 use crate::normalize::{self, Context};
 use crate::parse::{self, ParseError};
+use crate::schedule;
 use crate::store::{Store, StoreError};
+
+/// Longest `Retry-After` honoured; beyond it the server is not believed.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Why a poll failed.
 #[derive(Debug, thiserror::Error)]
@@ -33,32 +43,74 @@ pub enum PollError {
     Task(String),
 }
 
+/// Whether a poll honours the source's `next_due` (backoff, Retry-After,
+/// TTL). Disabled sources are never polled either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Due {
+    /// Skip the source if it is not due yet (the daemon).
+    Respect,
+    /// Poll it now (an explicit `feedmerge fetch`).
+    Ignore,
+}
+
+/// What a poll that did not fail did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PollOutcome {
+    /// A document was read and its entries stored.
+    Stored(IngestCounts),
+    /// The server said 304 Not Modified.
+    NotModified,
+    /// Skipped: the source is not due before this time.
+    NotDue(DateTime<Utc>),
+    /// Skipped: the source is disabled, for this reason.
+    Disabled(String),
+}
+
 /// What one poll did.
 #[derive(Debug)]
 pub struct PollReport {
     /// The source's name.
     pub source: String,
-    /// What was stored, or why nothing was.
-    pub outcome: Result<IngestCounts, PollError>,
+    /// What happened, or why the poll failed.
+    pub outcome: Result<PollOutcome, PollError>,
 }
 
 impl std::fmt::Display for PollReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = &self.source;
         match &self.outcome {
-            Ok(c) => write!(
+            Ok(PollOutcome::Stored(c)) => write!(
                 f,
-                "{}: {} new, {} updated, {} unchanged",
-                self.source, c.new, c.updated, c.unchanged
+                "{name}: {} new, {} updated, {} unchanged",
+                c.new, c.updated, c.unchanged
             ),
-            Err(e) => write!(f, "{}: error: {e}", self.source),
+            Ok(PollOutcome::NotModified) => write!(f, "{name}: not modified"),
+            Ok(PollOutcome::NotDue(at)) => {
+                write!(f, "{name}: skipped: not due until {}", at.to_rfc3339())
+            }
+            Ok(PollOutcome::Disabled(why)) => write!(f, "{name}: skipped: disabled: {why}"),
+            Err(e) => write!(f, "{name}: error: {e}"),
         }
     }
 }
 
+/// Settings that shape every poll.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    /// Longest backoff after failures.
+    pub max_backoff: Duration,
+}
+
 /// Polls `source` once and records the result in the store.
 #[instrument(skip_all, fields(source = %source.name))]
-pub async fn poll_source(fetcher: &Fetcher, store: &Store, source: &SourceConfig) -> PollReport {
-    let started = Utc::now();
+pub async fn poll_source(
+    fetcher: &Fetcher,
+    store: &Store,
+    source: &SourceConfig,
+    policy: Policy,
+    due: Due,
+) -> PollReport {
+    let now = Utc::now();
     let mut state = match store.source_state(&source.name) {
         Ok(state) => state.unwrap_or_default(),
         Err(e) => {
@@ -66,28 +118,94 @@ pub async fn poll_source(fetcher: &Fetcher, store: &Store, source: &SourceConfig
             SourceState::default()
         }
     };
-    state.last_attempt = Some(started);
+    let configured = source.location.to_string();
+    if state.config_url != configured {
+        // A new (or changed) URL in the config starts over: no move, no
+        // disabling, no validators, no waiting.
+        state = SourceState {
+            config_url: configured,
+            ..state
+        };
+        state.moved_to = None;
+        state.disabled = None;
+        state.etag = None;
+        state.last_modified = None;
+        state.next_due = None;
+        state.consecutive_failures = 0;
+    }
+    let report = |outcome| PollReport {
+        source: source.name.clone(),
+        outcome,
+    };
+    if let Some(why) = &state.disabled {
+        return report(Ok(PollOutcome::Disabled(why.clone())));
+    }
+    if let (Due::Respect, Some(next)) = (due, state.next_due) {
+        if next > now {
+            return report(Ok(PollOutcome::NotDue(next)));
+        }
+    }
+    state.last_attempt = Some(now);
 
-    let outcome = run_stages(fetcher, store, source, &mut state).await;
+    let outcome = run_stages(fetcher, store, source, &mut state, now).await;
     match &outcome {
-        Ok(counts) => {
-            state.last_success = Some(started);
+        Ok(result) => {
+            state.last_success = Some(now);
             state.last_error = None;
             state.consecutive_failures = 0;
-            info!(
-                new = counts.new,
-                updated = counts.updated,
-                unchanged = counts.unchanged,
-                "poll done"
-            );
+            state.next_due = match (source.respect_ttl, state.ttl_secs) {
+                (true, Some(ttl)) => {
+                    let floor = Duration::from_secs(ttl).min(policy.max_backoff);
+                    Some(now + floor)
+                }
+                _ => None,
+            };
+            match result {
+                PollOutcome::Stored(c) => {
+                    info!(
+                        new = c.new,
+                        updated = c.updated,
+                        unchanged = c.unchanged,
+                        "poll done"
+                    )
+                }
+                _ => info!("not modified"),
+            }
         }
         Err(e) => {
             state.last_error = Some(e.to_string());
             state.consecutive_failures = state.consecutive_failures.saturating_add(1);
+            let wait = match e {
+                PollError::Fetch(FetchError::Gone) => {
+                    state.disabled = Some(format!(
+                        "gone (http 410) since {}; change its url in the config to poll it again",
+                        now.to_rfc3339()
+                    ));
+                    None
+                }
+                PollError::Fetch(FetchError::RetryLater {
+                    retry_after: Some(wait),
+                    ..
+                }) => Some((*wait).min(MAX_RETRY_AFTER)),
+                _ => Some(schedule::backoff(
+                    state.consecutive_failures,
+                    policy.max_backoff,
+                    schedule::spread(),
+                )),
+            };
             if let PollError::Fetch(fetch) = e {
                 state.http_status = fetch.http_status();
             }
-            warn!(error = %e, failures = state.consecutive_failures, "poll failed");
+            state.next_due = wait
+                .and_then(|w| chrono::Duration::from_std(w).ok())
+                .map(|w| now + w);
+            warn!(
+                error = %e,
+                failures = state.consecutive_failures,
+                next_due = ?state.next_due,
+                disabled = state.disabled.is_some(),
+                "poll failed"
+            );
         }
     }
     let recorded = store.put_source_state(&source.name, &state);
@@ -103,9 +221,37 @@ pub async fn poll_source(fetcher: &Fetcher, store: &Store, source: &SourceConfig
         }
         (outcome, Ok(())) => outcome,
     };
-    PollReport {
-        source: source.name.clone(),
-        outcome,
+    report(outcome)
+}
+
+/// The place to fetch from: where the source moved, else the config's URL.
+fn target(source: &SourceConfig, state: &SourceState) -> Target {
+    if let Some(url) = state
+        .moved_to
+        .as_deref()
+        .and_then(|u| url::Url::parse(u).ok())
+    {
+        return Target::Http(url);
+    }
+    match &source.location {
+        SourceLocation::Http(url) => Target::Http(url.clone()),
+        SourceLocation::File(path) => Target::File(path.clone()),
+    }
+}
+
+/// Records what the transport said: status, validators, a permanent move.
+fn note_meta(state: &mut SourceState, meta: &Meta, now: DateTime<Utc>) {
+    state.http_status = meta.status;
+    if meta.etag.is_some() || meta.last_modified.is_some() || meta.status != Some(304) {
+        state.etag = meta.etag.clone();
+        state.last_modified = meta.last_modified.clone();
+    }
+    if let Some(moved) = &meta.moved_permanently {
+        info!(to = %moved, at = %now.to_rfc3339(), "source moved permanently");
+        state.moved_to = Some(moved.to_string());
+    }
+    if let Some(max_age) = meta.max_age {
+        state.ttl_secs = Some(max_age.as_secs().max(state.ttl_secs.unwrap_or(0)));
     }
 }
 
@@ -114,35 +260,44 @@ async fn run_stages(
     store: &Store,
     source: &SourceConfig,
     state: &mut SourceState,
-) -> Result<IngestCounts, PollError> {
+    now: DateTime<Utc>,
+) -> Result<PollOutcome, PollError> {
+    let target = target(source, state);
     let fetched = fetcher
-        .fetch(
-            &source.location,
-            Limits {
-                timeout: source.timeout,
-                max_body: source.max_body_size,
-            },
-        )
+        .fetch(&Request {
+            target: &target,
+            timeout: source.timeout,
+            connect_timeout: source.connect_timeout,
+            max_body: source.max_body_size,
+            user_agent: &source.user_agent,
+            headers: &source.headers,
+            etag: state.etag.as_deref(),
+            last_modified: state.last_modified.as_deref(),
+        })
         .await?;
-    state.http_status = fetched.status;
+    let (body, meta) = match fetched {
+        Fetched::NotModified(meta) => {
+            note_meta(state, &meta, now);
+            return Ok(PollOutcome::NotModified);
+        }
+        Fetched::Document { body, meta } => (body, meta),
+    };
 
     // Parsing, normalizing and the store transaction are CPU and disk work:
     // keep them off the async workers.
     let store = store.clone();
     let name = source.name.clone();
-    let (counts, parsed_state) = tokio::task::spawn_blocking(move || {
-        let parsed = parse::parse(
-            &fetched.body,
-            fetched.content_type.as_deref(),
-            fetched.final_url.as_ref(),
-        )?;
+    let parse_meta = meta.clone();
+    let (counts, seen, title, home_page, encoding, ttl) = tokio::task::spawn_blocking(move || {
+        let meta = parse_meta;
+        let parsed = parse::parse(&body, meta.content_type.as_deref(), meta.final_url.as_ref())?;
         let now = Utc::now();
         let entries = normalize::normalize(
             &parsed.feed,
             &Context {
                 source: &name,
-                document_url: fetched.final_url.as_ref(),
-                http_language: fetched.content_language.as_deref(),
+                document_url: meta.final_url.as_ref(),
+                http_language: meta.content_language.as_deref(),
                 now,
             },
         );
@@ -165,18 +320,20 @@ async fn run_stages(
         } else {
             parsed.encoding.to_string()
         };
-        Ok::<_, PollError>((counts, (entries.len(), title, home_page, encoding)))
+        let ttl = parsed.feed.ttl.map(|minutes| u64::from(minutes) * 60);
+        Ok::<_, PollError>((counts, entries.len(), title, home_page, encoding, ttl))
     })
     .await
     .map_err(|e| PollError::Task(e.to_string()))??;
 
-    let (seen, title, home_page, encoding) = parsed_state;
     if encoding.contains("replaced") {
         warn!(encoding = %encoding, "document had bytes invalid in its encoding");
     }
+    state.ttl_secs = ttl;
+    note_meta(state, &meta, now);
     state.entries_seen = seen;
     state.title = title.or(state.title.take());
     state.home_page = home_page.or(state.home_page.take());
     state.encoding = Some(encoding);
-    Ok(counts)
+    Ok(PollOutcome::Stored(counts))
 }

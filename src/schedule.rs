@@ -6,7 +6,9 @@
 //! repeated jobs, which can stop firing (tokio-cron-scheduler #113).
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use sha2::{Digest, Sha256};
 use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
 
 use crate::config::SourceConfig;
@@ -82,9 +84,73 @@ impl Scheduler {
     }
 }
 
+/// First wait after a failure; it doubles with each failure in a row.
+const BACKOFF_BASE: Duration = Duration::from_secs(60);
+
+/// How long to wait after `failures` failures in a row: exponential from
+/// one minute, capped at `max`, spread by ±20 % with `random` in `[0, 1)`
+/// so sources that failed together do not retry together.
+pub fn backoff(failures: u32, max: Duration, random: f64) -> Duration {
+    let exponent = failures.saturating_sub(1).min(30);
+    let plain = BACKOFF_BASE.saturating_mul(1u32 << exponent).min(max);
+    let factor = 0.8 + 0.4 * random.clamp(0.0, 1.0);
+    plain.mul_f64(factor).min(max)
+}
+
+/// A fixed offset in `[0, jitter)` for source `name`: each source starts
+/// its scheduled polls this long after the cron time, so sources sharing a
+/// schedule do not all fire in the same second. Stable across restarts.
+pub fn jitter_offset(name: &str, jitter: Duration) -> Duration {
+    let digest = Sha256::digest(name.as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    let fraction = (u64::from_be_bytes(first) >> 11) as f64 / (1u64 << 53) as f64;
+    jitter.mul_f64(fraction)
+}
+
+/// A number in `[0, 1)` that differs between calls (for backoff spread;
+/// not for anything that needs real randomness).
+pub fn spread() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
+    (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        let day = Duration::from_secs(24 * 3600);
+        assert_eq!(backoff(1, day, 0.5), Duration::from_secs(60));
+        assert_eq!(backoff(2, day, 0.5), Duration::from_secs(120));
+        assert_eq!(backoff(5, day, 0.5), Duration::from_secs(960));
+        assert_eq!(backoff(40, day, 0.5), day);
+        assert_eq!(backoff(40, day, 0.99), day, "the cap holds with spread");
+        assert_eq!(backoff(1, day, 0.0), Duration::from_secs(48));
+    }
+
+    #[test]
+    fn jitter_spreads_sources() {
+        let jitter = Duration::from_secs(60);
+        let offsets: Vec<u64> = (0..100)
+            .map(|i| jitter_offset(&format!("source-{i}"), jitter).as_secs())
+            .collect();
+        assert!(offsets.iter().all(|&o| o < 60));
+        let distinct: std::collections::HashSet<_> = offsets.iter().collect();
+        assert!(distinct.len() > 30, "offsets bunch up: {offsets:?}");
+        assert_eq!(jitter_offset("a", jitter), jitter_offset("a", jitter));
+        assert_eq!(jitter_offset("a", Duration::ZERO), Duration::ZERO);
+        let s = spread();
+        assert!((0.0..1.0).contains(&s));
+    }
 
     #[test]
     fn cron_expressions() {

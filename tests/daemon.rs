@@ -135,6 +135,8 @@ cache_size = "8MiB"
 [feed]
 title = "Test merged feed"
 max_entries = 100
+[poll]
+jitter = "0s"
 [defaults]
 # Far away: only the first round (and explicit fetches) poll.
 schedule = "0 0 0 1 1 *"
