@@ -23,11 +23,14 @@ use crate::fetch::Fetcher;
 use crate::poll::{self, Due, Policy, PollReport};
 use crate::schedule::{self, Scheduler};
 use crate::server::{self, ServerState};
-use crate::store::Store;
+use crate::status::{self, SourceStatus};
+use crate::store::{Store, StoreError};
 
 /// Polls started at once during a full round (first poll, `feedmerge
 /// fetch`); the fetcher's in-flight and per-host limits apply below this.
 const ROUND_CONCURRENCY: usize = 256;
+/// Time allowed for the daemon's API to answer `feedmerge sources`.
+const API_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time allowed, beyond the longest fetch timeout, for shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -327,5 +330,37 @@ mod tests {
         // Once the first finished, the source can be polled again.
         assert!(poller.poll(source, Due::Ignore).await.is_some());
         drop(listener);
+    }
+}
+
+/// The status of every source: from the store, or, when a daemon holds the
+/// store, from that daemon's `GET /api/sources`.
+pub async fn sources(config: &Config) -> anyhow::Result<Vec<SourceStatus>> {
+    match Store::open(&config.storage.path, config.storage.cache_capacity) {
+        Ok(store) => Ok(status::statuses(config, &store)?),
+        Err(StoreError::Locked { .. }) => {
+            let mut addr = config.server.listen;
+            if addr.port() == 0 {
+                anyhow::bail!(
+                    "store {} is locked by a running daemon, and server.listen has port 0, \
+                     so its API cannot be found",
+                    config.storage.path.display()
+                );
+            }
+            if addr.ip().is_unspecified() {
+                addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            let url = format!("http://{addr}/api/sources");
+            let fetch = async {
+                let response = reqwest::get(&url).await?.error_for_status()?;
+                response.bytes().await
+            };
+            let body = tokio::time::timeout(API_TIMEOUT, fetch)
+                .await
+                .with_context(|| format!("the store is locked and {url} did not answer in time"))?
+                .with_context(|| format!("the store is locked; asked the daemon at {url}"))?;
+            serde_json::from_slice(&body).with_context(|| format!("unexpected answer from {url}"))
+        }
+        Err(e) => Err(e.into()),
     }
 }

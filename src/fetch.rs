@@ -223,9 +223,11 @@ impl Fetcher {
         let client = self.client(request.connect_timeout)?;
         let _in_flight = self.in_flight.acquire().await.ok();
         let timeout = request.timeout;
-        let deadline = Instant::now() + timeout;
-        let remaining = || {
-            let left = deadline.saturating_duration_since(Instant::now());
+        // The clock starts once the first host permit is held: waiting
+        // behind other fetches to the same host is not this fetch's time.
+        let mut started: Option<Instant> = None;
+        let remaining = |started: Instant| {
+            let left = (started + timeout).saturating_duration_since(Instant::now());
             if left.is_zero() {
                 Err(FetchError::Timeout(timeout))
             } else {
@@ -238,6 +240,7 @@ impl Fetcher {
         let mut all_permanent = true;
         loop {
             let _host = self.host_permit(&url).await;
+            let started = *started.get_or_insert_with(Instant::now);
             let mut builder = client
                 .get(url.clone())
                 .header(header::USER_AGENT, request.user_agent)
@@ -257,7 +260,7 @@ impl Fetcher {
             if let Some(date) = request.last_modified {
                 builder = builder.header(header::IF_MODIFIED_SINCE, date);
             }
-            let response = tokio::time::timeout(remaining()?, builder.send())
+            let response = tokio::time::timeout(remaining(started)?, builder.send())
                 .await
                 .map_err(|_| FetchError::Timeout(timeout))?
                 .map_err(|e| FetchError::Request(chain(&e)))?;
@@ -320,9 +323,10 @@ impl Fetcher {
                     limit: request.max_body,
                 });
             }
-            let body = tokio::time::timeout(remaining()?, read_capped(response, request.max_body))
-                .await
-                .map_err(|_| FetchError::Timeout(timeout))??;
+            let body =
+                tokio::time::timeout(remaining(started)?, read_capped(response, request.max_body))
+                    .await
+                    .map_err(|_| FetchError::Timeout(timeout))??;
             return Ok(Fetched::Document { body, meta });
         }
     }

@@ -13,6 +13,7 @@
 //! - [`dedup`]: entry identity and change detection (pure)
 //! - [`store`]: sled, and only sled
 //! - [`feeds`] and [`publish`]: stored entries to Atom documents
+//! - [`status`]: per-source status for the API and `feedmerge sources`
 //! - [`server`]: the HTTP routes
 //! - [`app`]: wiring, tasks and shutdown
 
@@ -30,4 +31,5 @@ pub mod poll;
 pub mod publish;
 pub mod schedule;
 pub mod server;
+pub mod status;
 pub mod store;

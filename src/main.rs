@@ -45,6 +45,15 @@ enum Command {
         #[arg(long)]
         feed: Option<String>,
     },
+    /// Show each source's status (asks the daemon when it holds the store).
+    Sources {
+        /// The configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check the configuration file.
     Check {
         /// The configuration file.
@@ -76,6 +85,7 @@ fn main() -> ExitCode {
         Command::Run { config }
         | Command::Fetch { config, .. }
         | Command::Export { config, .. }
+        | Command::Sources { config, .. }
         | Command::Check { config } => config.clone(),
     };
     let config = match load_config(&config_path) {
@@ -141,6 +151,14 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<ExitCode> 
             let reports = feedmerge::app::fetch_once(config, source.as_deref()).await?;
             for report in &reports {
                 println!("{report}");
+            }
+        }
+        Command::Sources { json, .. } => {
+            let statuses = feedmerge::app::sources(&config).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&statuses)?);
+            } else {
+                print!("{}", feedmerge::status::table(&statuses));
             }
         }
         Command::Export { feed, .. } => {

@@ -1,7 +1,8 @@
 //! The HTTP server (axum): the published feeds and a health check.
 //!
 //! Routes: `GET /feed.atom` (the merged feed), `GET /feeds/NAME.atom` (each
-//! `[[feeds]]` output; 404 for unknown names), `GET /healthz`.
+//! `[[feeds]]` output; 404 for unknown names), `GET /api/sources` (each
+//! source's status, JSON), `GET /healthz`.
 
 use std::sync::Arc;
 
@@ -14,6 +15,7 @@ use tracing::error;
 
 use crate::config::Config;
 use crate::feeds;
+use crate::status;
 use crate::store::Store;
 
 /// The content type of every published feed.
@@ -34,6 +36,7 @@ pub fn router(state: ServerState) -> Router {
         .route("/feed.atom", get(merged_feed))
         .route("/feeds/{file}", get(named_feed))
         .route("/healthz", get(healthz))
+        .route("/api/sources", get(sources))
         .with_state(state)
 }
 
@@ -61,6 +64,20 @@ fn feed_response(state: &ServerState, name: Option<&str>) -> Response {
 
 fn not_found() -> Response {
     (StatusCode::NOT_FOUND, "no such feed\n").into_response()
+}
+
+async fn sources(State(state): State<ServerState>) -> Response {
+    match status::statuses(&state.config, &state.store) {
+        Ok(list) => axum::Json(list).into_response(),
+        Err(e) => {
+            error!(error = %e, "cannot read source status");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "cannot read source status\n",
+            )
+                .into_response()
+        }
+    }
 }
 
 async fn healthz(State(state): State<ServerState>) -> Response {

@@ -18,6 +18,8 @@ use feedmerge::config;
 use feedmerge::store::Store;
 use tokio_util::sync::CancellationToken;
 
+mod manners;
+
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
 const SCHEMA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/schema/atom.rnc");
 const BIN: &str = env!("CARGO_BIN_EXE_feedmerge");

@@ -1,0 +1,187 @@
+//! Per-source status: what `GET /api/sources` and `feedmerge sources` show.
+//!
+//! Built from the config (what should be polled) and each source's stored
+//! state (what happened). Rendering the table is pure.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::store::{Store, StoreError};
+
+/// One source's status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceStatus {
+    /// The source's name.
+    pub name: String,
+    /// The URL in the config.
+    pub url: String,
+    /// The URL polled now: where it permanently moved, else `url`.
+    pub current_url: String,
+    /// Why the source is not polled any more, if it is disabled.
+    pub disabled: Option<String>,
+    /// When the last poll started.
+    pub last_attempt: Option<DateTime<Utc>>,
+    /// When a poll last succeeded.
+    pub last_success: Option<DateTime<Utc>>,
+    /// HTTP status of the last response.
+    pub http_status: Option<u16>,
+    /// The last poll's error, if it failed.
+    pub last_error: Option<String>,
+    /// Failures in a row.
+    pub consecutive_failures: u32,
+    /// Not polled before this time (backoff, Retry-After, TTL).
+    pub next_due: Option<DateTime<Utc>>,
+    /// Entries in the last document read.
+    pub entries_seen: usize,
+    /// The feed's own title.
+    pub title: Option<String>,
+}
+
+/// The status of every configured source, in config order.
+pub fn statuses(config: &Config, store: &Store) -> Result<Vec<SourceStatus>, StoreError> {
+    let mut out = Vec::with_capacity(config.sources.len());
+    for source in &config.sources {
+        let url = source.location.to_string();
+        let state = store.source_state(&source.name)?.unwrap_or_default();
+        // State recorded for another URL no longer applies: the next poll
+        // starts that source over.
+        let current = state.config_url == url;
+        let moved_to = state.moved_to.clone().filter(|_| current);
+        out.push(SourceStatus {
+            name: source.name.clone(),
+            current_url: moved_to.unwrap_or_else(|| url.clone()),
+            url,
+            disabled: state.disabled.clone().filter(|_| current),
+            last_attempt: state.last_attempt,
+            last_success: state.last_success,
+            http_status: state.http_status,
+            last_error: state.last_error.clone(),
+            consecutive_failures: if current {
+                state.consecutive_failures
+            } else {
+                0
+            },
+            next_due: state.next_due.filter(|_| current),
+            entries_seen: state.entries_seen,
+            title: state.title.clone(),
+        });
+    }
+    Ok(out)
+}
+
+/// A fixed-width table of `statuses`, one line per source.
+pub fn table(statuses: &[SourceStatus]) -> String {
+    let time = |t: Option<DateTime<Utc>>| {
+        t.map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true))
+            .unwrap_or_else(|| "-".into())
+    };
+    let mut rows = vec![[
+        "NAME".to_string(),
+        "STATE".into(),
+        "HTTP".into(),
+        "LAST SUCCESS".into(),
+        "FAILS".into(),
+        "NEXT DUE".into(),
+        "ENTRIES".into(),
+        "NOTE".into(),
+    ]];
+    for s in statuses {
+        let state = if s.disabled.is_some() {
+            "disabled"
+        } else if s.last_attempt.is_none() {
+            "new"
+        } else if s.last_error.is_some() {
+            "failing"
+        } else {
+            "ok"
+        };
+        let mut notes = Vec::new();
+        if let Some(why) = &s.disabled {
+            notes.push(why.clone());
+        } else if let Some(error) = &s.last_error {
+            notes.push(error.clone());
+        }
+        if s.current_url != s.url {
+            notes.push(format!("moved to {}", s.current_url));
+        }
+        rows.push([
+            s.name.clone(),
+            state.into(),
+            s.http_status
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "-".into()),
+            time(s.last_success),
+            s.consecutive_failures.to_string(),
+            time(s.next_due),
+            s.entries_seen.to_string(),
+            notes.join("; "),
+        ]);
+    }
+    let mut widths = [0usize; 8];
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in &rows {
+        let mut line = String::new();
+        for (i, (cell, w)) in row.iter().zip(widths).enumerate() {
+            if i + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_lines_up_and_explains() {
+        let at = DateTime::parse_from_rfc3339("2025-03-27T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let ok = SourceStatus {
+            name: "centcom-ar".into(),
+            url: "https://a/feed".into(),
+            current_url: "https://b/feed".into(),
+            disabled: None,
+            last_attempt: Some(at),
+            last_success: Some(at),
+            http_status: Some(200),
+            last_error: None,
+            consecutive_failures: 0,
+            next_due: None,
+            entries_seen: 3,
+            title: None,
+        };
+        let gone = SourceStatus {
+            name: "old".into(),
+            url: "https://c/feed".into(),
+            current_url: "https://c/feed".into(),
+            disabled: Some("gone (http 410)".into()),
+            http_status: Some(410),
+            last_error: Some("http 410 gone".into()),
+            consecutive_failures: 1,
+            last_success: None,
+            entries_seen: 0,
+            ..ok.clone()
+        };
+        let text = table(&[ok, gone]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "NAME        STATE     HTTP  LAST SUCCESS          FAILS  NEXT DUE  ENTRIES  NOTE"
+        );
+        assert_eq!(lines[1], "centcom-ar  ok        200   2025-03-27T10:00:00Z  0      -         3        moved to https://b/feed");
+        assert_eq!(lines[2], "old         disabled  410   -                     1      -         0        gone (http 410)");
+    }
+}
