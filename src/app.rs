@@ -301,38 +301,6 @@ pub fn export(config: &Config, feed: Option<&str>) -> anyhow::Result<String> {
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn a_source_is_never_polled_twice_at_once() {
-        // A server that accepts and never answers keeps the first poll busy.
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let text = format!(
-            "[storage]\npath = \"store\"\n[[sources]]\nname = \"silent\"\nurl = \"http://{addr}/feed\"\ntimeout = \"2s\"\n"
-        );
-        let config = crate::config::parse(&text, &dir.path().join("f.toml")).unwrap();
-        let store = open_store(&config).unwrap();
-        let poller = new_poller(Arc::new(config.clone()), store);
-        let source = &config.sources[0];
-
-        let mut first = Box::pin(poller.poll(source, Due::Ignore));
-        assert!(futures_util::poll!(&mut first).is_pending());
-        assert!(
-            poller.poll(source, Due::Ignore).await.is_none(),
-            "second poll must be skipped"
-        );
-        let report = first.await.expect("first poll runs");
-        assert!(report.outcome.is_err());
-        // Once the first finished, the source can be polled again.
-        assert!(poller.poll(source, Due::Ignore).await.is_some());
-        drop(listener);
-    }
-}
-
 /// The status of every source: from the store, or, when a daemon holds the
 /// store, from that daemon's `GET /api/sources`.
 pub async fn sources(config: &Config) -> anyhow::Result<Vec<SourceStatus>> {
@@ -362,5 +330,37 @@ pub async fn sources(config: &Config) -> anyhow::Result<Vec<SourceStatus>> {
             serde_json::from_slice(&body).with_context(|| format!("unexpected answer from {url}"))
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_source_is_never_polled_twice_at_once() {
+        // A server that accepts and never answers keeps the first poll busy.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[storage]\npath = \"store\"\n[[sources]]\nname = \"silent\"\nurl = \"http://{addr}/feed\"\ntimeout = \"2s\"\n"
+        );
+        let config = crate::config::parse(&text, &dir.path().join("f.toml")).unwrap();
+        let store = open_store(&config).unwrap();
+        let poller = new_poller(Arc::new(config.clone()), store);
+        let source = &config.sources[0];
+
+        let mut first = Box::pin(poller.poll(source, Due::Ignore));
+        assert!(futures_util::poll!(&mut first).is_pending());
+        assert!(
+            poller.poll(source, Due::Ignore).await.is_none(),
+            "second poll must be skipped"
+        );
+        let report = first.await.expect("first poll runs");
+        assert!(report.outcome.is_err());
+        // Once the first finished, the source can be polled again.
+        assert!(poller.poll(source, Due::Ignore).await.is_some());
+        drop(listener);
     }
 }
