@@ -11,8 +11,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -20,15 +21,12 @@ use tracing::{debug, info, warn};
 
 use crate::config::{Config, SourceConfig};
 use crate::fetch::Fetcher;
-use crate::poll::{self, Due, Policy, PollReport};
+use crate::poll::{self, Due, Pipeline, PollReport};
 use crate::schedule::{self, Scheduler};
 use crate::server::{self, ServerState};
 use crate::status::{self, SourceStatus};
 use crate::store::{Store, StoreError};
 
-/// Polls started at once during a full round (first poll, `feedmerge
-/// fetch`); the fetcher's in-flight and per-host limits apply below this.
-const ROUND_CONCURRENCY: usize = 256;
 /// Time allowed for the daemon's API to answer `feedmerge sources`.
 const API_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time allowed, beyond the longest fetch timeout, for shutdown.
@@ -37,8 +35,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Everything a poll needs; shared by the scheduler's callbacks.
 struct Poller {
     config: Arc<Config>,
-    store: Store,
-    fetcher: Fetcher,
+    pipeline: Pipeline,
     /// Sources with a poll in flight: a source is never polled twice at once.
     busy: Mutex<HashSet<String>>,
 }
@@ -59,12 +56,6 @@ impl Drop for Busy<'_> {
 }
 
 impl Poller {
-    fn policy(&self) -> Policy {
-        Policy {
-            max_backoff: self.config.poll.max_backoff,
-        }
-    }
-
     fn claim(&self, name: &str) -> Option<Busy<'_>> {
         let mut busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
         if !busy.insert(name.to_string()) {
@@ -80,7 +71,7 @@ impl Poller {
     /// Polls `source` unless a poll of it is already running.
     async fn poll(&self, source: &SourceConfig, due: Due) -> Option<PollReport> {
         let _busy = self.claim(&source.name)?;
-        Some(poll::poll_source(&self.fetcher, &self.store, source, self.policy(), due).await)
+        Some(poll::poll_source(&self.pipeline, source, due).await)
     }
 
     /// A scheduled poll: claims the source, waits its jitter offset (unless
@@ -94,34 +85,33 @@ impl Poller {
             () = tokio::time::sleep(offset) => {}
             () = stop.cancelled() => return,
         }
-        poll::poll_source(
-            &self.fetcher,
-            &self.store,
-            source,
-            self.policy(),
-            Due::Respect,
-        )
-        .await;
+        poll::poll_source(&self.pipeline, source, Due::Respect).await;
     }
 
-    /// Polls every source once (`only`: just that one), a few at a time.
+    /// Polls every source once (`only`: just that one), a few at a time:
+    /// only as many polls exist at once as may fetch at once, so a round
+    /// over thousands of sources stays small in memory.
     async fn poll_round(&self, only: Option<&str>, due: Due) -> Vec<PollReport> {
         let sources = self
             .config
             .sources
             .iter()
             .filter(|s| only.is_none_or(|name| s.name == name));
-        let permits = Semaphore::new(ROUND_CONCURRENCY);
-        let polls = sources.map(|s| async {
-            // The semaphore is never closed, so acquiring cannot fail.
-            let _permit = permits.acquire().await.ok();
-            self.poll(s, due).await
-        });
-        futures_util::future::join_all(polls)
-            .await
-            .into_iter()
-            .flatten()
-            .collect()
+        let limit = self.config.poll.max_in_flight.max(1);
+        let mut reports = Vec::new();
+        let mut running = FuturesUnordered::new();
+        for source in sources {
+            if running.len() >= limit {
+                if let Some(report) = running.next().await {
+                    reports.extend(report);
+                }
+            }
+            running.push(self.poll(source, due));
+        }
+        while let Some(report) = running.next().await {
+            reports.extend(report);
+        }
+        reports
     }
 }
 
@@ -132,9 +122,8 @@ fn open_store(config: &Config) -> anyhow::Result<Store> {
 fn new_poller(config: Arc<Config>, store: Store) -> Poller {
     let fetcher = Fetcher::new(&config.poll);
     Poller {
+        pipeline: Pipeline::new(fetcher, store, config.poll.max_backoff),
         config,
-        store,
-        fetcher,
         busy: Mutex::new(HashSet::new()),
     }
 }

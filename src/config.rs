@@ -243,7 +243,7 @@ struct RawServer {
 struct RawStorage {
     /// sled directory, relative to the config file.
     path: String,
-    /// sled page cache; default 64 MiB.
+    /// sled page cache; default 16 MiB.
     cache_size: Option<ByteSize>,
 }
 
@@ -323,7 +323,7 @@ const DEFAULT_PER_HOST: usize = 2;
 const DEFAULT_JITTER: Duration = Duration::from_secs(30);
 const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(24 * 3600);
 const DEFAULT_MAX_BODY: u64 = 10 * 1024 * 1024;
-const DEFAULT_CACHE: u64 = 64 * 1024 * 1024;
+const DEFAULT_CACHE: u64 = 16 * 1024 * 1024;
 const DEFAULT_MAX_ENTRIES: usize = 200;
 
 /// Reads and checks the configuration file at `path`.

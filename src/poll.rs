@@ -13,6 +13,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use tokio::sync::Semaphore;
 use tracing::{info, instrument, warn};
 
 use crate::config::{SourceConfig, SourceLocation};
@@ -94,22 +95,40 @@ impl std::fmt::Display for PollReport {
     }
 }
 
-/// Settings that shape every poll.
-#[derive(Debug, Clone, Copy)]
-pub struct Policy {
-    /// Longest backoff after failures.
-    pub max_backoff: Duration,
+/// What every poll shares: the fetcher, the store, and the limits.
+#[derive(Debug)]
+pub struct Pipeline {
+    fetcher: Fetcher,
+    store: Store,
+    /// One permit per core for the CPU stage (parse, normalize, store), so
+    /// a round of thousands of polls does not become thousands of threads.
+    cpu: Semaphore,
+    /// Longest backoff after failures, and longest TTL floor.
+    max_backoff: Duration,
+}
+
+impl Pipeline {
+    /// A pipeline storing into `store`, backing off at most `max_backoff`.
+    pub fn new(fetcher: Fetcher, store: Store, max_backoff: Duration) -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Self {
+            fetcher,
+            store,
+            cpu: Semaphore::new(cores),
+            max_backoff,
+        }
+    }
+
+    /// The store polls write to.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
 }
 
 /// Polls `source` once and records the result in the store.
 #[instrument(skip_all, fields(source = %source.name))]
-pub async fn poll_source(
-    fetcher: &Fetcher,
-    store: &Store,
-    source: &SourceConfig,
-    policy: Policy,
-    due: Due,
-) -> PollReport {
+pub async fn poll_source(pipeline: &Pipeline, source: &SourceConfig, due: Due) -> PollReport {
+    let store = &pipeline.store;
     let now = Utc::now();
     let mut state = match store.source_state(&source.name) {
         Ok(state) => state.unwrap_or_default(),
@@ -147,7 +166,7 @@ pub async fn poll_source(
     }
     state.last_attempt = Some(now);
 
-    let outcome = run_stages(fetcher, store, source, &mut state, now).await;
+    let outcome = run_stages(pipeline, source, &mut state, now).await;
     match &outcome {
         Ok(result) => {
             state.last_success = Some(now);
@@ -155,7 +174,7 @@ pub async fn poll_source(
             state.consecutive_failures = 0;
             state.next_due = match (source.respect_ttl, state.ttl_secs) {
                 (true, Some(ttl)) => {
-                    let floor = Duration::from_secs(ttl).min(policy.max_backoff);
+                    let floor = Duration::from_secs(ttl).min(pipeline.max_backoff);
                     Some(now + floor)
                 }
                 _ => None,
@@ -189,7 +208,7 @@ pub async fn poll_source(
                 }) => Some((*wait).min(MAX_RETRY_AFTER)),
                 _ => Some(schedule::backoff(
                     state.consecutive_failures,
-                    policy.max_backoff,
+                    pipeline.max_backoff,
                     schedule::spread(),
                 )),
             };
@@ -256,14 +275,14 @@ fn note_meta(state: &mut SourceState, meta: &Meta, now: DateTime<Utc>) {
 }
 
 async fn run_stages(
-    fetcher: &Fetcher,
-    store: &Store,
+    pipeline: &Pipeline,
     source: &SourceConfig,
     state: &mut SourceState,
     now: DateTime<Utc>,
 ) -> Result<PollOutcome, PollError> {
     let target = target(source, state);
-    let fetched = fetcher
+    let fetched = pipeline
+        .fetcher
         .fetch(&Request {
             target: &target,
             timeout: source.timeout,
@@ -284,8 +303,9 @@ async fn run_stages(
     };
 
     // Parsing, normalizing and the store transaction are CPU and disk work:
-    // keep them off the async workers.
-    let store = store.clone();
+    // keep them off the async workers, one poll per core at a time.
+    let _cpu = pipeline.cpu.acquire().await.ok();
+    let store = pipeline.store.clone();
     let name = source.name.clone();
     let parse_meta = meta.clone();
     let (counts, seen, title, home_page, encoding, ttl) = tokio::task::spawn_blocking(move || {

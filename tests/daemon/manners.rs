@@ -207,6 +207,7 @@ async fn scripted(State(script): State<Arc<Script>>, uri: Uri, headers: HeaderMa
                     (header::CONTENT_TYPE, "application/rss+xml"),
                     (header::ETAG, etag),
                     (header::LAST_MODIFIED, last_modified),
+                    (header::CACHE_CONTROL, "public, max-age=600"),
                 ],
                 rss("etag", &[("etag-1", "etag one")], ""),
             )
@@ -561,6 +562,13 @@ async fn conditional_get_compression_and_headers() {
     assert_eq!(state.http_status, Some(304));
     assert_eq!(state.etag.as_deref(), Some("\"v1\""));
     assert_eq!(state.entries_seen, 1);
+    // Cache-Control: max-age is a floor on the next poll.
+    assert_eq!(state.ttl_secs, Some(600));
+    let wait = (state.next_due.unwrap() - Utc::now()).num_seconds();
+    assert!((500..=600).contains(&wait), "max-age floor {wait} s");
+    // A 302 is followed but does not move the source.
+    let private = store.source_state("private").unwrap().unwrap();
+    assert_eq!(private.moved_to, None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
