@@ -31,17 +31,8 @@ const FUTURE_SLACK: Duration = Duration::days(1);
 
 /// Normalizes every entry of `feed`.
 pub fn normalize(feed: &Feed, ctx: &Context<'_>) -> Vec<Entry> {
-    let feed_language = feed.language.as_deref().and_then(language_tag).or_else(|| {
-        ctx.http_language
-            .and_then(first_language)
-            .and_then(language_tag)
-    });
-    let home_page = feed
-        .links
-        .iter()
-        .find(|l| l.rel.as_deref().is_none_or(|r| r == "alternate"))
-        .and_then(|l| absolute_url(&l.href, ctx.document_url))
-        .filter(|u| matches!(u.scheme(), "http" | "https"));
+    let feed_language = feed_language(feed, ctx.http_language);
+    let home_page = feed_home_page(feed, ctx.document_url);
 
     feed.entries
         .iter()
@@ -143,6 +134,32 @@ pub fn normalize(feed: &Feed, ctx: &Context<'_>) -> Vec<Entry> {
             }
         })
         .collect()
+}
+
+/// The feed's own title, as plain text.
+pub fn feed_title(feed: &Feed) -> Option<String> {
+    feed.title
+        .as_ref()
+        .map(text_as_plain)
+        .filter(|t| !t.is_empty())
+}
+
+/// The feed's language: its `xml:lang` / `<language>` / JSON `language`,
+/// else the HTTP `Content-Language`.
+pub fn feed_language(feed: &Feed, http_language: Option<&str>) -> Option<String> {
+    feed.language
+        .as_deref()
+        .and_then(language_tag)
+        .or_else(|| http_language.and_then(first_language).and_then(language_tag))
+}
+
+/// The feed's home page (its alternate link), absolute, http(s) only.
+pub fn feed_home_page(feed: &Feed, document_url: Option<&Url>) -> Option<Url> {
+    feed.links
+        .iter()
+        .find(|l| l.rel.as_deref().is_none_or(|r| r == "alternate"))
+        .and_then(|l| absolute_url(&l.href, document_url))
+        .filter(|u| matches!(u.scheme(), "http" | "https"))
 }
 
 /// Resolves `href` against `base`; `None` when it is neither absolute nor

@@ -322,19 +322,9 @@ async fn run_stages(
             },
         );
         let counts = store.ingest(&entries, now)?;
-        let title = parsed
-            .feed
-            .title
-            .as_ref()
-            .map(|t| normalize::plain_text(&t.content))
-            .filter(|t| !t.is_empty());
-        let home_page = parsed
-            .feed
-            .links
-            .iter()
-            .find(|l| l.rel.as_deref().is_none_or(|r| r == "alternate"))
-            .map(|l| l.href.clone())
-            .filter(|h| h.starts_with("http"));
+        let title = normalize::feed_title(&parsed.feed);
+        let home_page = normalize::feed_home_page(&parsed.feed, meta.final_url.as_ref())
+            .map(String::from);
         let encoding = if parsed.had_replacements {
             format!("{} (invalid bytes replaced)", parsed.encoding)
         } else {
