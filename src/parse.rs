@@ -4,11 +4,15 @@
 //! the encoding is decided here, in order: byte-order mark, the HTTP
 //! `Content-Type` charset, the XML declaration, then UTF-8. The document is
 //! transcoded with encoding_rs, its declaration rewritten to say UTF-8, and
-//! handed to feed-rs inside a panic guard. This module does no I/O.
+//! handed to feed-rs inside a panic guard. UTF-32 (which the WHATWG
+//! standard, and so encoding_rs, leaves out) is decoded here by hand. Dates
+//! go through [`parse_date`], which reads the RFC 822 and ISO 8601 variants
+//! real feeds use. This module does no I/O.
 
 use std::borrow::Cow;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use encoding_rs::{Encoding, UTF_16BE, UTF_16LE, UTF_8};
 use url::Url;
 
@@ -48,8 +52,19 @@ pub fn parse(
     if body.iter().all(|b| b.is_ascii_whitespace()) {
         return Err(ParseError::Empty);
     }
-    let encoding = detect_encoding(body, content_type.and_then(charset_param));
-    let (text, had_replacements) = decode(body, encoding);
+    let charset = content_type.and_then(charset_param);
+    let (text, encoding, had_replacements) = match utf32(body, charset) {
+        Some(big_endian) => {
+            let (text, replaced) = decode_utf32(body, big_endian);
+            let name = if big_endian { "UTF-32BE" } else { "UTF-32LE" };
+            (text, name, replaced)
+        }
+        None => {
+            let encoding = detect_encoding(body, charset);
+            let (text, replaced) = decode(body, encoding);
+            (text, encoding.name(), replaced)
+        }
+    };
     let text = with_utf8_declaration(&text);
 
     let parser = feed_rs::parser::Builder::new()
@@ -59,12 +74,13 @@ pub fn parse(
         .id_generator(|_, _, _| String::new())
         // Sanitizing is normalize's job, with settings that keep `dir`/`lang`.
         .sanitize_content(false)
+        .timestamp_parser(parse_date)
         .build();
     let result = catch_unwind(AssertUnwindSafe(|| parser.parse(text.as_bytes())));
     match result {
         Ok(Ok(feed)) => Ok(Parsed {
             feed,
-            encoding: encoding.name(),
+            encoding,
             had_replacements,
         }),
         Ok(Err(err)) => Err(ParseError::Invalid(err.to_string())),
@@ -136,6 +152,321 @@ fn declared_encoding(body: &[u8]) -> Option<String> {
     Some(value[..value.find(quote)?].trim().to_string())
 }
 
+/// `Some(big_endian)` when the document is UTF-32: by BOM, by the byte
+/// pattern of a leading `<`, or by an HTTP charset naming it.
+fn utf32(body: &[u8], http_charset: Option<&str>) -> Option<bool> {
+    match body {
+        [0x00, 0x00, 0xFE, 0xFF, ..] | [0x00, 0x00, 0x00, 0x3C, ..] => return Some(true),
+        [0xFF, 0xFE, 0x00, 0x00, ..] | [0x3C, 0x00, 0x00, 0x00, ..] => return Some(false),
+        _ => {}
+    }
+    let label = http_charset?.trim().to_ascii_lowercase();
+    match label.as_str() {
+        "utf-32be" => Some(true),
+        "utf-32" | "utf-32le" => Some(false),
+        _ => None,
+    }
+}
+
+/// Decodes UTF-32 (BOM dropped); invalid code points become U+FFFD.
+fn decode_utf32(body: &[u8], big_endian: bool) -> (String, bool) {
+    let mut replaced = body.len() % 4 != 0;
+    let text = body
+        .chunks_exact(4)
+        .filter_map(|b| {
+            let bytes = [b[0], b[1], b[2], b[3]];
+            let unit = if big_endian {
+                u32::from_be_bytes(bytes)
+            } else {
+                u32::from_le_bytes(bytes)
+            };
+            match char::from_u32(unit) {
+                Some('\u{feff}') => None,
+                Some(c) => Some(c),
+                None => {
+                    replaced = true;
+                    Some('\u{fffd}')
+                }
+            }
+        })
+        .collect();
+    (text, replaced)
+}
+
+/// Parses the dates real feeds carry: RFC 3339 and its sloppy ISO 8601
+/// cousins (no zone means UTC; a date alone means midnight UTC), and
+/// RFC 822 with named zones, long, lowercase or non-English month and day
+/// names, single-digit hours, and missing seconds or zone.
+pub fn parse_date(text: &str) -> Option<DateTime<Utc>> {
+    let text = text.trim();
+    if text.is_empty() {
+        return None;
+    }
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Some(t.with_timezone(&Utc));
+    }
+    if text.as_bytes().first().is_some_and(u8::is_ascii_digit) && text.contains('-') {
+        if let Some(t) = parse_iso(text) {
+            return Some(t);
+        }
+    }
+    parse_rfc822(text)
+}
+
+fn parse_iso(text: &str) -> Option<DateTime<Utc>> {
+    let text = text.replacen(' ', "T", 1);
+    if let Ok(t) = DateTime::parse_from_rfc3339(&text) {
+        return Some(t.with_timezone(&Utc));
+    }
+    // A zone without a colon: +0300.
+    for format in ["%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%dT%H:%M%z"] {
+        if let Ok(t) = DateTime::parse_from_str(&text, format) {
+            return Some(t.with_timezone(&Utc));
+        }
+    }
+    let bare = text.trim_end_matches('Z');
+    for format in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M"] {
+        if let Ok(t) = NaiveDateTime::parse_from_str(bare, format) {
+            return Some(t.and_utc());
+        }
+    }
+    NaiveDate::parse_from_str(bare, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc())
+}
+
+/// Month names (English, French, German, Spanish, Italian, Portuguese,
+/// Dutch), lowercase, by their first letters, to the month number.
+const MONTHS: &[(&str, u32)] = &[
+    ("jan", 1),
+    ("janv", 1),
+    ("januar", 1),
+    ("enero", 1),
+    ("ene", 1),
+    ("gen", 1),
+    ("genn", 1),
+    ("janeiro", 1),
+    ("januari", 1),
+    ("feb", 2),
+    ("févr", 2),
+    ("fevr", 2),
+    ("février", 2),
+    ("februar", 2),
+    ("febrero", 2),
+    ("febbraio", 2),
+    ("fev", 2),
+    ("fevereiro", 2),
+    ("februari", 2),
+    ("mar", 3),
+    ("mars", 3),
+    ("märz", 3),
+    ("mär", 3),
+    ("marzo", 3),
+    ("março", 3),
+    ("maart", 3),
+    ("mrt", 3),
+    ("apr", 4),
+    ("avr", 4),
+    ("avril", 4),
+    ("april", 4),
+    ("abril", 4),
+    ("abr", 4),
+    ("aprile", 4),
+    ("may", 5),
+    ("mai", 5),
+    ("mayo", 5),
+    ("maggio", 5),
+    ("mag", 5),
+    ("maio", 5),
+    ("mei", 5),
+    ("jun", 6),
+    ("juin", 6),
+    ("juni", 6),
+    ("junio", 6),
+    ("giugno", 6),
+    ("giu", 6),
+    ("junho", 6),
+    ("jul", 7),
+    ("juil", 7),
+    ("juillet", 7),
+    ("juli", 7),
+    ("julio", 7),
+    ("luglio", 7),
+    ("lug", 7),
+    ("julho", 7),
+    ("aug", 8),
+    ("août", 8),
+    ("aout", 8),
+    ("august", 8),
+    ("agosto", 8),
+    ("ago", 8),
+    ("augustus", 8),
+    ("sep", 9),
+    ("sept", 9),
+    ("septembre", 9),
+    ("september", 9),
+    ("septiembre", 9),
+    ("settembre", 9),
+    ("set", 9),
+    ("setembro", 9),
+    ("oct", 10),
+    ("octobre", 10),
+    ("oktober", 10),
+    ("okt", 10),
+    ("octubre", 10),
+    ("ottobre", 10),
+    ("ott", 10),
+    ("outubro", 10),
+    ("out", 10),
+    ("nov", 11),
+    ("novembre", 11),
+    ("november", 11),
+    ("noviembre", 11),
+    ("novembro", 11),
+    ("dec", 12),
+    ("déc", 12),
+    ("décembre", 12),
+    ("decembre", 12),
+    ("dezember", 12),
+    ("dez", 12),
+    ("diciembre", 12),
+    ("dic", 12),
+    ("dicembre", 12),
+    ("dezembro", 12),
+    ("december", 12),
+];
+
+/// Named zones seen in feeds, as offsets in minutes east of UTC.
+const ZONES: &[(&str, i32)] = &[
+    ("UT", 0),
+    ("UTC", 0),
+    ("GMT", 0),
+    ("Z", 0),
+    ("WET", 0),
+    ("EST", -300),
+    ("EDT", -240),
+    ("CST", -360),
+    ("CDT", -300),
+    ("MST", -420),
+    ("MDT", -360),
+    ("PST", -480),
+    ("PDT", -420),
+    ("AKST", -540),
+    ("AKDT", -480),
+    ("HST", -600),
+    ("BST", 60),
+    ("CET", 60),
+    ("CEST", 120),
+    ("MET", 60),
+    ("MEST", 120),
+    ("EET", 120),
+    ("EEST", 180),
+    ("MSK", 180),
+    ("JST", 540),
+    ("KST", 540),
+    ("AEST", 600),
+    ("AEDT", 660),
+    ("NZST", 720),
+    ("NZDT", 780),
+];
+
+fn parse_rfc822(text: &str) -> Option<DateTime<Utc>> {
+    // Words, without commas; a leading day name (any language) dropped.
+    let cleaned = text.replace(',', " ");
+    let mut words: Vec<&str> = cleaned.split_whitespace().collect();
+    if words
+        .first()
+        .is_some_and(|w| w.chars().all(char::is_alphabetic) && w.chars().count() > 1)
+        && words
+            .get(1)
+            .is_some_and(|w| w.chars().any(|c| c.is_ascii_digit()))
+        && !month(words[0]).is_some_and(|_| words.get(1).is_some_and(|w| w.len() <= 2))
+    {
+        words.remove(0);
+    }
+    // Day, month (either order), year.
+    let (day, month_no, year, rest) = match words.as_slice() {
+        [d, m, y, rest @ ..] if d.parse::<u32>().is_ok() && month(m).is_some() => {
+            (d.parse::<u32>().ok()?, month(m)?, *y, rest)
+        }
+        [m, d, y, rest @ ..] if month(m).is_some() => (
+            d.trim_end_matches(|c: char| !c.is_ascii_digit())
+                .parse::<u32>()
+                .ok()?,
+            month(m)?,
+            *y,
+            rest,
+        ),
+        _ => return None,
+    };
+    let mut year: i32 = year.parse().ok()?;
+    if year < 100 {
+        year += if year < 70 { 2000 } else { 1900 };
+    }
+    let date = NaiveDate::from_ymd_opt(year, month_no, day)?;
+    let (time, zone) = match rest {
+        [] => ("00:00:00", None),
+        [t] if t.contains(':') => (*t, None),
+        [t, z, ..] => (*t, Some(*z)),
+        [_] => return None,
+    };
+    let parts: Vec<u32> = time
+        .split(':')
+        .map(|p| p.parse().ok())
+        .collect::<Option<_>>()?;
+    let (h, m, sec) = match parts.as_slice() {
+        [h, m] => (*h, *m, 0),
+        [h, m, s] => (*h, *m, *s),
+        _ => return None,
+    };
+    // Some feeds say 24:00 for midnight.
+    let naive = date.and_hms_opt(h % 24, m, sec.min(59))?;
+    let offset_minutes = match zone {
+        None => 0,
+        Some(z) => zone_offset(z)?,
+    };
+    let utc = naive - chrono::Duration::minutes(i64::from(offset_minutes));
+    Some(utc.and_utc())
+}
+
+fn month(word: &str) -> Option<u32> {
+    let word = word.trim_end_matches('.').to_lowercase();
+    MONTHS
+        .iter()
+        .find(|(name, _)| *name == word)
+        .map(|(_, n)| *n)
+        .or_else(|| {
+            // Long English names: "March", "September".
+            let short: String = word.chars().take(3).collect();
+            MONTHS
+                .iter()
+                .find(|(name, _)| *name == short && word.len() > 3)
+                .map(|(_, n)| *n)
+        })
+}
+
+fn zone_offset(zone: &str) -> Option<i32> {
+    if let Some((_, minutes)) = ZONES
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(zone))
+    {
+        return Some(*minutes);
+    }
+    let (sign, digits) = match zone.as_bytes().first()? {
+        b'+' => (1, &zone[1..]),
+        b'-' => (-1, &zone[1..]),
+        _ => return None,
+    };
+    let digits: String = digits.chars().filter(char::is_ascii_digit).collect();
+    if digits.len() != 4 {
+        return None;
+    }
+    let hours: i32 = digits[..2].parse().ok()?;
+    let minutes: i32 = digits[2..].parse().ok()?;
+    Some(sign * (hours * 60 + minutes))
+}
+
 fn decode(body: &[u8], encoding: &'static Encoding) -> (String, bool) {
     let (text, had_errors) = encoding.decode_with_bom_removal(body);
     (text.into_owned(), had_errors)
@@ -193,6 +524,69 @@ mod tests {
             "UTF-8",
         );
         check_encoding(b"<rss/>", Some("no-such-charset"), "UTF-8");
+    }
+
+    #[test]
+    fn dates() {
+        let check = |text: &str, expected: Option<&str>| {
+            let got = parse_date(text).map(|t| t.to_rfc3339());
+            assert_eq!(got.as_deref(), expected, "{text:?}");
+        };
+        let t = Some("2025-03-27T10:00:00+00:00");
+        check("2025-03-27T10:00:00Z", t);
+        check("2025-03-27T13:00:00+03:00", t);
+        check("2025-03-27T13:00:00+0300", t);
+        check("2025-03-27 10:00:00", t);
+        check("2025-03-27T10:00:00", t);
+        check("2025-03-27T10:00", t);
+        check("2025-03-27", Some("2025-03-27T00:00:00+00:00"));
+        check("Thu, 27 Mar 2025 10:00:00 GMT", t);
+        check("Thu, 27 Mar 2025 10:00:00 +0000", t);
+        check("Thu, 27 Mar 2025 06:00:00 EDT", t);
+        check("Thu, 27 Mar 2025 03:00:00 PDT", t);
+        check("Thursday, 27 March 2025 10:00:00 UTC", t);
+        check("Thu, 27 Mar 2025 10:00 GMT", t);
+        check("27 Mar 2025 10:00:00", t);
+        check("Thu, 27 Mar 25 10:00:00 GMT", t);
+        check("Thu, 27 Mar 2025 9:00:00 -0100", t);
+        check("Jeu, 27 mars 2025 11:00:00 +0100", t);
+        check("Do, 27 Mär 2025 11:00:00 CET", t);
+        check("jue, 27 marzo 2025 10:00:00 GMT", t);
+        check("Mar 27 2025 10:00:00 GMT", t);
+        check("not a date", None);
+        check("", None);
+        check("Thu, 32 Mar 2025 10:00:00 GMT", None);
+    }
+
+    #[test]
+    fn utf32_documents() {
+        let doc = "<?xml version=\"1.0\" encoding=\"utf-32\"?><rss version=\"2.0\"><channel><title>t</title><item><guid>1</guid><title>مرحبا</title></item></channel></rss>";
+        for big_endian in [true, false] {
+            let mut bytes: Vec<u8> = Vec::new();
+            for c in std::iter::once('\u{feff}').chain(doc.chars()) {
+                let unit = c as u32;
+                bytes.extend(if big_endian {
+                    unit.to_be_bytes()
+                } else {
+                    unit.to_le_bytes()
+                });
+            }
+            let parsed = parse(&bytes, None, None).unwrap();
+            assert_eq!(
+                parsed.feed.entries[0].title.as_ref().unwrap().content,
+                "مرحبا"
+            );
+            assert_eq!(
+                parsed.encoding,
+                if big_endian { "UTF-32BE" } else { "UTF-32LE" }
+            );
+            // Without the BOM, the byte pattern of `<` tells.
+            let parsed = parse(&bytes[4..], None, None).unwrap();
+            assert_eq!(
+                parsed.feed.entries[0].title.as_ref().unwrap().content,
+                "مرحبا"
+            );
+        }
     }
 
     #[test]
