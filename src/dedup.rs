@@ -93,6 +93,7 @@ mod tests {
             first_seen: at(seen),
             changed: at(seen),
             language: None,
+            enclosures: vec![],
         }
     }
 

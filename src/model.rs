@@ -39,6 +39,20 @@ pub struct Entry {
     pub changed: DateTime<Utc>,
     /// Language tag (BCP 47, e.g. `ar`, `en-us`), when known.
     pub language: Option<String>,
+    /// Attached media: enclosures, media:content and media:thumbnail, JSON
+    /// Feed attachments and images.
+    pub enclosures: Vec<Enclosure>,
+}
+
+/// A media file attached to an entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Enclosure {
+    /// Absolute http(s) URL.
+    pub url: String,
+    /// Media type, e.g. `image/webp`, when known.
+    pub mime_type: Option<String>,
+    /// Size in bytes, when given.
+    pub length: Option<u64>,
 }
 
 impl Entry {

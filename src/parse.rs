@@ -30,11 +30,25 @@ pub enum ParseError {
     Panicked(String),
 }
 
+/// What feed-rs drops of an entry's XML, found by a second, light pass.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EntryHints {
+    /// The entry's effective `xml:lang` (its own, or inherited).
+    pub lang: Option<String>,
+    /// The entry's effective `xml:base`, resolved against its ancestors'.
+    pub base: Option<String>,
+    /// `media:thumbnail` URLs (feed-rs keeps them only beside media:content).
+    pub thumbnails: Vec<String>,
+}
+
 /// A parsed document and how it was decoded.
 #[derive(Debug)]
 pub struct Parsed {
     /// The feed as feed-rs reads it.
     pub feed: feed_rs::model::Feed,
+    /// One per entry of `feed`, in order; empty when the second pass could
+    /// not match the entries up.
+    pub hints: Vec<EntryHints>,
     /// Name of the encoding the bytes were decoded from.
     pub encoding: &'static str,
     /// True when some bytes were not valid in that encoding and were
@@ -78,11 +92,22 @@ pub fn parse(
         .build();
     let result = catch_unwind(AssertUnwindSafe(|| parser.parse(text.as_bytes())));
     match result {
-        Ok(Ok(feed)) => Ok(Parsed {
-            feed,
-            encoding,
-            had_replacements,
-        }),
+        Ok(Ok(feed)) => {
+            let mut hints = if text.trim_start().starts_with('<') {
+                xml_hints(&text, base)
+            } else {
+                Vec::new()
+            };
+            if hints.len() != feed.entries.len() {
+                hints.clear();
+            }
+            Ok(Parsed {
+                feed,
+                hints,
+                encoding,
+                had_replacements,
+            })
+        }
         Ok(Err(err)) => Err(ParseError::Invalid(err.to_string())),
         Err(panic) => {
             let what = panic
@@ -93,6 +118,80 @@ pub fn parse(
             Err(ParseError::Panicked(what))
         }
     }
+}
+
+/// Per entry (`entry` or `item` element): effective `xml:lang` and
+/// `xml:base`, and `*:thumbnail` URLs. Empty if the XML cannot be read.
+fn xml_hints(text: &str, document: Option<&Url>) -> Vec<EntryHints> {
+    use quick_xml::events::Event;
+
+    let mut reader = quick_xml::Reader::from_str(text);
+    // Effective (lang, base, base set by some xml:base) of each open
+    // element; the bottom is the document.
+    let mut stack: Vec<(Option<String>, Option<Url>, bool)> =
+        vec![(None, document.cloned(), false)];
+    let mut out: Vec<EntryHints> = Vec::new();
+    // Stack depth at which the current entry opened.
+    let mut open_entry: Option<usize> = None;
+    loop {
+        let event = match reader.read_event() {
+            Ok(event) => event,
+            Err(_) => return Vec::new(),
+        };
+        let (element, has_children) = match &event {
+            Event::Start(e) => (e, true),
+            Event::Empty(e) => (e, false),
+            Event::End(_) => {
+                stack.pop();
+                if open_entry == Some(stack.len()) {
+                    open_entry = None;
+                }
+                continue;
+            }
+            Event::Eof => break,
+            _ => continue,
+        };
+        let (mut lang, mut base, mut explicit) = stack.last().cloned().unwrap_or_default();
+        let mut url_attr = None;
+        for attr in element.attributes().flatten() {
+            let Ok(value) = attr.normalized_value(quick_xml::XmlVersion::Implicit1_0) else {
+                continue;
+            };
+            match attr.key.as_ref() {
+                // An empty xml:lang means "no language".
+                "xml:lang" => lang = Some(value.trim().to_string()).filter(|v| !v.is_empty()),
+                "xml:base" => {
+                    base = match &base {
+                        Some(parent) => parent.join(value.trim()).ok(),
+                        None => Url::parse(value.trim()).ok(),
+                    };
+                    explicit = true;
+                }
+                "url" => url_attr = Some(value.trim().to_string()),
+                _ => {}
+            }
+        }
+        let local = element.local_name();
+        let name = local.as_ref();
+        if (name == "entry" || name == "item") && open_entry.is_none() {
+            out.push(EntryHints {
+                lang: lang.clone(),
+                base: base.clone().filter(|_| explicit).map(String::from),
+                thumbnails: Vec::new(),
+            });
+            if has_children {
+                open_entry = Some(stack.len());
+            }
+        } else if name == "thumbnail" && open_entry.is_some() {
+            if let (Some(url), Some(hints)) = (url_attr, out.last_mut()) {
+                hints.thumbnails.push(url);
+            }
+        }
+        if has_children {
+            stack.push((lang, base, explicit));
+        }
+    }
+    out
 }
 
 /// The `charset` parameter of a `Content-Type` header value.
@@ -381,7 +480,8 @@ fn parse_rfc822(text: &str) -> Option<DateTime<Utc>> {
         && words
             .get(1)
             .is_some_and(|w| w.chars().any(|c| c.is_ascii_digit()))
-        && !month(words[0]).is_some_and(|_| words.get(1).is_some_and(|w| w.len() <= 2))
+        // "Mar 27 2025" starts with the month, not a day name.
+        && !(month(words[0]).is_some() && words.get(1).is_some_and(|w| w.len() <= 2))
     {
         words.remove(0);
     }
@@ -587,6 +687,32 @@ mod tests {
                 "مرحبا"
             );
         }
+    }
+
+    #[test]
+    fn hints_fill_what_feed_rs_drops() {
+        let doc = r#"<feed xmlns="http://www.w3.org/2005/Atom" xmlns:media="http://search.yahoo.com/mrss/" xml:lang="en" xml:base="https://example.org/blog/">
+            <title>t</title><id>f</id><updated>2025-03-01T00:00:00Z</updated>
+            <entry xml:lang="ar" xml:base="posts/"><id>1</id><title>x</title><updated>2025-03-01T00:00:00Z</updated>
+              <media:thumbnail url="/t/1.webp"/></entry>
+            <entry><id>2</id><title>y</title><updated>2025-03-01T00:00:00Z</updated></entry>
+            </feed>"#;
+        let parsed = parse(doc.as_bytes(), None, None).unwrap();
+        assert_eq!(
+            parsed.hints,
+            [
+                EntryHints {
+                    lang: Some("ar".into()),
+                    base: Some("https://example.org/blog/posts/".into()),
+                    thumbnails: vec!["/t/1.webp".into()],
+                },
+                EntryHints {
+                    lang: Some("en".into()),
+                    base: Some("https://example.org/blog/".into()),
+                    thumbnails: vec![],
+                },
+            ]
+        );
     }
 
     #[test]

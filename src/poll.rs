@@ -312,8 +312,9 @@ async fn run_stages(
         let meta = parse_meta;
         let parsed = parse::parse(&body, meta.content_type.as_deref(), meta.final_url.as_ref())?;
         let now = Utc::now();
-        let entries = normalize::normalize(
+        let entries = normalize::normalize_with_hints(
             &parsed.feed,
+            &parsed.hints,
             &Context {
                 source: &name,
                 document_url: meta.final_url.as_ref(),
@@ -323,8 +324,8 @@ async fn run_stages(
         );
         let counts = store.ingest(&entries, now)?;
         let title = normalize::feed_title(&parsed.feed);
-        let home_page = normalize::feed_home_page(&parsed.feed, meta.final_url.as_ref())
-            .map(String::from);
+        let home_page =
+            normalize::feed_home_page(&parsed.feed, meta.final_url.as_ref()).map(String::from);
         let encoding = if parsed.had_replacements {
             format!("{} (invalid bytes replaced)", parsed.encoding)
         } else {

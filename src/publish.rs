@@ -2,7 +2,8 @@
 //!
 //! Pure: the entries, the feed's identity and the sources' descriptions come
 //! in; a UTF-8 XML string comes out. Every entry says which source it came
-//! from (`atom:source`) and keeps its language (`xml:lang` on its text).
+//! from (`atom:source`), keeps its language (`xml:lang` on the entry and on
+//! its text constructs) and its media (`rel="enclosure"` links).
 
 use std::collections::HashMap;
 
@@ -92,7 +93,28 @@ pub fn render(
             },
         )
         .map_err(|e| PublishError(e.to_string()))?;
-    String::from_utf8(bytes).map_err(|e| PublishError(e.to_string()))
+    let xml = String::from_utf8(bytes).map_err(|e| PublishError(e.to_string()))?;
+    Ok(with_entry_languages(xml, entries))
+}
+
+/// Puts each entry's `xml:lang` on its `<entry>` element, which
+/// atom_syndication cannot write. Entry text is escaped, so the literal
+/// `<entry>` tags are exactly the entries, in order.
+fn with_entry_languages(xml: String, entries: &[Entry]) -> String {
+    let parts: Vec<&str> = xml.split("<entry>").collect();
+    if parts.len() != entries.len() + 1 || entries.iter().all(|e| e.language.is_none()) {
+        return xml;
+    }
+    let mut out = String::with_capacity(xml.len() + entries.len() * 16);
+    out.push_str(parts[0]);
+    for (entry, part) in entries.iter().zip(&parts[1..]) {
+        match &entry.language {
+            Some(lang) => out.push_str(&format!("<entry xml:lang=\"{lang}\">")),
+            None => out.push_str("<entry>"),
+        }
+        out.push_str(part);
+    }
+    out
 }
 
 fn atom_entry(entry: &Entry, source: Option<&SourceInfo>) -> AtomEntry {
@@ -117,6 +139,15 @@ fn atom_entry(entry: &Entry, source: Option<&SourceInfo>) -> AtomEntry {
             href: href.clone(),
             rel: "alternate".into(),
             hreflang: lang.clone(),
+            ..Link::default()
+        });
+    }
+    for enclosure in &entry.enclosures {
+        links.push(Link {
+            href: enclosure.url.clone(),
+            rel: "enclosure".into(),
+            mime_type: enclosure.mime_type.clone(),
+            length: enclosure.length.map(|l| l.to_string()),
             ..Link::default()
         });
     }
@@ -230,6 +261,11 @@ mod tests {
             first_seen: at("2025-04-01T00:00:00Z"),
             changed: at("2025-04-01T00:00:00Z"),
             language: Some("ar".into()),
+            enclosures: vec![crate::model::Enclosure {
+                url: "https://www.centcom.mil/ssc/images/1.webp".into(),
+                mime_type: Some("image/webp".into()),
+                length: Some(2048),
+            }],
         };
         let sources = HashMap::from([(
             "centcom-ar".to_string(),
@@ -252,6 +288,11 @@ mod tests {
         );
         assert!(
             xml.contains(r#"<summary xml:lang="ar" type="html">&lt;p&gt;نص&lt;/p&gt;</summary>"#),
+            "{xml}"
+        );
+        assert!(xml.contains(r#"<entry xml:lang="ar">"#), "{xml}");
+        assert!(
+            xml.contains(r#"<link href="https://www.centcom.mil/ssc/images/1.webp" rel="enclosure" type="image/webp" length="2048"/>"#),
             "{xml}"
         );
         assert!(

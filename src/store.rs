@@ -359,6 +359,7 @@ mod tests {
             first_seen: now,
             changed: now,
             language: None,
+            enclosures: vec![],
         }
     }
 

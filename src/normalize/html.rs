@@ -1,0 +1,295 @@
+//! HTML: sanitizing (ammonia), absolute URLs, tracking pixels, right-to-left
+//! wrapping, and HTML to plain text.
+
+use std::borrow::Cow;
+use std::sync::OnceLock;
+
+use ammonia::UrlRelative;
+use regex::Regex;
+use url::Url;
+
+use super::language;
+
+/// Sanitizes HTML: no script, style, iframe, object, event handler,
+/// `javascript:` or `data:` URL; figures, tables, lists, code, quotes,
+/// `dir` and `lang` kept; every `href`, `src`, `srcset` and `poster` made
+/// absolute against `base` (or dropped when there is none); tracking pixels
+/// removed; XML-forbidden characters dropped.
+pub fn sanitize(html: &str, base: Option<&Url>) -> String {
+    let mut builder = ammonia::Builder::default();
+    builder
+        .add_generic_attributes(["dir", "lang"])
+        .add_tags(["picture", "source", "video", "audio"])
+        .add_tag_attributes("img", ["srcset", "sizes", "loading"])
+        .add_tag_attributes("source", ["srcset", "src", "type", "media", "sizes"])
+        .add_tag_attributes("video", ["src", "poster", "controls", "width", "height"])
+        .add_tag_attributes("audio", ["src", "controls"]);
+    builder.url_relative(match base {
+        Some(base) => UrlRelative::RewriteWithBase(base.clone()),
+        None => UrlRelative::Deny,
+    });
+    let base_for_filter = base.cloned();
+    builder.attribute_filter(move |_element, attribute, value| match attribute {
+        "srcset" => Some(Cow::Owned(absolute_srcset(value, base_for_filter.as_ref()))),
+        "poster" => absolute_http(value, base_for_filter.as_ref()).map(Cow::Owned),
+        _ => Some(Cow::Borrowed(value)),
+    });
+    let cleaned = builder.clean(html).to_string();
+    let cleaned = without_tracking_pixels(&cleaned);
+    super::clean_text(cleaned.trim())
+}
+
+/// `value` as an absolute http(s) URL, or `None`.
+fn absolute_http(value: &str, base: Option<&Url>) -> Option<String> {
+    let url = match Url::parse(value.trim()) {
+        Ok(url) => url,
+        Err(url::ParseError::RelativeUrlWithoutBase) => base?.join(value.trim()).ok()?,
+        Err(_) => return None,
+    };
+    matches!(url.scheme(), "http" | "https").then(|| url.to_string())
+}
+
+/// A `srcset` with every candidate URL absolute; unsafe candidates dropped.
+fn absolute_srcset(value: &str, base: Option<&Url>) -> String {
+    value
+        .split(',')
+        .filter_map(|candidate| {
+            let mut parts = candidate.split_whitespace();
+            let url = absolute_http(parts.next()?, base)?;
+            let descriptor: Vec<&str> = parts.collect();
+            Some(if descriptor.is_empty() {
+                url
+            } else {
+                format!("{url} {}", descriptor.join(" "))
+            })
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Removes 1×1 (or 0×0) images and images from known tracking hosts.
+fn without_tracking_pixels(html: &str) -> Cow<'_, str> {
+    static IMG: OnceLock<Option<Regex>> = OnceLock::new();
+    static TINY: OnceLock<Option<Regex>> = OnceLock::new();
+    let (Some(img), Some(tiny)) = (
+        IMG.get_or_init(|| Regex::new(r#"<img\b[^>]*>"#).ok()),
+        TINY.get_or_init(|| Regex::new(r#"\b(width|height)="?([01])(px)?"?"#).ok()),
+    ) else {
+        return Cow::Borrowed(html);
+    };
+    const TRACKERS: &[&str] = &[
+        "feeds.feedburner.com/~r/",
+        "feeds.feedburner.com/~ff/",
+        "pixel.wp.com/",
+        "stats.wordpress.com/",
+        "pixel.quantserve.com/",
+        "www.google-analytics.com/",
+        "/pixel.gif",
+        "/tracking.gif",
+    ];
+    img.replace_all(html, |caps: &regex::Captures<'_>| {
+        let tag = &caps[0];
+        let tiny_sides = tiny.captures_iter(tag).count();
+        let tracker = TRACKERS.iter().any(|t| tag.contains(t));
+        if tiny_sides >= 2 || tracker {
+            String::new()
+        } else {
+            tag.to_string()
+        }
+    })
+}
+
+/// Wraps right-to-left content that carries no `dir` of its own in
+/// `<div dir="rtl">`, so readers lay it out right.
+pub fn with_direction(html: String, language: Option<&str>) -> String {
+    match language {
+        Some(lang) if language::is_rtl(lang) && !html.contains("dir=") => {
+            format!("<div dir=\"rtl\">{html}</div>")
+        }
+        _ => html,
+    }
+}
+
+/// HTML to plain text: tags dropped (script and style with their content),
+/// entities decoded, whitespace collapsed.
+pub fn plain_text(html: &str) -> String {
+    let stripped = ammonia::Builder::empty().clean(html).to_string();
+    let decoded = stripped
+        .replace("&nbsp;", "\u{a0}")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&amp;", "&");
+    collapse_whitespace(&decoded)
+}
+
+/// Whether text given as plain looks like HTML after all (a tag or an
+/// entity), as RSS titles often do.
+pub fn looks_like_html(text: &str) -> bool {
+    static PATTERN: OnceLock<Option<Regex>> = OnceLock::new();
+    PATTERN
+        .get_or_init(|| {
+            Regex::new(r"</?[a-zA-Z][a-zA-Z0-9]*(\s[^<>]*)?/?>|&(#[0-9]{1,7}|#x[0-9a-fA-F]{1,6}|[a-zA-Z][a-zA-Z0-9]{1,31});").ok()
+        })
+        .as_ref()
+        .is_some_and(|re| re.is_match(text))
+}
+
+/// Plain text escaped for HTML.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// Whitespace runs to single spaces, trimmed.
+pub fn collapse_whitespace(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Longest derived summary, in characters.
+const SUMMARY_CHARS: usize = 280;
+
+/// A summary for an entry that has content but none: the content as plain
+/// text, cut at a word boundary, as escaped HTML.
+pub fn summary_from(content_html: &str) -> Option<String> {
+    let text = plain_text(content_html);
+    if text.is_empty() {
+        return None;
+    }
+    if text.chars().count() <= SUMMARY_CHARS {
+        return Some(escape(&text));
+    }
+    let cut: String = text.chars().take(SUMMARY_CHARS).collect();
+    let at_word = match cut.rfind(char::is_whitespace) {
+        Some(space) if space > SUMMARY_CHARS / 2 => &cut[..space],
+        _ => cut.as_str(),
+    };
+    Some(format!(
+        "{}…",
+        escape(at_word.trim_end_matches(|c: char| c.is_ascii_punctuation()))
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(html: &str, expected: &str) {
+        let base = Url::parse("https://example.org/a/b").unwrap();
+        assert_eq!(sanitize(html, Some(&base)), expected, "{html}");
+    }
+
+    #[test]
+    fn unsafe_markup_goes() {
+        check(
+            "<p onclick=\"x()\">hi<script>alert(1)</script></p>",
+            "<p>hi</p>",
+        );
+        check(
+            "<a href=\"javascript:alert(1)\">x</a>",
+            "<a rel=\"noopener noreferrer\">x</a>",
+        );
+        check(
+            "<iframe src=\"https://evil/\"></iframe><style>p{}</style>ok",
+            "ok",
+        );
+        check(
+            "<object data=\"x.swf\"></object><embed src=\"x.swf\">ok",
+            "ok",
+        );
+        check("<img src=\"data:image/png;base64,AAAA\">", "<img>");
+        check("<form action=\"/x\"><input name=\"a\"></form>ok", "ok");
+        check("bad\u{1}char", "badchar");
+    }
+
+    #[test]
+    fn structure_and_direction_stay() {
+        check(
+            "<p dir=\"rtl\" lang=\"ar\">نص</p>",
+            "<p dir=\"rtl\" lang=\"ar\">نص</p>",
+        );
+        check(
+            "<figure><img src=\"/i.webp\" alt=\"a\"><figcaption>c</figcaption></figure>",
+            "<figure><img src=\"https://example.org/i.webp\" alt=\"a\"><figcaption>c</figcaption></figure>",
+        );
+        check(
+            "<table><tr><td>1</td></tr></table><ul><li>a</li></ul><pre><code>x</code></pre><blockquote>q</blockquote>",
+            "<table><tbody><tr><td>1</td></tr></tbody></table><ul><li>a</li></ul><pre><code>x</code></pre><blockquote>q</blockquote>",
+        );
+    }
+
+    #[test]
+    fn every_url_is_absolute() {
+        check(
+            "<a href=\"/about\">a</a>",
+            "<a href=\"https://example.org/about\" rel=\"noopener noreferrer\">a</a>",
+        );
+        check(
+            "<img src=\"x.jpg\" srcset=\"x-2.jpg 2x, /y.jpg 600w\">",
+            "<img src=\"https://example.org/a/x.jpg\" srcset=\"https://example.org/a/x-2.jpg 2x, https://example.org/y.jpg 600w\">",
+        );
+        check(
+            "<video poster=\"/p.jpg\" src=\"/v.mp4\"></video>",
+            "<video poster=\"https://example.org/p.jpg\" src=\"https://example.org/v.mp4\"></video>",
+        );
+        check("<img srcset=\"javascript:x 1x\">", "<img srcset=\"\">");
+    }
+
+    #[test]
+    fn tracking_pixels_go() {
+        check(
+            "<p>a</p><img src=\"/t.gif\" width=\"1\" height=\"1\">",
+            "<p>a</p>",
+        );
+        check("<img src=\"https://feeds.feedburner.com/~r/x/~4/abc\">", "");
+        check(
+            "<img src=\"/photo.jpg\" width=\"600\" height=\"1\">",
+            "<img src=\"https://example.org/photo.jpg\" width=\"600\" height=\"1\">",
+        );
+    }
+
+    #[test]
+    fn text() {
+        assert_eq!(
+            plain_text("<b>Rust</b> &amp; <i>feeds</i>\n  today"),
+            "Rust & feeds today"
+        );
+        assert_eq!(plain_text("a &lt; b<script>x</script>"), "a < b");
+        assert!(looks_like_html("Tom &amp; Jerry"));
+        assert!(looks_like_html("<b>bold</b> move"));
+        assert!(!looks_like_html("x < y and y > z"));
+        assert!(!looks_like_html("AT&T results"));
+        assert_eq!(
+            with_direction("<p>نص</p>".into(), Some("ar")),
+            "<div dir=\"rtl\"><p>نص</p></div>"
+        );
+        assert_eq!(
+            with_direction("<p dir=\"rtl\">نص</p>".into(), Some("ar")),
+            "<p dir=\"rtl\">نص</p>"
+        );
+        assert_eq!(with_direction("<p>x</p>".into(), Some("en")), "<p>x</p>");
+    }
+
+    #[test]
+    fn derived_summaries() {
+        assert_eq!(
+            summary_from("<p>Short &amp; sweet.</p>").as_deref(),
+            Some("Short &amp; sweet.")
+        );
+        let long = format!("<p>{}</p>", "word ".repeat(100));
+        let summary = summary_from(&long).unwrap();
+        assert!(summary.ends_with("word…"), "{summary}");
+        assert!(summary.chars().count() <= 281);
+        assert_eq!(summary_from("<img src=\"x\">"), None);
+    }
+}

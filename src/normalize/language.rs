@@ -1,0 +1,171 @@
+//! Languages: well-formed tags, detection from the text when the publisher
+//! names none, and which languages are written right to left.
+
+/// A well-formed BCP 47-ish language tag (`ar`, `en-us`), or `None`.
+pub fn language_tag(raw: &str) -> Option<String> {
+    let tag = raw.trim().replace('_', "-").to_ascii_lowercase();
+    let mut parts = tag.split('-');
+    let primary = parts.next()?;
+    let primary_ok =
+        (1..=8).contains(&primary.len()) && primary.bytes().all(|b| b.is_ascii_alphabetic());
+    let rest_ok =
+        parts.all(|p| (1..=8).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_alphanumeric()));
+    (primary_ok && rest_ok).then_some(tag)
+}
+
+/// The first tag of a `Content-Language` list.
+pub fn first_language(header: &str) -> Option<&str> {
+    header.split(',').next().map(str::trim)
+}
+
+/// Texts shorter than this (in characters) are not trusted to detection.
+const MIN_DETECT_CHARS: usize = 40;
+
+/// The language of `text`, when whatlang is confident and the text long
+/// enough; as an ISO 639-1 tag where one exists.
+pub fn detect(text: &str) -> Option<String> {
+    if text.chars().filter(|c| c.is_alphabetic()).count() < MIN_DETECT_CHARS {
+        return None;
+    }
+    let info = whatlang::detect(text)?;
+    if !info.is_reliable() {
+        return None;
+    }
+    let code = info.lang().code();
+    Some(iso639_1(code).unwrap_or(code).to_string())
+}
+
+/// ISO 639-3 codes whatlang returns, to their ISO 639-1 form.
+fn iso639_1(code: &str) -> Option<&'static str> {
+    const TABLE: &[(&str, &str)] = &[
+        ("afr", "af"),
+        ("aka", "ak"),
+        ("amh", "am"),
+        ("ara", "ar"),
+        ("aze", "az"),
+        ("bel", "be"),
+        ("ben", "bn"),
+        ("bul", "bg"),
+        ("cat", "ca"),
+        ("ces", "cs"),
+        ("cmn", "zh"),
+        ("dan", "da"),
+        ("deu", "de"),
+        ("ell", "el"),
+        ("eng", "en"),
+        ("epo", "eo"),
+        ("est", "et"),
+        ("fin", "fi"),
+        ("fra", "fr"),
+        ("guj", "gu"),
+        ("heb", "he"),
+        ("hin", "hi"),
+        ("hrv", "hr"),
+        ("hun", "hu"),
+        ("hye", "hy"),
+        ("ind", "id"),
+        ("ita", "it"),
+        ("jav", "jv"),
+        ("jpn", "ja"),
+        ("kan", "kn"),
+        ("kat", "ka"),
+        ("khm", "km"),
+        ("kor", "ko"),
+        ("lat", "la"),
+        ("lav", "lv"),
+        ("lit", "lt"),
+        ("mal", "ml"),
+        ("mar", "mr"),
+        ("mkd", "mk"),
+        ("mya", "my"),
+        ("nep", "ne"),
+        ("nld", "nl"),
+        ("nob", "nb"),
+        ("ori", "or"),
+        ("pan", "pa"),
+        ("pes", "fa"),
+        ("pol", "pl"),
+        ("por", "pt"),
+        ("ron", "ro"),
+        ("rus", "ru"),
+        ("sin", "si"),
+        ("slk", "sk"),
+        ("slv", "sl"),
+        ("sna", "sn"),
+        ("spa", "es"),
+        ("srp", "sr"),
+        ("swe", "sv"),
+        ("tam", "ta"),
+        ("tel", "te"),
+        ("tgl", "tl"),
+        ("tha", "th"),
+        ("tuk", "tk"),
+        ("tur", "tr"),
+        ("ukr", "uk"),
+        ("urd", "ur"),
+        ("uzb", "uz"),
+        ("vie", "vi"),
+        ("yid", "yi"),
+        ("zul", "zu"),
+    ];
+    TABLE
+        .iter()
+        .find(|(three, _)| *three == code)
+        .map(|(_, two)| *two)
+}
+
+/// Whether a language (by its tag) is written right to left.
+pub fn is_rtl(tag: &str) -> bool {
+    const RTL: &[&str] = &[
+        "ar", "arc", "ckb", "dv", "fa", "he", "iw", "ku-arab", "ps", "sd", "syr", "ug", "ur", "yi",
+    ];
+    let tag = tag.to_ascii_lowercase();
+    let primary = tag.split('-').next().unwrap_or("");
+    RTL.contains(&primary)
+        || RTL.contains(&tag.as_str())
+        || tag.contains("-arab")
+        || tag.contains("-hebr")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags() {
+        assert_eq!(language_tag("en_US"), Some("en-us".into()));
+        assert_eq!(language_tag(" AR "), Some("ar".into()));
+        assert_eq!(language_tag("not a tag"), None);
+        assert_eq!(language_tag(""), None);
+        assert_eq!(first_language("ar-SA, en;q=0.5"), Some("ar-SA"));
+    }
+
+    #[test]
+    fn detection() {
+        assert_eq!(
+            detect(
+                "قائد القيادة المركزية الأمريكية يزور قطر لبحث التعاون الأمني مع الشركاء في المنطقة"
+            )
+            .as_deref(),
+            Some("ar")
+        );
+        assert_eq!(
+            detect(
+                "The survey results show that most developers use the stable toolchain every day."
+            )
+            .as_deref(),
+            Some("en")
+        );
+        assert_eq!(detect("Short title"), None, "too short to trust");
+    }
+
+    #[test]
+    fn right_to_left() {
+        for tag in ["ar", "ar-sa", "he", "fa-ir", "ur", "pa-arab"] {
+            assert!(is_rtl(tag), "{tag}");
+        }
+        for tag in ["en", "fr", "ja", "arn"] {
+            assert!(!is_rtl(tag), "{tag}");
+        }
+    }
+}
