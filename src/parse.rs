@@ -716,6 +716,86 @@ mod tests {
     }
 
     #[test]
+    fn legacy_encodings_round_trip() {
+        // (label in the declaration, a title that encoding can carry)
+        let cases = [
+            ("windows-1250", "Zażółć gęślą jaźń"),
+            ("windows-1251", "Новости дня"),
+            ("windows-1252", "Café déjà vu"),
+            ("windows-1253", "Ειδήσεις"),
+            ("windows-1254", "Güncel haberler"),
+            ("windows-1255", "חדשות"),
+            ("windows-1256", "قائد القيادة المركزية يزور قطر"),
+            ("windows-1257", "Žinios šiandien"),
+            ("windows-1258", "Hà và đà"),
+            ("iso-8859-2", "Zażółć gęślą"),
+            ("iso-8859-5", "Новости"),
+            ("iso-8859-6", "اجتماع وزراء الخارجية"),
+            ("iso-8859-7", "Ειδήσεις"),
+            ("iso-8859-8", "חדשות"),
+            ("iso-8859-15", "Prix en €"),
+            ("koi8-r", "Новости дня"),
+            ("koi8-u", "Новини дня"),
+            ("shift_jis", "今日のニュース"),
+            ("euc-jp", "今日のニュース"),
+            ("euc-kr", "오늘의 뉴스"),
+            ("big5", "今日新聞"),
+            ("gb18030", "今日新闻"),
+            ("gbk", "今日新闻"),
+        ];
+        for (label, title) in cases {
+            let encoding = Encoding::for_label(label.as_bytes()).unwrap();
+            let doc = format!(
+                "<?xml version=\"1.0\" encoding=\"{label}\"?><rss version=\"2.0\"><channel><title>t</title><item><guid>1</guid><title>{title}</title></item></channel></rss>"
+            );
+            let (bytes, _, unmappable) = encoding.encode(&doc);
+            assert!(!unmappable, "{label} cannot carry {title}");
+            let parsed = parse(&bytes, None, None).unwrap_or_else(|e| panic!("{label}: {e}"));
+            assert_eq!(
+                parsed.feed.entries[0].title.as_ref().unwrap().content,
+                title,
+                "{label}"
+            );
+            assert!(!parsed.had_replacements, "{label}");
+        }
+    }
+
+    #[test]
+    fn utf16_with_and_without_bom() {
+        let doc = "<?xml version=\"1.0\" encoding=\"utf-16\"?><rss version=\"2.0\"><channel><title>t</title><item><guid>1</guid><title>عربي 日本</title></item></channel></rss>";
+        for big_endian in [true, false] {
+            for bom in [true, false] {
+                let mut bytes = Vec::new();
+                let units = std::iter::once(0xFEFF)
+                    .filter(|_| bom)
+                    .chain(doc.encode_utf16());
+                for unit in units {
+                    bytes.extend(if big_endian {
+                        unit.to_be_bytes()
+                    } else {
+                        unit.to_le_bytes()
+                    });
+                }
+                let parsed = parse(&bytes, None, None).unwrap();
+                let title = &parsed.feed.entries[0].title.as_ref().unwrap().content;
+                assert_eq!(title, "عربي 日本", "big endian {big_endian}, bom {bom}");
+            }
+        }
+    }
+
+    #[test]
+    fn invalid_bytes_are_replaced_and_reported() {
+        // Declared UTF-8, but a windows-1252 byte slipped in.
+        let doc = b"<?xml version=\"1.0\" encoding=\"utf-8\"?><rss version=\"2.0\"><channel><title>t</title><item><guid>1</guid><title>caf\xe9</title></item></channel></rss>";
+        let parsed = parse(doc, None, None).unwrap();
+        assert!(parsed.had_replacements);
+        assert_eq!(
+            parsed.feed.entries[0].title.as_ref().unwrap().content,
+            "caf\u{fffd}"
+        );
+    }
+
+    #[test]
     fn charset_parameter() {
         assert_eq!(
             charset_param("text/xml; charset=ISO-8859-6"),

@@ -36,6 +36,9 @@ pub struct SourceStatus {
     pub entries_seen: usize,
     /// The feed's own title.
     pub title: Option<String>,
+    /// The encoding the last document was decoded from, and whether some
+    /// of its bytes were invalid in it (and replaced).
+    pub encoding: Option<String>,
 }
 
 /// The status of every configured source, in config order.
@@ -65,6 +68,7 @@ pub fn statuses(config: &Config, store: &Store) -> Result<Vec<SourceStatus>, Sto
             next_due: state.next_due.filter(|_| current),
             entries_seen: state.entries_seen,
             title: state.title.clone(),
+            encoding: state.encoding.clone(),
         });
     }
     Ok(out)
@@ -101,6 +105,9 @@ pub fn table(statuses: &[SourceStatus]) -> String {
             notes.push(why.clone());
         } else if let Some(error) = &s.last_error {
             notes.push(error.clone());
+        }
+        if let Some(encoding) = s.encoding.as_deref().filter(|e| e.contains("replaced")) {
+            notes.push(encoding.to_string());
         }
         if s.current_url != s.url {
             notes.push(format!("moved to {}", s.current_url));
@@ -162,6 +169,7 @@ mod tests {
             next_due: None,
             entries_seen: 3,
             title: None,
+            encoding: Some("UTF-8".into()),
         };
         let gone = SourceStatus {
             name: "old".into(),
