@@ -37,8 +37,22 @@ pub struct EntryHints {
     pub lang: Option<String>,
     /// The entry's effective `xml:base`, resolved against its ancestors'.
     pub base: Option<String>,
-    /// `media:thumbnail` URLs (feed-rs keeps them only beside media:content).
-    pub thumbnails: Vec<String>,
+    /// The entry's media as written (`enclosure`, `media:content`,
+    /// `media:thumbnail`), URLs not yet resolved: feed-rs resolves them
+    /// against the document alone, and keeps a thumbnail only beside
+    /// media:content.
+    pub media: Vec<MediaHint>,
+}
+
+/// One media element of an entry, as written.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MediaHint {
+    /// The `url` attribute, unresolved.
+    pub url: String,
+    /// The `type` attribute.
+    pub mime_type: Option<String>,
+    /// The `length` (or `fileSize`) attribute.
+    pub length: Option<u64>,
 }
 
 /// A parsed document and how it was decoded.
@@ -152,7 +166,7 @@ fn xml_hints(text: &str, document: Option<&Url>) -> Vec<EntryHints> {
             _ => continue,
         };
         let (mut lang, mut base, mut explicit) = stack.last().cloned().unwrap_or_default();
-        let mut url_attr = None;
+        let mut media = MediaHint::default();
         for attr in element.attributes().flatten() {
             let Ok(value) = attr.normalized_value(quick_xml::XmlVersion::Implicit1_0) else {
                 continue;
@@ -167,7 +181,9 @@ fn xml_hints(text: &str, document: Option<&Url>) -> Vec<EntryHints> {
                     };
                     explicit = true;
                 }
-                "url" => url_attr = Some(value.trim().to_string()),
+                "url" => media.url = value.trim().to_string(),
+                "type" => media.mime_type = Some(value.trim().to_string()),
+                "length" | "fileSize" => media.length = value.trim().parse().ok(),
                 _ => {}
             }
         }
@@ -177,14 +193,17 @@ fn xml_hints(text: &str, document: Option<&Url>) -> Vec<EntryHints> {
             out.push(EntryHints {
                 lang: lang.clone(),
                 base: base.clone().filter(|_| explicit).map(String::from),
-                thumbnails: Vec::new(),
+                media: Vec::new(),
             });
             if has_children {
                 open_entry = Some(stack.len());
             }
-        } else if name == "thumbnail" && open_entry.is_some() {
-            if let (Some(url), Some(hints)) = (url_attr, out.last_mut()) {
-                hints.thumbnails.push(url);
+        } else if matches!(name, "enclosure" | "content" | "thumbnail")
+            && open_entry.is_some()
+            && !media.url.is_empty()
+        {
+            if let Some(hints) = out.last_mut() {
+                hints.media.push(media);
             }
         }
         if has_children {
@@ -704,12 +723,15 @@ mod tests {
                 EntryHints {
                     lang: Some("ar".into()),
                     base: Some("https://example.org/blog/posts/".into()),
-                    thumbnails: vec!["/t/1.webp".into()],
+                    media: vec![MediaHint {
+                        url: "/t/1.webp".into(),
+                        ..MediaHint::default()
+                    }],
                 },
                 EntryHints {
                     lang: Some("en".into()),
                     base: Some("https://example.org/blog/".into()),
-                    thumbnails: vec![],
+                    media: vec![],
                 },
             ]
         );

@@ -18,7 +18,7 @@ use url::Url;
 
 use crate::dedup;
 use crate::model::{Enclosure, Entry};
-use crate::parse::EntryHints;
+use crate::parse::{EntryHints, MediaHint};
 
 pub use html::{plain_text, sanitize as sanitize_html};
 
@@ -171,10 +171,10 @@ fn entry(e: &feed_rs::model::Entry, hints: &EntryHints, facts: &DocumentFacts<'_
         title,
         enclosures: enclosures(
             e,
-            &hints.thumbnails,
+            &hints.media,
             facts.feed_type == FeedType::JSON,
             link.as_ref(),
-            doc_base,
+            html_base.as_ref(),
         ),
         link: link.map(String::from),
         summary,
@@ -199,12 +199,13 @@ fn entry(e: &feed_rs::model::Entry, hints: &EntryHints, facts: &DocumentFacts<'_
     }
 }
 
-/// The entry's media: `rel="enclosure"` links, JSON Feed attachments,
-/// media:content and media:thumbnail (RSS `<enclosure>` arrives as
-/// media:content); absolute http(s) URLs only, each once.
+/// The entry's media: `rel="enclosure"` links, JSON Feed attachments, and
+/// `enclosure`, media:content and media:thumbnail elements (from the
+/// parser's hints when it has them, so relative URLs resolve against
+/// `base`, else from feed-rs); absolute http(s) URLs only, each once.
 fn enclosures(
     e: &feed_rs::model::Entry,
-    thumbnails: &[String],
+    hinted: &[MediaHint],
     json_feed: bool,
     link: Option<&Url>,
     base: Option<&Url>,
@@ -229,22 +230,22 @@ fn enclosures(
             push(&l.href, l.media_type.clone(), l.length);
         }
     }
-    for media in &e.media {
-        for c in &media.content {
-            if let Some(url) = &c.url {
-                push(
-                    url.as_str(),
-                    c.content_type.as_ref().map(|m| m.to_string()),
-                    c.size,
-                );
+    if hinted.is_empty() {
+        for media in &e.media {
+            for c in &media.content {
+                if let Some(url) = &c.url {
+                    let mime = c.content_type.as_ref().map(|m| m.to_string());
+                    push(url.as_str(), mime, c.size);
+                }
+            }
+            for t in &media.thumbnails {
+                push(&t.image.uri, image_type(&t.image.uri), None);
             }
         }
-        for t in &media.thumbnails {
-            push(&t.image.uri, image_type(&t.image.uri), None);
-        }
     }
-    for uri in thumbnails {
-        push(uri, image_type(uri), None);
+    for m in hinted {
+        let mime = m.mime_type.clone().or_else(|| image_type(&m.url));
+        push(&m.url, mime, m.length);
     }
     out
 }
