@@ -94,6 +94,7 @@ pub fn parse(
         }
     };
     let text = with_utf8_declaration(&text);
+    let text = with_fixups(&text);
 
     let parser = feed_rs::parser::Builder::new()
         .base_uri(base.map(Url::as_str))
@@ -591,6 +592,95 @@ fn decode(body: &[u8], encoding: &'static Encoding) -> (String, bool) {
     (text.into_owned(), had_errors)
 }
 
+/// Atom 0.3's namespace, which feed-rs does not know.
+const ATOM_03: &str = "http://purl.org/atom/ns#";
+/// RSS versions feed-rs reads; any other `<rss>` is read as 2.0.
+const RSS_VERSIONS: &[&str] = &["2.0", "0.91", "0.92"];
+
+/// Rewrites what feed-rs refuses but feeds in the wild send: an `<rss>`
+/// root without a version it knows (read as 2.0), and Atom 0.3 (read as
+/// Atom 1.0, with its renamed elements renamed back).
+fn with_fixups(text: &str) -> Cow<'_, str> {
+    let mut out = Cow::Borrowed(text);
+    if let Some((start, end)) = root_tag(text) {
+        let tag = &text[start..end];
+        if tag.starts_with("<rss")
+            && tag[4..].starts_with(|c: char| c.is_whitespace() || c == '>' || c == '/')
+        {
+            let version = tag.find("version=").and_then(|at| {
+                let rest = &tag[at + "version=".len()..];
+                let quote = rest.chars().next().filter(|c| *c == '"' || *c == '\'')?;
+                let value = &rest[1..];
+                Some((at, value[..value.find(quote)?].to_string()))
+            });
+            let fixed = match version {
+                Some((_, v)) if RSS_VERSIONS.contains(&v.trim()) => None,
+                Some((at, v)) => Some(tag.replacen(
+                    &tag[at..at + "version=".len() + v.len() + 2],
+                    "version=\"2.0\"",
+                    1,
+                )),
+                None => Some(format!("<rss version=\"2.0\"{}", &tag[4..])),
+            };
+            if let Some(fixed) = fixed {
+                out = Cow::Owned(format!("{}{fixed}{}", &text[..start], &text[end..]));
+            }
+        }
+    }
+    // An `<rss>` without a channel is an empty feed, not a broken one.
+    if root_tag(&out).is_some_and(|(start, _)| out[start..].starts_with("<rss"))
+        && !out.contains("<channel")
+    {
+        if let (Some((_, end)), Some(close)) = (root_tag(&out), out.rfind("</rss>")) {
+            if close >= end {
+                out = Cow::Owned(format!(
+                    "{}<channel>{}</channel>{}",
+                    &out[..end],
+                    &out[end..close],
+                    &out[close..]
+                ));
+            }
+        }
+    }
+    if out.contains(ATOM_03) {
+        let mut atom = out.replace(ATOM_03, "http://www.w3.org/2005/Atom");
+        for (old, new) in [
+            ("modified", "updated"),
+            ("issued", "published"),
+            ("tagline", "subtitle"),
+            ("copyright", "rights"),
+        ] {
+            atom = atom
+                .replace(&format!("<{old}>"), &format!("<{new}>"))
+                .replace(&format!("<{old} "), &format!("<{new} "))
+                .replace(&format!("</{old}>"), &format!("</{new}>"));
+        }
+        out = Cow::Owned(atom);
+    }
+    out
+}
+
+/// Byte range of the root element's start tag, skipping the declaration,
+/// processing instructions, comments and the doctype.
+fn root_tag(text: &str) -> Option<(usize, usize)> {
+    let mut at = 0;
+    loop {
+        let start = at + text.get(at..)?.find('<')?;
+        let rest = &text[start..];
+        let skip_to = if rest.starts_with("<?") {
+            rest.find("?>").map(|e| e + 2)
+        } else if rest.starts_with("<!--") {
+            rest.find("-->").map(|e| e + 3)
+        } else if rest.starts_with("<!") {
+            rest.find('>').map(|e| e + 1)
+        } else {
+            let end = rest.find('>')? + 1;
+            return Some((start, start + end));
+        };
+        at = start + skip_to?;
+    }
+}
+
 /// Replaces the XML declaration (if any) with one that says UTF-8, so
 /// feed-rs does not decode the already-decoded text a second time.
 fn with_utf8_declaration(text: &str) -> Cow<'_, str> {
@@ -815,6 +905,36 @@ mod tests {
             parsed.feed.entries[0].title.as_ref().unwrap().content,
             "caf\u{fffd}"
         );
+    }
+
+    #[test]
+    fn fixups_for_what_feed_rs_refuses() {
+        let title = |doc: &str| {
+            let parsed = parse(doc.as_bytes(), None, None).unwrap_or_else(|e| panic!("{doc}: {e}"));
+            parsed.feed.entries[0]
+                .title
+                .as_ref()
+                .unwrap()
+                .content
+                .clone()
+        };
+        let items = "<channel><title>c</title><item><title>x</title></item></channel>";
+        assert_eq!(
+            title(&format!(
+                "<?xml version=\"1.0\"?><!-- hi --><rss>{items}</rss>"
+            )),
+            "x"
+        );
+        assert_eq!(title(&format!("<rss version=\"0.90\">{items}</rss>")), "x");
+        assert_eq!(title(&format!("<rss version='2.0'>{items}</rss>")), "x");
+        let empty = parse(b"<?xml version=\"1.0\"?><rss>\n</rss>", None, None).unwrap();
+        assert!(empty.feed.entries.is_empty());
+        let atom03 = r#"<feed version="0.3" xmlns="http://purl.org/atom/ns#"><title>f</title>
+            <entry><title>old</title><id>1</id><modified>2004-01-01T00:00:00Z</modified><issued>2004-01-01T00:00:00Z</issued></entry></feed>"#;
+        assert_eq!(title(atom03), "old");
+        let parsed = parse(atom03.as_bytes(), None, None).unwrap();
+        assert!(parsed.feed.entries[0].updated.is_some());
+        assert!(parsed.feed.entries[0].published.is_some());
     }
 
     #[test]

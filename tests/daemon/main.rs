@@ -18,6 +18,7 @@ use feedmerge::config;
 use feedmerge::store::Store;
 use tokio_util::sync::CancellationToken;
 
+mod conformance;
 mod manners;
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
@@ -56,6 +57,7 @@ async fn serve_feed(State(server): State<Server>, UrlPath(name): UrlPath<String>
         }
         "notes.json" => ("notes.json", "application/feed+json"),
         "no-guid.xml" => ("no-guid.xml", "application/rss+xml"),
+        "media.xml" => ("media-and-dates.xml", "application/rss+xml"),
         "broken.xml" => ("broken.xml", "application/rss+xml"),
         "page.html" => ("not-a-feed.html", "text/html; charset=utf-8"),
         "error-500" => return (StatusCode::INTERNAL_SERVER_ERROR, "boom").into_response(),
@@ -194,14 +196,22 @@ async fn http_get(url: &str) -> (StatusCode, String, String) {
     (status, content_type, response.text().await.unwrap())
 }
 
+/// Where each `<entry>` (or `<entry xml:lang=...>`) element starts.
+fn entry_starts(xml: &str) -> impl Iterator<Item = usize> + '_ {
+    xml.match_indices("<entry")
+        .filter(|(at, _)| matches!(xml.as_bytes().get(at + 6), Some(b'>' | b' ')))
+        .map(|(at, _)| at)
+}
+
 fn entry_count(xml: &str) -> usize {
-    xml.matches("<entry>").count()
+    entry_starts(xml).count()
 }
 
 /// The text between `<title...>` and `</title>` of each entry, in order.
 fn entry_titles(xml: &str) -> Vec<String> {
-    xml.split("<entry>")
+    xml.split("<entry")
         .skip(1)
+        .filter(|rest| rest.starts_with('>') || rest.starts_with(' '))
         .filter_map(|entry| {
             let start = entry.find("<title")?;
             let open_end = start + entry[start..].find('>')? + 1;
@@ -451,6 +461,66 @@ async fn newsboat_reads_the_merged_feed() {
     assert_eq!(
         String::from_utf8_lossy(&output.stdout).trim(),
         format!("{GOOD_ENTRIES} unread articles")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_arrive_intact() {
+    // Issue 4: language and direction, absolute links and media, safe HTML,
+    // odd dates, and one guid shared by two items.
+    let (feeds, _server_stop) = start_feed_server(Server::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let sources = [GOOD_SOURCES[0], ("desk", "media.xml", "[]")];
+    let config_path = write_config(dir.path(), &feeds, &sources);
+    let running = start_daemon(&config_path).await;
+    let (_, _, xml) = http_get(&format!("{}/feed.atom", running.base)).await;
+    running.stop().await;
+    assert_valid_atom(&xml);
+    assert_eq!(entry_count(&xml), 2 + 3, "{xml}");
+
+    // The Arabic entries carry their language on the entry and read right
+    // to left.
+    assert_eq!(xml.matches(r#"<entry xml:lang="ar">"#).count(), 2, "{xml}");
+    assert!(xml.contains("&lt;div dir=&quot;rtl&quot;&gt;"), "{xml}");
+    // Every URL is absolute; media are enclosures; trackers and scripts gone.
+    assert!(
+        xml.contains("src=&quot;https://news.example.net/img/harbour.jpg&quot;"),
+        "{xml}"
+    );
+    assert!(
+        xml.contains("srcset=&quot;https://news.example.net/img/harbour-2x.jpg 2x&quot;"),
+        "{xml}"
+    );
+    assert!(!xml.contains("px.gif"), "tracking pixel kept");
+    assert!(!xml.contains("track()"), "script kept");
+    assert!(xml.contains(
+        r#"<link href="https://news.example.net/audio/harbour.mp3" rel="enclosure" type="audio/mpeg" length="482133"/>"#
+    ), "{xml}");
+    assert!(xml.contains(
+        r#"<link href="https://cdn.example.net/thumbs/harbour.webp" rel="enclosure" type="image/webp"/>"#
+    ), "{xml}");
+    // Dates: a named zone, a French date, and an ISO date without a zone.
+    assert!(
+        xml.contains("<published>2025-03-27T10:00:00+00:00</published>"),
+        "{xml}"
+    );
+    assert!(
+        xml.contains("<published>2025-03-27T07:00:00+00:00</published>"),
+        "{xml}"
+    );
+    assert!(
+        xml.contains("<published>2025-03-27T18:00:00+00:00</published>"),
+        "{xml}"
+    );
+    // Both items sharing a guid are kept.
+    let titles = entry_titles(&xml);
+    assert!(
+        titles.contains(&"Morning briefing".to_string()),
+        "{titles:?}"
+    );
+    assert!(
+        titles.contains(&"Evening briefing".to_string()),
+        "{titles:?}"
     );
 }
 
