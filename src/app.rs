@@ -20,11 +20,12 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::config::{Config, SourceConfig};
+use crate::feeds::Selector;
 use crate::fetch::Fetcher;
 use crate::poll::{self, Due, Pipeline, PollReport};
 use crate::schedule::{self, Scheduler};
 use crate::server::{self, ServerState};
-use crate::status::{self, SourceStatus};
+use crate::status::{self, SourceStatus, StoryReport};
 use crate::store::{Store, StoreError};
 
 /// Time allowed for the daemon's API to answer `feedmerge sources`.
@@ -122,7 +123,12 @@ fn open_store(config: &Config) -> anyhow::Result<Store> {
 fn new_poller(config: Arc<Config>, store: Store) -> Poller {
     let fetcher = Fetcher::new(&config.poll);
     Poller {
-        pipeline: Pipeline::new(fetcher, store, config.poll.max_backoff),
+        pipeline: Pipeline::new(
+            fetcher,
+            store,
+            config.poll.max_backoff,
+            config.dedup.clone(),
+        ),
         config,
         busy: Mutex::new(HashSet::new()),
     }
@@ -190,6 +196,42 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             () = round_stop.cancelled() => {}
         }
         round_tx.send_replace(true);
+    });
+
+    // Retention: prune on a fixed period until shutdown.
+    let prune_store = store.clone();
+    let prune_stop = shutdown.clone();
+    let retention = config.retention.clone();
+    tracker.spawn(async move {
+        let mut ticks = tokio::time::interval(retention.every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks.tick().await;
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => {}
+                () = prune_stop.cancelled() => return,
+            }
+            let store = prune_store.clone();
+            let rules = retention.clone();
+            let pruned =
+                tokio::task::spawn_blocking(move || store.prune(chrono::Utc::now(), &rules)).await;
+            match pruned {
+                Ok(Ok(counts)) => {
+                    if counts.pruned > 0 || counts.tombstones_expired > 0 {
+                        info!(
+                            pruned = counts.pruned,
+                            tombstones_expired = counts.tombstones_expired,
+                            "pruned"
+                        );
+                    }
+                    if let Err(e) = prune_store.flush().await {
+                        warn!(error = %e, "flush after pruning");
+                    }
+                }
+                Ok(Err(e)) => warn!(error = %e, "pruning failed"),
+                Err(e) => warn!(error = %e, "pruning task failed"),
+            }
+        }
     });
 
     // The scheduler may keep its jobs after shutdown; they hold the poller
@@ -279,15 +321,51 @@ pub async fn fetch_once(config: Config, only: Option<&str>) -> anyhow::Result<Ve
 }
 
 /// Renders a published feed from the store (`feed`: `None` for the merged one).
-pub fn export(config: &Config, feed: Option<&str>) -> anyhow::Result<String> {
+pub fn export(config: &Config, selector: Selector<'_>) -> anyhow::Result<String> {
     let store = open_store(config)?;
-    crate::feeds::render(config, &store, feed)?.with_context(|| {
-        format!(
-            "{}: no feed named {:?}",
-            config.path.display(),
-            feed.unwrap_or_default()
-        )
-    })
+    crate::feeds::render(config, &store, selector)?
+        .with_context(|| format!("{}: no such feed: {selector:?}", config.path.display()))
+}
+
+/// Which copies the story of entry `id` holds: from the store, or from the
+/// daemon's `GET /api/entries/ID` when it holds the store.
+pub async fn explain(config: &Config, id: &str) -> anyhow::Result<StoryReport> {
+    match Store::open(&config.storage.path, config.storage.cache_capacity) {
+        Ok(store) => {
+            status::explain(&store, id)?.with_context(|| format!("no stored entry or story {id:?}"))
+        }
+        Err(StoreError::Locked { .. }) => {
+            let body = ask_daemon(config, &format!("api/entries/{id}")).await?;
+            serde_json::from_slice(&body).context("unexpected answer from the daemon")
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// GETs `path` from the daemon that holds the store, found at
+/// `server.listen`.
+async fn ask_daemon(config: &Config, path: &str) -> anyhow::Result<Vec<u8>> {
+    let mut addr = config.server.listen;
+    if addr.port() == 0 {
+        anyhow::bail!(
+            "store {} is locked by a running daemon, and server.listen has port 0, \
+             so its API cannot be found",
+            config.storage.path.display()
+        );
+    }
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let url = format!("http://{addr}/{path}");
+    let fetch = async {
+        let response = reqwest::get(&url).await?.error_for_status()?;
+        response.bytes().await
+    };
+    let body = tokio::time::timeout(API_TIMEOUT, fetch)
+        .await
+        .with_context(|| format!("the store is locked and {url} did not answer in time"))?
+        .with_context(|| format!("the store is locked; asked the daemon at {url}"))?;
+    Ok(body.to_vec())
 }
 
 /// The status of every source: from the store, or, when a daemon holds the
@@ -296,27 +374,8 @@ pub async fn sources(config: &Config) -> anyhow::Result<Vec<SourceStatus>> {
     match Store::open(&config.storage.path, config.storage.cache_capacity) {
         Ok(store) => Ok(status::statuses(config, &store)?),
         Err(StoreError::Locked { .. }) => {
-            let mut addr = config.server.listen;
-            if addr.port() == 0 {
-                anyhow::bail!(
-                    "store {} is locked by a running daemon, and server.listen has port 0, \
-                     so its API cannot be found",
-                    config.storage.path.display()
-                );
-            }
-            if addr.ip().is_unspecified() {
-                addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-            }
-            let url = format!("http://{addr}/api/sources");
-            let fetch = async {
-                let response = reqwest::get(&url).await?.error_for_status()?;
-                response.bytes().await
-            };
-            let body = tokio::time::timeout(API_TIMEOUT, fetch)
-                .await
-                .with_context(|| format!("the store is locked and {url} did not answer in time"))?
-                .with_context(|| format!("the store is locked; asked the daemon at {url}"))?;
-            serde_json::from_slice(&body).with_context(|| format!("unexpected answer from {url}"))
+            let body = ask_daemon(config, "api/sources").await?;
+            serde_json::from_slice(&body).context("unexpected answer from the daemon")
         }
         Err(e) => Err(e.into()),
     }

@@ -54,6 +54,10 @@ pub struct Config {
     pub feed: MergedFeedConfig,
     /// How polling is paced and limited.
     pub poll: PollConfig,
+    /// Which deduplication layers run, and how.
+    pub dedup: DedupConfig,
+    /// How long entries are kept.
+    pub retention: RetentionConfig,
     /// Defaults for every source.
     pub defaults: Defaults,
     /// The polled sources, in file order.
@@ -102,6 +106,63 @@ pub struct PollConfig {
     pub jitter: Duration,
     /// Longest wait after failures (exponential backoff cap).
     pub max_backoff: Duration,
+}
+
+/// Deduplication settings.
+#[derive(Debug, Clone)]
+pub struct DedupConfig {
+    /// Within one source, an entry whose id changed but whose canonical link
+    /// did not is the same entry.
+    pub same_link: bool,
+    /// Across sources, entries with the same canonical link are one story.
+    pub canonical_urls: bool,
+    /// Across sources, near-duplicate texts are one story.
+    pub near_duplicates: bool,
+    /// Query parameters dropped from canonical links (`*` ends a prefix).
+    pub tracking_params: Vec<String>,
+    /// Near-duplicates are only looked for among entries published this
+    /// close in time.
+    pub window: Duration,
+}
+
+impl Default for DedupConfig {
+    fn default() -> Self {
+        Self {
+            same_link: true,
+            canonical_urls: true,
+            near_duplicates: true,
+            tracking_params: crate::dedup::default_tracking(),
+            window: Duration::from_secs(3 * 24 * 3600),
+        }
+    }
+}
+
+/// Retention settings.
+#[derive(Debug, Clone)]
+pub struct RetentionConfig {
+    /// Entries older than this are pruned.
+    pub max_age: Duration,
+    /// Most entries kept per source (the newest).
+    pub max_per_source: usize,
+    /// Most entries kept in all.
+    pub max_total: usize,
+    /// How long a pruned entry's tombstone keeps it from coming back.
+    pub tombstone_age: Duration,
+    /// How often the daemon prunes.
+    pub every: Duration,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        let day = Duration::from_secs(24 * 3600);
+        Self {
+            max_age: 90 * day,
+            max_per_source: 2_000,
+            max_total: 200_000,
+            tombstone_age: 180 * day,
+            every: Duration::from_secs(3600),
+        }
+    }
 }
 
 /// Values every source gets unless it overrides them.
@@ -222,6 +283,10 @@ struct RawConfig {
     #[serde(default)]
     poll: RawPoll,
     #[serde(default)]
+    dedup: RawDedup,
+    #[serde(default)]
+    retention: RawRetention,
+    #[serde(default)]
     defaults: RawDefaults,
     #[serde(default)]
     sources: Vec<RawSource>,
@@ -265,6 +330,30 @@ struct RawPoll {
     jitter: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     max_backoff: Option<Duration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDedup {
+    same_link: Option<bool>,
+    canonical_urls: Option<bool>,
+    near_duplicates: Option<bool>,
+    tracking_params: Option<Vec<String>>,
+    #[serde(default, with = "humantime_serde")]
+    window: Option<Duration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetention {
+    #[serde(default, with = "humantime_serde")]
+    max_age: Option<Duration>,
+    max_per_source: Option<Spanned<usize>>,
+    max_total: Option<Spanned<usize>>,
+    #[serde(default, with = "humantime_serde")]
+    tombstone_age: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    every: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -425,6 +514,46 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         max_backoff: raw.poll.max_backoff.unwrap_or(DEFAULT_MAX_BACKOFF),
     };
 
+    let dedup_defaults = DedupConfig::default();
+    let dedup = DedupConfig {
+        same_link: raw.dedup.same_link.unwrap_or(dedup_defaults.same_link),
+        canonical_urls: raw
+            .dedup
+            .canonical_urls
+            .unwrap_or(dedup_defaults.canonical_urls),
+        near_duplicates: raw
+            .dedup
+            .near_duplicates
+            .unwrap_or(dedup_defaults.near_duplicates),
+        tracking_params: raw
+            .dedup
+            .tracking_params
+            .clone()
+            .map(|list| list.iter().map(|p| p.to_ascii_lowercase()).collect())
+            .unwrap_or(dedup_defaults.tracking_params),
+        window: raw.dedup.window.unwrap_or(dedup_defaults.window),
+    };
+    let kept = RetentionConfig::default();
+    let retention = RetentionConfig {
+        max_age: raw.retention.max_age.unwrap_or(kept.max_age),
+        max_per_source: at_least_one(
+            &raw.retention.max_per_source,
+            "retention.max_per_source",
+            kept.max_per_source,
+        )?,
+        max_total: at_least_one(
+            &raw.retention.max_total,
+            "retention.max_total",
+            kept.max_total,
+        )?,
+        tombstone_age: raw.retention.tombstone_age.unwrap_or(kept.tombstone_age),
+        every: raw
+            .retention
+            .every
+            .unwrap_or(kept.every)
+            .max(Duration::from_secs(1)),
+    };
+
     let mut names = HashSet::new();
     let mut sources = Vec::with_capacity(raw.sources.len());
     for (i, s) in raw.sources.iter().enumerate() {
@@ -537,6 +666,8 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
             max_entries: max_entries(&raw.feed.max_entries, "feed.max_entries")?,
         },
         poll,
+        dedup,
+        retention,
         defaults,
         sources,
         feeds,

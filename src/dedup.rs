@@ -1,23 +1,244 @@
-//! Identity: which stored entry an incoming one is, and whether it changed.
+//! Identity: which stored entry an incoming one is, whether it changed, and
+//! which story it belongs to.
 //!
-//! Pure functions only. Today this is deduplication within a source (the
-//! same entry fetched again is the same entry; a changed one is updated in
-//! place); cross-source merging grows here.
+//! Pure functions only; the store applies them with its indexes. Three
+//! layers:
+//! 1. same source, same entry: the publisher's id (scheme, host and
+//!    fragment variants of URL-like ids folded together), or the same
+//!    canonical link when a publisher changes ids;
+//! 2. same canonical URL across sources ([`canonical_url`]);
+//! 3. near-duplicate text across sources ([`fingerprint`], MinHash over word
+//!    pairs after script-aware normalization, [`similarity`]).
+
+use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
+use unicode_normalization::UnicodeNormalization;
+use url::Url;
 
 use crate::model::Entry;
+
+/// Query parameters that only track readers, dropped from canonical URLs.
+/// A trailing `*` matches any suffix.
+pub const DEFAULT_TRACKING_PARAMS: &[&str] = &[
+    "utm_*",
+    "fbclid",
+    "gclid",
+    "dclid",
+    "gclsrc",
+    "msclkid",
+    "yclid",
+    "mc_cid",
+    "mc_eid",
+    "ref",
+    "ref_src",
+    "ref_url",
+    "cmpid",
+    "cmp",
+    "igshid",
+    "_hsenc",
+    "_hsmi",
+    "mkt_tok",
+    "ocid",
+    "ncid",
+    "sr_share",
+    "s_kwcid",
+    "at_medium",
+    "at_campaign",
+    "wt.mc_id",
+    "xtor",
+    "__twitter_impression",
+    "rss",
+    "from",
+    "cid",
+];
+
+/// A URL reduced to what identifies the page: any scheme of http(s) the
+/// same, host lowercased, default port, fragment and tracking parameters
+/// dropped, the remaining query sorted, no trailing slash. `None` for
+/// anything that is not an http(s) URL.
+pub fn canonical_url(url: &str, tracking: &[String]) -> Option<String> {
+    let parsed = Url::parse(url.trim()).ok()?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return None;
+    }
+    let host = parsed.host_str()?.to_ascii_lowercase();
+    let port = match parsed.port() {
+        Some(443) | Some(80) | None => String::new(),
+        Some(p) => format!(":{p}"),
+    };
+    let path = parsed.path().trim_end_matches('/');
+    let mut pairs: Vec<(String, String)> = parsed
+        .query_pairs()
+        .filter(|(k, _)| !is_tracking(k, tracking))
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    pairs.sort();
+    let query = if pairs.is_empty() {
+        String::new()
+    } else {
+        let mut q = url::form_urlencoded::Serializer::for_suffix(String::from("?"), 1);
+        q.extend_pairs(&pairs);
+        q.finish()
+    };
+    Some(format!("{host}{port}{path}{query}"))
+}
+
+fn is_tracking(name: &str, tracking: &[String]) -> bool {
+    let name = name.to_ascii_lowercase();
+    tracking.iter().any(|t| match t.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => name == *t,
+    })
+}
+
+/// The default tracking parameters as owned strings.
+pub fn default_tracking() -> Vec<String> {
+    DEFAULT_TRACKING_PARAMS
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
+/// The part of a publisher's id that identifies the entry: URL-like ids
+/// (with or without a scheme) compare by canonical URL, so `http://`,
+/// `https://`, `#0` suffixes and tracking parameters do not make new
+/// entries.
+pub fn identity_key(source_id: &str) -> String {
+    let id = source_id.trim();
+    let looks_like_host = id
+        .split('/')
+        .next()
+        .is_some_and(|h| h.contains('.') && !h.contains(' ') && !h.contains(':'))
+        && id.contains('/');
+    let as_url = if id.starts_with("http://") || id.starts_with("https://") {
+        Some(id.to_string())
+    } else if let Some(rest) = id.strip_prefix("//") {
+        Some(format!("https://{rest}"))
+    } else if looks_like_host {
+        Some(format!("https://{id}"))
+    } else {
+        None
+    };
+    as_url
+        .and_then(|u| canonical_url(&u, &default_tracking()))
+        .unwrap_or_else(|| id.to_string())
+}
 
 /// The stable feedmerge id of the entry `source_id` of source `source`.
 pub fn entry_id(source: &str, source_id: &str) -> String {
     let mut hasher = Sha256::new();
     hasher.update(source.as_bytes());
     hasher.update([0]);
-    hasher.update(source_id.as_bytes());
+    hasher.update(identity_key(source_id).as_bytes());
     let digest = hasher.finalize();
     let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
     format!("urn:feedmerge:entry:{hex}")
+}
+
+/// Hashes in a fingerprint.
+pub const FINGERPRINT_HASHES: usize = 64;
+/// Rows per LSH band: 32 bands of 2 make pairs with similarity ≥ 0.4 meet
+/// in some band with probability > 0.99.
+pub const BAND_ROWS: usize = 2;
+/// Texts with fewer words than this get no fingerprint: a title alone is
+/// too short to tell stories apart.
+pub const MIN_WORDS: usize = 20;
+/// Estimated Jaccard similarity (over word pairs) from which two texts are
+/// the same story.
+pub const SAME_STORY: f64 = 0.35;
+/// Words of the body that go into a fingerprint (leads survive trimming).
+const BODY_WORDS: usize = 80;
+
+/// A text's words for comparison: NFKC, lowercase, punctuation dropped;
+/// Arabic without tashkeel and tatweel, with alef, ya, ta marbuta and hamza
+/// carriers unified.
+pub fn comparable_words(text: &str) -> Vec<String> {
+    let folded: String = text
+        .nfkc()
+        .flat_map(char::to_lowercase)
+        .filter_map(|c| match c {
+            '\u{064B}'..='\u{065F}' | '\u{0670}' | '\u{0640}' => None,
+            'أ' | 'إ' | 'آ' | 'ٱ' => Some('ا'),
+            'ى' => Some('ي'),
+            'ة' => Some('ه'),
+            'ؤ' => Some('و'),
+            'ئ' => Some('ي'),
+            c if c.is_alphanumeric() => Some(c),
+            _ => Some(' '),
+        })
+        .collect();
+    folded.split_whitespace().map(str::to_string).collect()
+}
+
+/// MinHash fingerprint of a title and body (plain text), or `None` when the
+/// text is too short to trust.
+pub fn fingerprint(title: &str, body: &str) -> Option<Vec<u32>> {
+    let mut words = comparable_words(title);
+    words.extend(comparable_words(body).into_iter().take(BODY_WORDS));
+    if words.len() < MIN_WORDS {
+        return None;
+    }
+    let shingles: HashSet<u64> = words
+        .windows(2)
+        .map(|pair| fnv1a(pair[0].as_bytes(), pair[1].as_bytes()))
+        .collect();
+    let signature = (0..FINGERPRINT_HASHES as u64)
+        .map(|i| {
+            let seed = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+            shingles
+                .iter()
+                .map(|s| (mix(s ^ seed) >> 32) as u32)
+                .min()
+                .unwrap_or(u32::MAX)
+        })
+        .collect();
+    Some(signature)
+}
+
+/// Estimated Jaccard similarity of two fingerprints.
+pub fn similarity(a: &[u32], b: &[u32]) -> f64 {
+    if a.is_empty() || a.len() != b.len() {
+        return 0.0;
+    }
+    let same = a.iter().zip(b).filter(|(x, y)| x == y).count();
+    same as f64 / a.len() as f64
+}
+
+/// The LSH band keys of a fingerprint: entries whose fingerprints share a
+/// band key are candidates for the same story.
+pub fn band_keys(signature: &[u32]) -> Vec<[u8; 9]> {
+    signature
+        .chunks(BAND_ROWS)
+        .enumerate()
+        .map(|(band, rows)| {
+            let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+            for r in rows {
+                h = mix(h ^ u64::from(*r));
+            }
+            let mut key = [0u8; 9];
+            key[0] = band as u8;
+            key[1..].copy_from_slice(&h.to_be_bytes());
+            key
+        })
+        .collect()
+}
+
+fn fnv1a(a: &[u8], b: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in a.iter().chain(&[0u8]).chain(b) {
+        h ^= u64::from(*byte);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// splitmix64's finalizer: a cheap, well-mixed hash of a u64.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 /// What to do with an incoming entry.
@@ -94,6 +315,10 @@ mod tests {
             changed: at(seen),
             language: None,
             enclosures: vec![],
+            canonical: None,
+            fingerprint: None,
+            story: String::new(),
+            merged: None,
         }
     }
 
@@ -105,6 +330,101 @@ mod tests {
         // The separator keeps ("ab", "c") and ("a", "bc") apart.
         assert_ne!(entry_id("ab", "c"), entry_id("a", "bc"));
         assert!(entry_id("a", "1").starts_with("urn:feedmerge:entry:"));
+    }
+
+    #[test]
+    fn canonical_urls() {
+        let tracking = default_tracking();
+        let check = |a: &str, b: &str| {
+            assert_eq!(
+                canonical_url(a, &tracking),
+                canonical_url(b, &tracking),
+                "{a} vs {b}"
+            );
+        };
+        check(
+            "https://www.centcom.mil/MEDIA/Article/4139312/?utm_source=rss&utm_medium=feed",
+            "http://WWW.CENTCOM.MIL:80/MEDIA/Article/4139312#top",
+        );
+        check(
+            "https://example.org/a?b=2&a=1&fbclid=x",
+            "https://example.org/a/?a=1&b=2",
+        );
+        check(
+            "https://example.org/a?ref=rss&gclid=1&mc_cid=2&mc_eid=3",
+            "https://example.org/a",
+        );
+        check("https://example.org:443/", "https://example.org");
+        let differ = |a: &str, b: &str| {
+            assert_ne!(
+                canonical_url(a, &tracking),
+                canonical_url(b, &tracking),
+                "{a} vs {b}"
+            );
+        };
+        differ("https://example.org/a?id=1", "https://example.org/a?id=2");
+        differ("https://example.org/a", "https://example.org/b");
+        differ("https://example.org:8080/a", "https://example.org/a");
+        differ("https://a.example.org/x", "https://b.example.org/x");
+        assert_eq!(canonical_url("javascript:alert(1)", &tracking), None);
+        assert_eq!(
+            canonical_url("https://Example.org/News/?utm_campaign=x&page=2", &tracking).as_deref(),
+            Some("example.org/News?page=2")
+        );
+    }
+
+    #[test]
+    fn guid_variants_are_one_entry() {
+        let id = entry_id("s", "https://example.org/?p=123");
+        assert_eq!(entry_id("s", "http://example.org/?p=123"), id);
+        assert_eq!(entry_id("s", "https://example.org/?p=123#0"), id);
+        assert_eq!(entry_id("s", "example.org/?p=123"), id);
+        assert_eq!(entry_id("s", "//example.org/?p=123"), id);
+        assert_ne!(entry_id("s", "https://example.org/?p=124"), id);
+        assert_eq!(
+            identity_key("tag:example.org,2025:1"),
+            "tag:example.org,2025:1"
+        );
+        assert_eq!(identity_key("12345"), "12345");
+    }
+
+    #[test]
+    fn arabic_normalization() {
+        assert_eq!(
+            comparable_words("أعلنَ الوزيرُ، إنّ القيادةَ «آمنة» ـــ على"),
+            ["اعلن", "الوزير", "ان", "القياده", "امنه", "علي"]
+        );
+        assert_eq!(
+            comparable_words("Ｆｕｌｌ-width TEXT!"),
+            ["full", "width", "text"]
+        );
+    }
+
+    #[test]
+    fn fingerprints() {
+        let body = "The central bank raised its main interest rate by a quarter of a point on Tuesday, \
+                    citing persistent inflation in food and housing, and said further increases were possible.";
+        let a = fingerprint("Central bank raises rates", body).unwrap();
+        let b = fingerprint(
+            "UPDATE: Central bank raises rates",
+            &format!("{body} Markets were little changed."),
+        )
+        .unwrap();
+        assert!(similarity(&a, &b) >= SAME_STORY, "{}", similarity(&a, &b));
+        let other = fingerprint(
+            "Central bank holds rates",
+            "The central bank kept its main interest rate unchanged on Thursday, saying inflation \
+             had eased in recent months while growth remained weak across most sectors of the economy.",
+        )
+        .unwrap();
+        assert!(
+            similarity(&a, &other) < SAME_STORY,
+            "{}",
+            similarity(&a, &other)
+        );
+        assert_eq!(fingerprint("Short title", "and a few words"), None);
+        assert_eq!(band_keys(&a).len(), FINGERPRINT_HASHES / BAND_ROWS);
+        assert_eq!(band_keys(&a), band_keys(&a.clone()));
     }
 
     #[test]

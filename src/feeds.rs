@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 use chrono::{DateTime, Utc};
 
 use crate::config::Config;
-use crate::publish::{self, FeedInfo, PublishError, SourceInfo};
+use crate::publish::{self, FeedInfo, Item, PublishError, SourceInfo};
 use crate::store::{Store, StoreError};
 
 /// Why a feed could not be rendered.
@@ -23,45 +23,59 @@ pub enum FeedError {
     Publish(#[from] PublishError),
 }
 
-/// Renders the merged feed (`name` = `None`) or the `[[feeds]]` output
-/// called `name`; `Ok(None)` when there is no such feed.
+/// Which published feed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Selector<'a> {
+    /// The merged feed: one entry per story.
+    Merged,
+    /// A `[[feeds]]` output: one entry per story, from its tagged sources.
+    Output(&'a str),
+    /// One source's own copies, nothing merged or hidden.
+    Source(&'a str),
+}
+
+/// Renders the selected feed; `Ok(None)` when there is no such feed.
 pub fn render(
     config: &Config,
     store: &Store,
-    name: Option<&str>,
+    selector: Selector<'_>,
 ) -> Result<Option<String>, FeedError> {
-    let (info, limit, allowed): (FeedInfo, usize, Option<HashSet<&str>>) = match name {
-        None => (
-            feed_info(config, "feed.atom", "merged", &config.feed.title),
-            config.feed.max_entries,
-            None,
-        ),
-        Some(name) => {
+    // Entries of sources no longer in the config stay stored but are not
+    // published.
+    let configured: HashSet<&str> = config.sources.iter().map(|s| s.name.as_str()).collect();
+    let (info, items) = match selector {
+        Selector::Merged => {
+            let info = feed_info(config, "feed.atom", "merged", &config.feed.title);
+            let stories = store.newest_stories(config.feed.max_entries, |e| {
+                configured.contains(e.source.as_str())
+            })?;
+            (info, stories)
+        }
+        Selector::Output(name) => {
             let Some(out) = config.output_feed(name) else {
                 return Ok(None);
             };
-            let sources = config
+            let allowed: HashSet<&str> = config
                 .sources
                 .iter()
                 .filter(|s| s.tags.iter().any(|t| out.tags.contains(t)))
                 .map(|s| s.name.as_str())
                 .collect();
-            (
-                feed_info(config, &format!("feeds/{name}.atom"), name, &out.title),
-                out.max_entries,
-                Some(sources),
-            )
+            let info = feed_info(config, &format!("feeds/{name}.atom"), name, &out.title);
+            let stories =
+                store.newest_stories(out.max_entries, |e| allowed.contains(e.source.as_str()))?;
+            (info, stories)
+        }
+        Selector::Source(name) => {
+            if config.source(name).is_none() {
+                return Ok(None);
+            }
+            let title = format!("{} ({name})", config.feed.title);
+            let info = feed_info(config, &format!("sources/{name}.atom"), name, &title);
+            let entries = store.newest(config.feed.max_entries, |e| e.source == name)?;
+            (info, entries.into_iter().map(Item::single).collect())
         }
     };
-    // Entries of sources no longer in the config stay stored but are not
-    // published.
-    let configured: HashSet<&str> = config.sources.iter().map(|s| s.name.as_str()).collect();
-    let entries = store.newest(limit, |e| {
-        configured.contains(e.source.as_str())
-            && allowed
-                .as_ref()
-                .is_none_or(|a| a.contains(e.source.as_str()))
-    })?;
     let mut sources = HashMap::new();
     for s in &config.sources {
         let state = store.source_state(&s.name)?.unwrap_or_default();
@@ -76,7 +90,7 @@ pub fn render(
         );
     }
     let epoch = DateTime::<Utc>::UNIX_EPOCH;
-    Ok(Some(publish::render(&info, &entries, &sources, epoch)?))
+    Ok(Some(publish::render(&info, &items, &sources, epoch)?))
 }
 
 fn feed_info(config: &Config, path: &str, name: &str, title: &str) -> FeedInfo {

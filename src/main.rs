@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use feedmerge::config::{self, Config, ConfigError};
+use feedmerge::feeds::Selector;
 use feedmerge::store::StoreError;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
@@ -42,8 +43,22 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
         /// The `[[feeds]]` output to print; default: the merged feed.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "source")]
         feed: Option<String>,
+        /// Print this source's own feed instead.
+        #[arg(long)]
+        source: Option<String>,
+    },
+    /// Show which copies were merged into an entry's story, and by which rule.
+    Explain {
+        /// The configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// An entry id (`urn:feedmerge:entry:...`) from any published feed.
+        entry_id: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Show each source's status (asks the daemon when it holds the store).
     Sources {
@@ -86,6 +101,7 @@ fn main() -> ExitCode {
         | Command::Fetch { config, .. }
         | Command::Export { config, .. }
         | Command::Sources { config, .. }
+        | Command::Explain { config, .. }
         | Command::Check { config } => config.clone(),
     };
     let config = match load_config(&config_path) {
@@ -161,9 +177,22 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<ExitCode> 
                 print!("{}", feedmerge::status::table(&statuses));
             }
         }
-        Command::Export { feed, .. } => {
-            let xml = feedmerge::app::export(&config, feed.as_deref())?;
+        Command::Export { feed, source, .. } => {
+            let selector = match (&feed, &source) {
+                (Some(name), _) => Selector::Output(name),
+                (None, Some(name)) => Selector::Source(name),
+                (None, None) => Selector::Merged,
+            };
+            let xml = feedmerge::app::export(&config, selector)?;
             print!("{xml}");
+        }
+        Command::Explain { entry_id, json, .. } => {
+            let report = feedmerge::app::explain(&config, &entry_id).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", feedmerge::status::explain_text(&report));
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

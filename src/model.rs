@@ -42,6 +42,48 @@ pub struct Entry {
     /// Attached media: enclosures, media:content and media:thumbnail, JSON
     /// Feed attachments and images.
     pub enclosures: Vec<Enclosure>,
+    /// The link reduced to what identifies the page (see
+    /// `dedup::canonical_url`), from `feedburner:origLink` when given.
+    pub canonical: Option<String>,
+    /// MinHash of the text, when it is long enough to compare.
+    pub fingerprint: Option<Vec<u32>>,
+    /// The story this entry is a copy of: the id of the story's first copy
+    /// (its own id when it is the first).
+    pub story: String,
+    /// Why this entry joined another's story, if it did.
+    pub merged: Option<Merged>,
+}
+
+/// How an entry joined a story.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Merged {
+    /// The stored entry it matched.
+    pub with: String,
+    /// The rule that matched.
+    pub rule: MergeRule,
+}
+
+/// The dedup rule that put two copies in one story.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MergeRule {
+    /// Both links have the same canonical URL.
+    CanonicalUrl,
+    /// The texts are near-duplicates (estimated Jaccard similarity, %).
+    NearDuplicate {
+        /// Similarity in percent.
+        similarity: u8,
+    },
+}
+
+impl std::fmt::Display for MergeRule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MergeRule::CanonicalUrl => write!(f, "same canonical url"),
+            MergeRule::NearDuplicate { similarity } => {
+                write!(f, "near-duplicate text ({similarity}% similar)")
+            }
+        }
+    }
 }
 
 /// A media file attached to an entry.
@@ -83,6 +125,10 @@ pub struct IngestCounts {
     pub updated: usize,
     /// Entries already stored unchanged.
     pub unchanged: usize,
+    /// Entries pruned or merged away earlier that the source still lists
+    /// (kept out by their tombstones).
+    #[serde(default)]
+    pub suppressed: usize,
 }
 
 /// The state feedmerge keeps per source between polls.

@@ -42,6 +42,8 @@ pub struct EntryHints {
     /// against the document alone, and keeps a thumbnail only beside
     /// media:content.
     pub media: Vec<MediaHint>,
+    /// `feedburner:origLink`: the page a proxied link stands for.
+    pub orig_link: Option<String>,
 }
 
 /// One media element of an entry, as written.
@@ -148,15 +150,39 @@ fn xml_hints(text: &str, document: Option<&Url>) -> Vec<EntryHints> {
     let mut out: Vec<EntryHints> = Vec::new();
     // Stack depth at which the current entry opened.
     let mut open_entry: Option<usize> = None;
+    // Inside an entry's origLink element, whose text is wanted.
+    let mut in_orig_link = false;
     loop {
         let event = match reader.read_event() {
             Ok(event) => event,
             Err(_) => return Vec::new(),
         };
+        if in_orig_link {
+            let piece = match &event {
+                Event::Text(text) => Some(text.xml10_content().trim().to_string()),
+                Event::GeneralRef(r) => match r.xml10_content().as_ref() {
+                    "amp" => Some("&".to_string()),
+                    "lt" => Some("<".to_string()),
+                    "gt" => Some(">".to_string()),
+                    "quot" => Some("\"".to_string()),
+                    "apos" => Some("'".to_string()),
+                    _ => None,
+                },
+                _ => None,
+            };
+            if let (Some(piece), Some(hints)) = (piece, out.last_mut()) {
+                hints
+                    .orig_link
+                    .get_or_insert_with(String::new)
+                    .push_str(&piece);
+                continue;
+            }
+        }
         let (element, has_children) = match &event {
             Event::Start(e) => (e, true),
             Event::Empty(e) => (e, false),
             Event::End(_) => {
+                in_orig_link = false;
                 stack.pop();
                 if open_entry == Some(stack.len()) {
                     open_entry = None;
@@ -195,10 +221,13 @@ fn xml_hints(text: &str, document: Option<&Url>) -> Vec<EntryHints> {
                 lang: lang.clone(),
                 base: base.clone().filter(|_| explicit).map(String::from),
                 media: Vec::new(),
+                orig_link: None,
             });
             if has_children {
                 open_entry = Some(stack.len());
             }
+        } else if name == "origLink" && open_entry.is_some() && has_children {
+            in_orig_link = true;
         } else if matches!(name, "enclosure" | "content" | "thumbnail")
             && open_entry.is_some()
             && !media.url.is_empty()
@@ -817,11 +846,13 @@ mod tests {
                         url: "/t/1.webp".into(),
                         ..MediaHint::default()
                     }],
+                    orig_link: None,
                 },
                 EntryHints {
                     lang: Some("en".into()),
                     base: Some("https://example.org/blog/".into()),
                     media: vec![],
+                    orig_link: None,
                 },
             ]
         );

@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::Semaphore;
 use tracing::{info, instrument, warn};
 
-use crate::config::{SourceConfig, SourceLocation};
+use crate::config::{DedupConfig, SourceConfig, SourceLocation};
 use crate::fetch::{FetchError, Fetched, Fetcher, Meta, Request, Target};
 use crate::model::{IngestCounts, SourceState};
 use crate::normalize::{self, Context};
@@ -105,17 +105,20 @@ pub struct Pipeline {
     cpu: Semaphore,
     /// Longest backoff after failures, and longest TTL floor.
     max_backoff: Duration,
+    /// Deduplication settings, for normalize and the store.
+    dedup: DedupConfig,
 }
 
 impl Pipeline {
     /// A pipeline storing into `store`, backing off at most `max_backoff`.
-    pub fn new(fetcher: Fetcher, store: Store, max_backoff: Duration) -> Self {
+    pub fn new(fetcher: Fetcher, store: Store, max_backoff: Duration, dedup: DedupConfig) -> Self {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         Self {
             fetcher,
             store,
             cpu: Semaphore::new(cores),
             max_backoff,
+            dedup,
         }
     }
 
@@ -306,6 +309,7 @@ async fn run_stages(
     // keep them off the async workers, one poll per core at a time.
     let _cpu = pipeline.cpu.acquire().await.ok();
     let store = pipeline.store.clone();
+    let dedup = pipeline.dedup.clone();
     let name = source.name.clone();
     let parse_meta = meta.clone();
     let (counts, seen, title, home_page, encoding, ttl) = tokio::task::spawn_blocking(move || {
@@ -320,9 +324,10 @@ async fn run_stages(
                 document_url: meta.final_url.as_ref(),
                 http_language: meta.content_language.as_deref(),
                 now,
+                tracking: &dedup.tracking_params,
             },
         );
-        let counts = store.ingest(&entries, now)?;
+        let counts = store.ingest(&entries, now, &dedup)?;
         let title = normalize::feed_title(&parsed.feed);
         let home_page =
             normalize::feed_home_page(&parsed.feed, meta.final_url.as_ref()).map(String::from);

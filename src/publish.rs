@@ -39,6 +39,48 @@ pub struct SourceInfo {
     pub home_page: Option<String>,
 }
 
+/// One published entry: a story and the copies of it this feed shows
+/// (never empty; a source's own feed shows each copy alone).
+#[derive(Debug, Clone)]
+pub struct Item {
+    /// The `atom:id`: the story's id (its first copy's), or the copy's own.
+    pub id: String,
+    /// The copies, oldest first.
+    pub copies: Vec<Entry>,
+}
+
+impl Item {
+    /// One copy, published as itself.
+    pub fn single(entry: Entry) -> Self {
+        Self {
+            id: entry.id.clone(),
+            copies: vec![entry],
+        }
+    }
+
+    /// The copy whose text is shown: the most complete one (longest
+    /// content, else summary); the earliest among equals.
+    pub fn representative(&self) -> Option<&Entry> {
+        let size = |e: &Entry| {
+            e.content
+                .as_ref()
+                .or(e.summary.as_ref())
+                .map_or(0, String::len)
+        };
+        self.copies.iter().rev().max_by_key(|e| size(e))
+    }
+
+    /// The earliest publication among the copies.
+    pub fn published(&self) -> Option<DateTime<Utc>> {
+        self.copies.iter().map(Entry::published_or_seen).min()
+    }
+
+    /// The latest update among the copies.
+    pub fn updated(&self) -> Option<DateTime<Utc>> {
+        self.copies.iter().map(Entry::updated_or_changed).max()
+    }
+}
+
 /// Why a document could not be written.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot write atom document: {0}")]
@@ -48,13 +90,14 @@ pub struct PublishError(String);
 /// is the feed's `atom:updated` when there are no entries.
 pub fn render(
     info: &FeedInfo,
-    entries: &[Entry],
+    items: &[Item],
     sources: &HashMap<String, SourceInfo>,
     empty_updated: DateTime<Utc>,
 ) -> Result<String, PublishError> {
-    let updated = entries
+    let items: Vec<&Item> = items.iter().filter(|i| !i.copies.is_empty()).collect();
+    let updated = items
         .iter()
-        .map(Entry::updated_or_changed)
+        .filter_map(|i| i.updated())
         .max()
         .unwrap_or(empty_updated);
     let mut feed = Feed {
@@ -70,10 +113,7 @@ pub fn render(
             uri: Some(env!("CARGO_PKG_REPOSITORY").into()),
             version: Some(env!("CARGO_PKG_VERSION").into()),
         }),
-        entries: entries
-            .iter()
-            .map(|e| atom_entry(e, sources.get(&e.source)))
-            .collect(),
+        entries: items.iter().filter_map(|i| atom_item(i, sources)).collect(),
         ..Feed::default()
     };
     if let Some(href) = &info.self_link {
@@ -94,21 +134,56 @@ pub fn render(
         )
         .map_err(|e| PublishError(e.to_string()))?;
     let xml = String::from_utf8(bytes).map_err(|e| PublishError(e.to_string()))?;
-    Ok(with_entry_languages(xml, entries))
+    let languages: Vec<Option<&str>> = items
+        .iter()
+        .map(|i| i.representative().and_then(|e| e.language.as_deref()))
+        .collect();
+    Ok(with_entry_languages(xml, &languages))
+}
+
+/// A story as one Atom entry: the representative copy's text, the story's
+/// id and earliest publication, and a `rel="related"` link to every other
+/// copy (titled with its source's name).
+fn atom_item(item: &Item, sources: &HashMap<String, SourceInfo>) -> Option<AtomEntry> {
+    let rep = item.representative()?;
+    let mut entry = atom_entry(rep, sources.get(&rep.source));
+    entry.id = item.id.clone();
+    if let Some(published) = item.published() {
+        entry.published = Some(fixed(published));
+    }
+    if let Some(updated) = item.updated() {
+        entry.updated = fixed(updated);
+    }
+    for copy in &item.copies {
+        if copy.id == rep.id {
+            continue;
+        }
+        if let Some(href) = &copy.link {
+            if rep.link.as_ref() != Some(href) {
+                entry.links.push(Link {
+                    href: href.clone(),
+                    rel: "related".into(),
+                    title: Some(copy.source.clone()),
+                    ..Link::default()
+                });
+            }
+        }
+    }
+    Some(entry)
 }
 
 /// Puts each entry's `xml:lang` on its `<entry>` element, which
 /// atom_syndication cannot write. Entry text is escaped, so the literal
 /// `<entry>` tags are exactly the entries, in order.
-fn with_entry_languages(xml: String, entries: &[Entry]) -> String {
+fn with_entry_languages(xml: String, languages: &[Option<&str>]) -> String {
     let parts: Vec<&str> = xml.split("<entry>").collect();
-    if parts.len() != entries.len() + 1 || entries.iter().all(|e| e.language.is_none()) {
+    if parts.len() != languages.len() + 1 || languages.iter().all(Option::is_none) {
         return xml;
     }
-    let mut out = String::with_capacity(xml.len() + entries.len() * 16);
+    let mut out = String::with_capacity(xml.len() + languages.len() * 16);
     out.push_str(parts[0]);
-    for (entry, part) in entries.iter().zip(&parts[1..]) {
-        match &entry.language {
+    for (language, part) in languages.iter().zip(&parts[1..]) {
+        match language {
             Some(lang) => out.push_str(&format!("<entry xml:lang=\"{lang}\">")),
             None => out.push_str("<entry>"),
         }
@@ -266,6 +341,10 @@ mod tests {
                 mime_type: Some("image/webp".into()),
                 length: Some(2048),
             }],
+            canonical: None,
+            fingerprint: None,
+            story: "urn:feedmerge:entry:1".into(),
+            merged: None,
         };
         let sources = HashMap::from([(
             "centcom-ar".to_string(),
@@ -281,7 +360,13 @@ mod tests {
             title: "News".into(),
             self_link: None,
         };
-        let xml = render(&info, &[entry], &sources, at("2025-01-01T00:00:00Z")).unwrap();
+        let xml = render(
+            &info,
+            &[Item::single(entry)],
+            &sources,
+            at("2025-01-01T00:00:00Z"),
+        )
+        .unwrap();
         assert!(
             xml.contains(r#"<title xml:lang="ar">قائد القيادة المركزية يزور قطر</title>"#),
             "{xml}"

@@ -1,8 +1,10 @@
 //! The HTTP server (axum): the published feeds and a health check.
 //!
-//! Routes: `GET /feed.atom` (the merged feed), `GET /feeds/NAME.atom` (each
-//! `[[feeds]]` output; 404 for unknown names), `GET /api/sources` (each
-//! source's status, JSON), `GET /healthz`.
+//! Routes: `GET /feed.atom` (the merged feed, one entry per story),
+//! `GET /feeds/NAME.atom` (each `[[feeds]]` output), `GET /sources/NAME.atom`
+//! (one source's own copies), `GET /api/sources` (each source's status),
+//! `GET /api/entries/ID` (which copies a story merged, and why),
+//! `GET /healthz`. Unknown names are 404.
 
 use std::sync::Arc;
 
@@ -14,7 +16,7 @@ use axum::Router;
 use tracing::error;
 
 use crate::config::Config;
-use crate::feeds;
+use crate::feeds::{self, Selector};
 use crate::status;
 use crate::store::Store;
 
@@ -35,28 +37,48 @@ pub fn router(state: ServerState) -> Router {
     Router::new()
         .route("/feed.atom", get(merged_feed))
         .route("/feeds/{file}", get(named_feed))
+        .route("/sources/{file}", get(source_feed))
+        .route("/api/entries/{id}", get(entry_story))
         .route("/healthz", get(healthz))
         .route("/api/sources", get(sources))
         .with_state(state)
 }
 
 async fn merged_feed(State(state): State<ServerState>) -> Response {
-    feed_response(&state, None)
+    feed_response(&state, Selector::Merged)
 }
 
 async fn named_feed(State(state): State<ServerState>, Path(file): Path<String>) -> Response {
     match file.strip_suffix(".atom") {
-        Some(name) => feed_response(&state, Some(name)),
+        Some(name) => feed_response(&state, Selector::Output(name)),
         None => not_found(),
     }
 }
 
-fn feed_response(state: &ServerState, name: Option<&str>) -> Response {
-    match feeds::render(&state.config, &state.store, name) {
+async fn source_feed(State(state): State<ServerState>, Path(file): Path<String>) -> Response {
+    match file.strip_suffix(".atom") {
+        Some(name) => feed_response(&state, Selector::Source(name)),
+        None => not_found(),
+    }
+}
+
+async fn entry_story(State(state): State<ServerState>, Path(id): Path<String>) -> Response {
+    match status::explain(&state.store, &id) {
+        Ok(Some(report)) => axum::Json(report).into_response(),
+        Ok(None) => (StatusCode::NOT_FOUND, "no such entry\n").into_response(),
+        Err(e) => {
+            error!(error = %e, "cannot read entry");
+            (StatusCode::INTERNAL_SERVER_ERROR, "cannot read entry\n").into_response()
+        }
+    }
+}
+
+fn feed_response(state: &ServerState, selector: Selector<'_>) -> Response {
+    match feeds::render(&state.config, &state.store, selector) {
         Ok(Some(xml)) => ([(header::CONTENT_TYPE, ATOM_CONTENT_TYPE)], xml).into_response(),
         Ok(None) => not_found(),
         Err(e) => {
-            error!(error = %e, feed = name.unwrap_or("merged"), "cannot render feed");
+            error!(error = %e, feed = ?selector, "cannot render feed");
             (StatusCode::INTERNAL_SERVER_ERROR, "cannot render feed\n").into_response()
         }
     }

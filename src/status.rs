@@ -74,6 +74,81 @@ pub fn statuses(config: &Config, store: &Store) -> Result<Vec<SourceStatus>, Sto
     Ok(out)
 }
 
+/// Which copies a story holds, and why each joined it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoryReport {
+    /// The story's id (its first copy's id), the merged feed's `atom:id`.
+    pub story: String,
+    /// The copies, oldest first.
+    pub copies: Vec<CopyReport>,
+}
+
+/// One copy of a story.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CopyReport {
+    /// The copy's entry id.
+    pub id: String,
+    /// Its source.
+    pub source: String,
+    /// Its title.
+    pub title: String,
+    /// Its link.
+    pub link: Option<String>,
+    /// Its publication time (or first-seen time).
+    pub published: DateTime<Utc>,
+    /// How it joined the story: `None` for the copy that started it.
+    pub rule: Option<String>,
+    /// The copy it matched, when it joined.
+    pub matched: Option<String>,
+}
+
+/// The story of entry (or story) `id`, or `None` when neither is stored.
+pub fn explain(store: &Store, id: &str) -> Result<Option<StoryReport>, StoreError> {
+    let story = match store.entry(id)? {
+        Some(entry) => entry.story,
+        None => id.to_string(),
+    };
+    let copies = store.story(&story)?;
+    if copies.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(StoryReport {
+        story,
+        copies: copies
+            .into_iter()
+            .map(|e| CopyReport {
+                published: e.published_or_seen(),
+                rule: e.merged.as_ref().map(|m| m.rule.to_string()),
+                matched: e.merged.map(|m| m.with),
+                id: e.id,
+                source: e.source,
+                title: e.title,
+                link: e.link,
+            })
+            .collect(),
+    }))
+}
+
+/// `report` as text, one paragraph per copy.
+pub fn explain_text(report: &StoryReport) -> String {
+    let mut out = format!("story {} ({} copies)\n", report.story, report.copies.len());
+    for copy in &report.copies {
+        out.push_str(&format!(
+            "\n{}\n  source:    {}\n  title:     {}\n  link:      {}\n  published: {}\n  joined:    {}\n",
+            copy.id,
+            copy.source,
+            copy.title,
+            copy.link.as_deref().unwrap_or("-"),
+            copy.published.to_rfc3339_opts(SecondsFormat::Secs, true),
+            match (&copy.rule, &copy.matched) {
+                (Some(rule), Some(with)) => format!("{rule}, matching {with}"),
+                _ => "first copy".to_string(),
+            }
+        ));
+    }
+    out
+}
+
 /// A fixed-width table of `statuses`, one line per source.
 pub fn table(statuses: &[SourceStatus]) -> String {
     let time = |t: Option<DateTime<Utc>>| {

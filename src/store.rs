@@ -5,9 +5,15 @@
 //! - `entries`: entry id -> [`Entry`], postcard (compact: there are many)
 //! - `by_time`: 8-byte big-endian sort time + entry id -> empty, scanned
 //!   backwards for newest-first
+//! - `by_canon`: canonical link + 0 + entry id -> empty (same-link lookups)
+//! - `by_band`: LSH band (9 bytes) + sort time + entry id -> empty
+//!   (near-duplicate candidates within a time window)
+//! - `by_story`: story id + 0 + entry id -> empty (a story's copies)
+//! - `tombstones`: entry id -> when it was pruned (JSON)
 //! - `sources`: source name -> [`SourceState`], JSON (few, and they grow
 //!   fields: JSON reads old values with the new fields defaulted)
 
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,8 +23,10 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 
+use crate::config::{DedupConfig, RetentionConfig};
 use crate::dedup::{self, Merge};
-use crate::model::{Entry, IngestCounts, SourceState};
+use crate::model::{Entry, IngestCounts, MergeRule, Merged, SourceState};
+use crate::publish::Item;
 
 /// Format byte of a JSON value.
 const JSON_V1: u8 = 1;
@@ -68,6 +76,10 @@ pub struct Store {
     db: sled::Db,
     entries: sled::Tree,
     by_time: sled::Tree,
+    by_canon: sled::Tree,
+    by_band: sled::Tree,
+    by_story: sled::Tree,
+    tombstones: sled::Tree,
     sources: sled::Tree,
     /// Held for every write and flush.
     writer: Arc<Mutex<()>>,
@@ -112,6 +124,10 @@ impl Store {
             path: path.to_path_buf(),
             entries: tree("entries")?,
             by_time: tree("by_time")?,
+            by_canon: tree("by_canon")?,
+            by_band: tree("by_band")?,
+            by_story: tree("by_story")?,
+            tombstones: tree("tombstones")?,
             sources: tree("sources")?,
             db,
             writer: Arc::new(Mutex::new(())),
@@ -133,46 +149,96 @@ impl Store {
     }
 
     /// Stores one poll's entries, deduplicating against what is stored:
-    /// new entries are added, changed ones updated in place, the rest left.
-    /// All of it happens in one transaction.
+    /// new entries are added (joining another source's story when `rules`
+    /// say they are the same story), changed ones updated in place, the
+    /// rest left; entries with a tombstone stay out. Lookups run first under
+    /// the writer lock; the writes then happen in one transaction.
     pub fn ingest(
         &self,
         incoming: &[Entry],
         now: DateTime<Utc>,
+        rules: &DedupConfig,
     ) -> Result<IngestCounts, StoreError> {
         let _writer = self.lock_writer();
-        let result = (&self.entries, &self.by_time).transaction(|(entries, by_time)| {
-            let mut counts = IngestCounts::default();
-            for entry in incoming {
-                let existing = match entries.get(entry.id.as_bytes())? {
-                    Some(bytes) => Some(decode::<Entry>(&bytes).map_err(|reason| {
-                        ConflictableTransactionError::Abort(("entries", reason))
-                    })?),
-                    None => None,
-                };
-                let stored = match dedup::merge(existing.as_ref(), entry.clone(), now) {
-                    Merge::New(e) => {
-                        counts.new += 1;
-                        e
-                    }
-                    Merge::Updated(e) => {
-                        counts.updated += 1;
-                        if let Some(old) = &existing {
-                            by_time.remove(time_key(old))?;
-                        }
-                        e
-                    }
-                    Merge::Unchanged => {
-                        counts.unchanged += 1;
-                        continue;
-                    }
-                };
-                let value = encode(&stored, Format::Postcard)
-                    .map_err(|reason| ConflictableTransactionError::Abort(("entries", reason)))?;
-                entries.insert(stored.id.as_bytes(), value)?;
-                by_time.insert(time_key(&stored), &[][..])?;
+        let mut counts = IngestCounts::default();
+        let mut plans: Vec<(Option<Entry>, Entry)> = Vec::new();
+        let mut seen = HashSet::new();
+        for entry in incoming {
+            if self
+                .tombstones
+                .contains_key(entry.id.as_bytes())
+                .map_err(|e| self.sled_err(e))?
+            {
+                counts.suppressed += 1;
+                continue;
             }
-            Ok(counts)
+            let mut entry = entry.clone();
+            let mut existing = self.entry(&entry.id)?;
+            if existing.is_none() && rules.same_link {
+                // A publisher that changed the guid but not the link.
+                if let Some(canon) = entry.canonical.clone() {
+                    let source = entry.source.clone();
+                    if let Some(same) = self.find_by_canon(&canon, |e| e.source == source)? {
+                        entry.id = same.id.clone();
+                        existing = Some(same);
+                    }
+                }
+            }
+            if !seen.insert(entry.id.clone()) {
+                counts.unchanged += 1;
+                continue;
+            }
+            match dedup::merge(existing.as_ref(), entry, now) {
+                Merge::Unchanged => counts.unchanged += 1,
+                Merge::Updated(mut e) => {
+                    counts.updated += 1;
+                    if let Some(old) = &existing {
+                        e.story = old.story.clone();
+                        e.merged = old.merged.clone();
+                    }
+                    plans.push((existing, e));
+                }
+                Merge::New(mut e) => {
+                    counts.new += 1;
+                    self.assign_story(&mut e, rules)?;
+                    plans.push((None, e));
+                }
+            }
+        }
+        if plans.is_empty() {
+            return Ok(counts);
+        }
+        let trees = (
+            &self.entries,
+            &self.by_time,
+            &self.by_canon,
+            &self.by_band,
+            &self.by_story,
+        );
+        let result = trees.transaction(|(entries, by_time, by_canon, by_band, by_story)| {
+            for (old, new) in &plans {
+                if let Some(old) = old {
+                    by_time.remove(time_key(old))?;
+                    if let Some(key) = canon_key(old) {
+                        by_canon.remove(key)?;
+                    }
+                    for key in band_index_keys(old) {
+                        by_band.remove(key)?;
+                    }
+                }
+                let value = encode(new, Format::Postcard)
+                    .map_err(|reason| ConflictableTransactionError::Abort(("entries", reason)))?;
+                entries.insert(new.id.as_bytes(), value)?;
+                by_time.insert(time_key(new), &[][..])?;
+                if let Some(key) = canon_key(new) {
+                    by_canon.insert(key, &[][..])?;
+                }
+                for key in band_index_keys(new) {
+                    by_band.insert(key, &[][..])?;
+                }
+                by_story.insert(story_key(&new.story, &new.id), &[][..])?;
+            }
+            Ok(())
         });
         result.map_err(|err| match err {
             TransactionError::Abort((tree, reason)) => StoreError::Corrupt {
@@ -181,6 +247,211 @@ impl Store {
                 reason,
             },
             TransactionError::Storage(e) => self.sled_err(e),
+        })?;
+        Ok(counts)
+    }
+
+    /// Puts a new entry in the story of a stored copy from another source:
+    /// same canonical URL first, else the most similar near-duplicate
+    /// published within the window.
+    fn assign_story(&self, entry: &mut Entry, rules: &DedupConfig) -> Result<(), StoreError> {
+        if rules.canonical_urls {
+            if let Some(canon) = entry.canonical.clone() {
+                let source = entry.source.clone();
+                if let Some(copy) = self.find_by_canon(&canon, |e| e.source != source)? {
+                    entry.story = copy.story;
+                    entry.merged = Some(Merged {
+                        with: copy.id,
+                        rule: MergeRule::CanonicalUrl,
+                    });
+                    return Ok(());
+                }
+            }
+        }
+        if !rules.near_duplicates {
+            return Ok(());
+        }
+        let Some(signature) = entry.fingerprint.clone() else {
+            return Ok(());
+        };
+        let at = entry.published_or_seen();
+        let window = chrono::Duration::from_std(rules.window).unwrap_or(chrono::Duration::days(3));
+        let (from, to) = (ordered_millis(at - window), ordered_millis(at + window));
+        let mut checked = HashSet::new();
+        let mut best: Option<(f64, Entry)> = None;
+        for band in dedup::band_keys(&signature) {
+            let mut low = band.to_vec();
+            low.extend_from_slice(&from.to_be_bytes());
+            let mut high = band.to_vec();
+            high.extend_from_slice(&to.to_be_bytes());
+            high.push(0xff);
+            for item in self.by_band.range(low..high).take(MAX_CANDIDATES_PER_BAND) {
+                let (key, _) = item.map_err(|e| self.sled_err(e))?;
+                let Some(id) = key.get(17..).and_then(|b| std::str::from_utf8(b).ok()) else {
+                    continue;
+                };
+                if id == entry.id || !checked.insert(id.to_string()) {
+                    continue;
+                }
+                let Some(candidate) = self.entry(id)? else {
+                    continue;
+                };
+                if candidate.source == entry.source {
+                    continue;
+                }
+                let Some(other) = &candidate.fingerprint else {
+                    continue;
+                };
+                let similarity = dedup::similarity(&signature, other);
+                if similarity >= dedup::SAME_STORY
+                    && best.as_ref().is_none_or(|(s, _)| similarity > *s)
+                {
+                    best = Some((similarity, candidate));
+                }
+            }
+        }
+        if let Some((similarity, copy)) = best {
+            entry.story = copy.story;
+            entry.merged = Some(Merged {
+                with: copy.id,
+                rule: MergeRule::NearDuplicate {
+                    similarity: (similarity * 100.0).round().clamp(0.0, 100.0) as u8,
+                },
+            });
+        }
+        Ok(())
+    }
+
+    /// The first stored entry with canonical link `canon` that `keep` accepts.
+    fn find_by_canon(
+        &self,
+        canon: &str,
+        mut keep: impl FnMut(&Entry) -> bool,
+    ) -> Result<Option<Entry>, StoreError> {
+        let mut prefix = canon.as_bytes().to_vec();
+        prefix.push(0);
+        for item in self.by_canon.scan_prefix(&prefix) {
+            let (key, _) = item.map_err(|e| self.sled_err(e))?;
+            let Some(id) = key
+                .get(prefix.len()..)
+                .and_then(|b| std::str::from_utf8(b).ok())
+            else {
+                continue;
+            };
+            if let Some(entry) = self.entry(id)? {
+                if keep(&entry) {
+                    return Ok(Some(entry));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Every stored copy in story `story`, oldest first.
+    pub fn story(&self, story: &str) -> Result<Vec<Entry>, StoreError> {
+        let prefix = story_key(story, "");
+        let mut out = Vec::new();
+        for item in self.by_story.scan_prefix(&prefix) {
+            let (key, _) = item.map_err(|e| self.sled_err(e))?;
+            let Some(id) = key
+                .get(prefix.len()..)
+                .and_then(|b| std::str::from_utf8(b).ok())
+            else {
+                continue;
+            };
+            if let Some(entry) = self.entry(id)? {
+                out.push(entry);
+            }
+        }
+        out.sort_by_key(|e| (e.published_or_seen(), e.first_seen));
+        Ok(out)
+    }
+
+    /// Prunes entries older than `rules.max_age`, then the oldest beyond
+    /// `max_per_source` per source and `max_total` in all. Each pruned
+    /// entry leaves a tombstone so its source cannot bring it back; old
+    /// tombstones go.
+    pub fn prune(
+        &self,
+        now: DateTime<Utc>,
+        rules: &RetentionConfig,
+    ) -> Result<PruneCounts, StoreError> {
+        let _writer = self.lock_writer();
+        let max_age =
+            chrono::Duration::from_std(rules.max_age).unwrap_or(chrono::Duration::days(90));
+        let oldest_kept = now - max_age;
+        // Newest first, counting as we go: whatever is past a limit goes.
+        let mut per_source: HashMap<String, usize> = HashMap::new();
+        let mut total = 0usize;
+        let mut doomed = Vec::new();
+        for item in self.by_time.iter().rev() {
+            let (key, _) = item.map_err(|e| self.sled_err(e))?;
+            let Some(id) = key.get(8..).and_then(|b| std::str::from_utf8(b).ok()) else {
+                continue;
+            };
+            let Some(entry) = self.entry(id)? else {
+                continue;
+            };
+            let count = per_source.entry(entry.source.clone()).or_default();
+            *count += 1;
+            total += 1;
+            if entry.published_or_seen() < oldest_kept
+                || *count > rules.max_per_source
+                || total > rules.max_total
+            {
+                doomed.push(entry);
+            }
+        }
+        let tombstone_age =
+            chrono::Duration::from_std(rules.tombstone_age).unwrap_or(chrono::Duration::days(180));
+        let mut expired = Vec::new();
+        for item in self.tombstones.iter() {
+            let (key, value) = item.map_err(|e| self.sled_err(e))?;
+            let at: DateTime<Utc> = decode(&value).map_err(|r| self.corrupt("tombstones", r))?;
+            if at < now - tombstone_age {
+                expired.push(key);
+            }
+        }
+        let stone = encode(&now, Format::Json).map_err(|r| self.corrupt("tombstones", r))?;
+        let trees = (
+            &self.entries,
+            &self.by_time,
+            &self.by_canon,
+            &self.by_band,
+            &self.by_story,
+            &self.tombstones,
+        );
+        let result = trees.transaction(
+            |(entries, by_time, by_canon, by_band, by_story, tombstones)| {
+                for entry in &doomed {
+                    entries.remove(entry.id.as_bytes())?;
+                    by_time.remove(time_key(entry))?;
+                    if let Some(key) = canon_key(entry) {
+                        by_canon.remove(key)?;
+                    }
+                    for key in band_index_keys(entry) {
+                        by_band.remove(key)?;
+                    }
+                    by_story.remove(story_key(&entry.story, &entry.id))?;
+                    tombstones.insert(entry.id.as_bytes(), stone.clone())?;
+                }
+                for key in &expired {
+                    tombstones.remove(key)?;
+                }
+                Ok::<_, ConflictableTransactionError<(&'static str, String)>>(())
+            },
+        );
+        result.map_err(|err| match err {
+            TransactionError::Abort((tree, reason)) => StoreError::Corrupt {
+                path: self.path.clone(),
+                tree,
+                reason,
+            },
+            TransactionError::Storage(e) => self.sled_err(e),
+        })?;
+        Ok(PruneCounts {
+            pruned: doomed.len(),
+            tombstones_expired: expired.len(),
         })
     }
 
@@ -204,6 +475,47 @@ impl Store {
             if keep(&entry) {
                 out.push(entry);
             }
+        }
+        Ok(out)
+    }
+
+    /// Up to `limit` stories, newest first (by their newest copy that
+    /// `keep` accepts), each with its copies that `keep` accepts.
+    pub fn newest_stories(
+        &self,
+        limit: usize,
+        mut keep: impl FnMut(&Entry) -> bool,
+    ) -> Result<Vec<Item>, StoreError> {
+        let mut out = Vec::new();
+        let mut emitted = HashSet::new();
+        for item in self.by_time.iter().rev() {
+            if out.len() >= limit {
+                break;
+            }
+            let (key, _) = item.map_err(|e| self.sled_err(e))?;
+            let Some(id) = key.get(8..).and_then(|b| std::str::from_utf8(b).ok()) else {
+                continue;
+            };
+            let Some(entry) = self.entry(id)? else {
+                continue;
+            };
+            if !keep(&entry) || !emitted.insert(entry.story.clone()) {
+                continue;
+            }
+            let story = if entry.story.is_empty() {
+                entry.id.clone()
+            } else {
+                entry.story.clone()
+            };
+            let mut copies: Vec<Entry> = self
+                .story(&story)?
+                .into_iter()
+                .filter(|e| keep(e))
+                .collect();
+            if copies.is_empty() {
+                copies.push(entry);
+            }
+            out.push(Item { id: story, copies });
         }
         Ok(out)
     }
@@ -293,14 +605,63 @@ impl Store {
     }
 }
 
-/// Sort key of an entry: its sort time (order-preserving for negative
-/// timestamps too), then its id to keep keys unique.
+/// Candidates read per LSH band: bounds a lookup however large the store.
+const MAX_CANDIDATES_PER_BAND: usize = 64;
+
+/// What a prune removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PruneCounts {
+    /// Entries removed (each leaves a tombstone).
+    pub pruned: usize,
+    /// Tombstones old enough to go.
+    pub tombstones_expired: usize,
+}
+
+/// A time as milliseconds, shifted so that byte order is time order (for
+/// negative timestamps too).
+fn ordered_millis(t: DateTime<Utc>) -> u64 {
+    (t.timestamp_millis() as u64) ^ (1 << 63)
+}
+
+/// Sort key of an entry: its sort time, then its id to keep keys unique.
 fn time_key(entry: &Entry) -> Vec<u8> {
-    let millis = entry.published_or_seen().timestamp_millis();
-    let ordered = (millis as u64) ^ (1 << 63);
     let mut key = Vec::with_capacity(8 + entry.id.len());
-    key.extend_from_slice(&ordered.to_be_bytes());
+    key.extend_from_slice(&ordered_millis(entry.published_or_seen()).to_be_bytes());
     key.extend_from_slice(entry.id.as_bytes());
+    key
+}
+
+/// `by_canon` key: canonical link, 0, entry id.
+fn canon_key(entry: &Entry) -> Option<Vec<u8>> {
+    let canon = entry.canonical.as_ref()?;
+    let mut key = canon.as_bytes().to_vec();
+    key.push(0);
+    key.extend_from_slice(entry.id.as_bytes());
+    Some(key)
+}
+
+/// `by_band` keys: band (9 bytes), sort time (8), entry id.
+fn band_index_keys(entry: &Entry) -> Vec<Vec<u8>> {
+    let Some(signature) = &entry.fingerprint else {
+        return Vec::new();
+    };
+    let time = ordered_millis(entry.published_or_seen()).to_be_bytes();
+    dedup::band_keys(signature)
+        .into_iter()
+        .map(|band| {
+            let mut key = band.to_vec();
+            key.extend_from_slice(&time);
+            key.extend_from_slice(entry.id.as_bytes());
+            key
+        })
+        .collect()
+}
+
+/// `by_story` key: story id, 0, entry id.
+fn story_key(story: &str, id: &str) -> Vec<u8> {
+    let mut key = story.as_bytes().to_vec();
+    key.push(0);
+    key.extend_from_slice(id.as_bytes());
     key
 }
 
@@ -360,6 +721,10 @@ mod tests {
             changed: now,
             language: None,
             enclosures: vec![],
+            canonical: None,
+            fingerprint: None,
+            story: String::new(),
+            merged: None,
         }
     }
 
@@ -373,15 +738,17 @@ mod tests {
             entry("b", "B", Some("2025-03-03T00:00:00Z")),
             entry("c", "C", Some("1960-01-01T00:00:00Z")),
         ];
-        let counts = store.ingest(&batch, now).unwrap();
+        let counts = store.ingest(&batch, now, &DedupConfig::default()).unwrap();
         assert_eq!((counts.new, counts.updated, counts.unchanged), (3, 0, 0));
-        let counts = store.ingest(&batch, now).unwrap();
+        let counts = store.ingest(&batch, now, &DedupConfig::default()).unwrap();
         assert_eq!((counts.new, counts.updated, counts.unchanged), (0, 0, 3));
 
         // A changed title under the same id is updated in place; a moved
         // date leaves no stale index key behind.
         let changed = [entry("a", "A2", Some("2025-03-05T00:00:00Z"))];
-        let counts = store.ingest(&changed, now).unwrap();
+        let counts = store
+            .ingest(&changed, now, &DedupConfig::default())
+            .unwrap();
         assert_eq!((counts.new, counts.updated, counts.unchanged), (0, 1, 0));
         let titles: Vec<_> = store
             .newest(10, |_| true)
@@ -409,7 +776,7 @@ mod tests {
                 scope.spawn(move || {
                     for i in 0..20 {
                         let batch = [entry(&format!("{t}-{i}"), "x", None)];
-                        store.ingest(&batch, now).unwrap();
+                        store.ingest(&batch, now, &DedupConfig::default()).unwrap();
                         store
                             .put_source_state(&format!("s{t}"), &SourceState::default())
                             .unwrap();

@@ -33,6 +33,8 @@ pub struct Context<'a> {
     pub http_language: Option<&'a str>,
     /// The time of this poll.
     pub now: DateTime<Utc>,
+    /// Query parameters dropped from canonical links (`dedup`).
+    pub tracking: &'a [String],
 }
 
 /// Dates further ahead than this are not believed.
@@ -164,8 +166,25 @@ fn entry(e: &feed_rs::model::Entry, hints: &EntryHints, facts: &DocumentFacts<'_
     };
 
     let believable = |d: Option<DateTime<Utc>>| d.filter(|d| *d <= ctx.now + FUTURE_SLACK);
+    let id = dedup::entry_id(ctx.source, &source_id);
+    // The publisher's canonical hint (feedburner:origLink) wins over the
+    // link it proxies.
+    let canonical = hints
+        .orig_link
+        .as_deref()
+        .and_then(|l| dedup::canonical_url(l, ctx.tracking))
+        .or_else(|| {
+            link.as_ref()
+                .and_then(|l| dedup::canonical_url(l.as_str(), ctx.tracking))
+        });
+    let body_text = html::plain_text(content.as_deref().or(summary.as_deref()).unwrap_or(""));
+    let fingerprint = dedup::fingerprint(&title, &body_text);
     Entry {
-        id: dedup::entry_id(ctx.source, &source_id),
+        story: id.clone(),
+        merged: None,
+        canonical,
+        fingerprint,
+        id,
         source: ctx.source.to_string(),
         source_id,
         title,
@@ -382,6 +401,7 @@ mod tests {
                 document_url: Some(&url),
                 http_language,
                 now,
+                tracking: &dedup::default_tracking(),
             },
         )
     }

@@ -567,11 +567,13 @@ fn check(name: &str, bytes: &[u8], case: &Case) -> Vec<Failure> {
             }];
         }
     };
+    let tracking = feedmerge::dedup::default_tracking();
     let ctx = Context {
         source: "conformance",
         document_url: Some(&url),
         http_language,
         now: Utc::now(),
+        tracking: &tracking,
     };
     let ours = Ours {
         parsed: &parsed,
