@@ -46,12 +46,22 @@ pub struct Entry {
     /// `dedup::canonical_url`), from `feedburner:origLink` when given.
     pub canonical: Option<String>,
     /// MinHash of the text, when it is long enough to compare.
-    pub fingerprint: Option<Vec<u32>>,
+    pub fingerprint: Option<Fingerprint>,
     /// The story this entry is a copy of: the id of the story's first copy
     /// (its own id when it is the first).
     pub story: String,
     /// Why this entry joined another's story, if it did.
     pub merged: Option<Merged>,
+}
+
+/// What near-duplicate detection compares (see `dedup::fingerprint`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fingerprint {
+    /// MinHash signature over word pairs.
+    pub minhash: Vec<u32>,
+    /// Hashes of the numbers in the text, sorted: templated reports (prices,
+    /// scores, casualty counts) differ mostly in them.
+    pub numbers: Vec<u32>,
 }
 
 /// How an entry joined a story.

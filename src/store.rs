@@ -200,7 +200,19 @@ impl Store {
                 }
                 Merge::New(mut e) => {
                     counts.new += 1;
-                    self.assign_story(&mut e, rules)?;
+                    let absorbed = self.assign_story(&mut e, rules)?;
+                    // The new copy links two stories: they are one now.
+                    if let Some((other, link)) = absorbed {
+                        for member in self.story(&other)? {
+                            let mut moved = member.clone();
+                            moved.story = e.story.clone();
+                            // The absorbed story's first copy says why.
+                            if moved.merged.is_none() {
+                                moved.merged = Some(link.clone());
+                            }
+                            plans.push((Some(member), moved));
+                        }
+                    }
                     plans.push((None, e));
                 }
             }
@@ -218,6 +230,9 @@ impl Store {
         let result = trees.transaction(|(entries, by_time, by_canon, by_band, by_story)| {
             for (old, new) in &plans {
                 if let Some(old) = old {
+                    if old.story != new.story {
+                        by_story.remove(story_key(&old.story, &old.id))?;
+                    }
                     by_time.remove(time_key(old))?;
                     if let Some(key) = canon_key(old) {
                         by_canon.remove(key)?;
@@ -254,32 +269,77 @@ impl Store {
     /// Puts a new entry in the story of a stored copy from another source:
     /// same canonical URL first, else the most similar near-duplicate
     /// published within the window.
-    fn assign_story(&self, entry: &mut Entry, rules: &DedupConfig) -> Result<(), StoreError> {
+    ///
+    /// Returns another story to fold into the entry's, when the entry
+    /// matches one story by URL and another by text, with the link to give
+    /// that story's first copy.
+    fn assign_story(
+        &self,
+        entry: &mut Entry,
+        rules: &DedupConfig,
+    ) -> Result<Option<(String, Merged)>, StoreError> {
+        let mut by_url = None;
         if rules.canonical_urls {
             if let Some(canon) = entry.canonical.clone() {
                 let source = entry.source.clone();
-                if let Some(copy) = self.find_by_canon(&canon, |e| e.source != source)? {
-                    entry.story = copy.story;
-                    entry.merged = Some(Merged {
-                        with: copy.id,
-                        rule: MergeRule::CanonicalUrl,
-                    });
-                    return Ok(());
-                }
+                by_url = self.find_by_canon(&canon, |e| e.source != source)?;
             }
         }
-        if !rules.near_duplicates {
-            return Ok(());
-        }
+        let by_text = if rules.near_duplicates {
+            self.nearest_copy(entry, rules)?
+        } else {
+            None
+        };
+        Ok(match (by_url, by_text) {
+            (Some(copy), text) => {
+                entry.story = copy.story.clone();
+                entry.merged = Some(Merged {
+                    with: copy.id,
+                    rule: MergeRule::CanonicalUrl,
+                });
+                let id = entry.id.clone();
+                text.filter(|(_, t)| t.story != copy.story)
+                    .map(|(similarity, t)| {
+                        let link = Merged {
+                            with: id,
+                            rule: MergeRule::NearDuplicate {
+                                similarity: percent(similarity),
+                            },
+                        };
+                        (t.story, link)
+                    })
+            }
+            (None, Some((similarity, copy))) => {
+                entry.story = copy.story;
+                entry.merged = Some(Merged {
+                    with: copy.id,
+                    rule: MergeRule::NearDuplicate {
+                        similarity: percent(similarity),
+                    },
+                });
+                None
+            }
+            (None, None) => None,
+        })
+    }
+
+    /// The stored copy from another source whose text is most like the
+    /// entry's (same story by `dedup::same_story`), published within the
+    /// window.
+    fn nearest_copy(
+        &self,
+        entry: &Entry,
+        rules: &DedupConfig,
+    ) -> Result<Option<(f64, Entry)>, StoreError> {
         let Some(signature) = entry.fingerprint.clone() else {
-            return Ok(());
+            return Ok(None);
         };
         let at = entry.published_or_seen();
         let window = chrono::Duration::from_std(rules.window).unwrap_or(chrono::Duration::days(3));
         let (from, to) = (ordered_millis(at - window), ordered_millis(at + window));
         let mut checked = HashSet::new();
         let mut best: Option<(f64, Entry)> = None;
-        for band in dedup::band_keys(&signature) {
+        for band in dedup::band_keys(&signature.minhash) {
             let mut low = band.to_vec();
             low.extend_from_slice(&from.to_be_bytes());
             let mut high = band.to_vec();
@@ -287,13 +347,13 @@ impl Store {
             high.push(0xff);
             for item in self.by_band.range(low..high).take(MAX_CANDIDATES_PER_BAND) {
                 let (key, _) = item.map_err(|e| self.sled_err(e))?;
-                let Some(id) = key.get(17..).and_then(|b| std::str::from_utf8(b).ok()) else {
+                let Some(id) = key.get(13..).and_then(id_from_compact) else {
                     continue;
                 };
-                if id == entry.id || !checked.insert(id.to_string()) {
+                if id == entry.id || !checked.insert(id.clone()) {
                     continue;
                 }
-                let Some(candidate) = self.entry(id)? else {
+                let Some(candidate) = self.entry(&id)? else {
                     continue;
                 };
                 if candidate.source == entry.source {
@@ -302,24 +362,14 @@ impl Store {
                 let Some(other) = &candidate.fingerprint else {
                     continue;
                 };
-                let similarity = dedup::similarity(&signature, other);
-                if similarity >= dedup::SAME_STORY
-                    && best.as_ref().is_none_or(|(s, _)| similarity > *s)
-                {
-                    best = Some((similarity, candidate));
+                if let Some(similarity) = dedup::same_story(&signature, other) {
+                    if best.as_ref().is_none_or(|(s, _)| similarity > *s) {
+                        best = Some((similarity, candidate));
+                    }
                 }
             }
         }
-        if let Some((similarity, copy)) = best {
-            entry.story = copy.story;
-            entry.merged = Some(Merged {
-                with: copy.id,
-                rule: MergeRule::NearDuplicate {
-                    similarity: (similarity * 100.0).round().clamp(0.0, 100.0) as u8,
-                },
-            });
-        }
-        Ok(())
+        Ok(best)
     }
 
     /// The first stored entry with canonical link `canon` that `keep` accepts.
@@ -605,6 +655,11 @@ impl Store {
     }
 }
 
+/// A similarity in whole percent.
+fn percent(similarity: f64) -> u8 {
+    (similarity * 100.0).round().clamp(0.0, 100.0) as u8
+}
+
 /// Candidates read per LSH band: bounds a lookup however large the store.
 const MAX_CANDIDATES_PER_BAND: usize = 64;
 
@@ -640,21 +695,45 @@ fn canon_key(entry: &Entry) -> Option<Vec<u8>> {
     Some(key)
 }
 
-/// `by_band` keys: band (9 bytes), sort time (8), entry id.
+/// `by_band` keys: band (5 bytes), sort time (8), entry id (compact).
 fn band_index_keys(entry: &Entry) -> Vec<Vec<u8>> {
     let Some(signature) = &entry.fingerprint else {
         return Vec::new();
     };
     let time = ordered_millis(entry.published_or_seen()).to_be_bytes();
-    dedup::band_keys(signature)
+    let id = compact_id(&entry.id);
+    dedup::band_keys(&signature.minhash)
         .into_iter()
         .map(|band| {
             let mut key = band.to_vec();
             key.extend_from_slice(&time);
-            key.extend_from_slice(entry.id.as_bytes());
+            key.extend_from_slice(&id);
             key
         })
         .collect()
+}
+
+/// An entry id in index keys: its 16 hash bytes when it is a feedmerge id
+/// (`urn:feedmerge:entry:` + 32 hex digits), else its text.
+fn compact_id(id: &str) -> Vec<u8> {
+    let hex = id
+        .strip_prefix(dedup::ENTRY_ID_PREFIX)
+        .filter(|h| h.len() == 32);
+    let bytes: Option<Vec<u8>> = hex.and_then(|h| {
+        (0..16)
+            .map(|i| u8::from_str_radix(h.get(i * 2..i * 2 + 2)?, 16).ok())
+            .collect()
+    });
+    bytes.unwrap_or_else(|| id.as_bytes().to_vec())
+}
+
+/// The entry id that [`compact_id`] made `bytes` from.
+fn id_from_compact(bytes: &[u8]) -> Option<String> {
+    if bytes.len() == 16 {
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        return Some(format!("{}{hex}", dedup::ENTRY_ID_PREFIX));
+    }
+    std::str::from_utf8(bytes).ok().map(str::to_string)
 }
 
 /// `by_story` key: story id, 0, entry id.
@@ -786,6 +865,148 @@ mod tests {
             }
         });
         assert_eq!(store.entry_count(), 32 * 20);
+    }
+
+    #[test]
+    fn pruned_entries_stay_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let now = at("2025-04-01T00:00:00Z");
+        let batch = [
+            entry("old", "Old", Some("2024-01-01T00:00:00Z")),
+            entry("a", "A", Some("2025-03-01T00:00:00Z")),
+            entry("b", "B", Some("2025-03-02T00:00:00Z")),
+            entry("c", "C", Some("2025-03-03T00:00:00Z")),
+        ];
+        let rules = DedupConfig::default();
+        store.ingest(&batch, now, &rules).unwrap();
+        let retention = RetentionConfig {
+            max_per_source: 2,
+            ..RetentionConfig::default()
+        };
+        let counts = store.prune(now, &retention).unwrap();
+        // "old" is past max_age (90 days); "a" is past max_per_source.
+        assert_eq!(counts.pruned, 2);
+        let titles: Vec<_> = store
+            .newest(10, |_| true)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.title)
+            .collect();
+        assert_eq!(titles, ["C", "B"]);
+        // The source still lists them: they do not come back.
+        let counts = store.ingest(&batch, now, &rules).unwrap();
+        assert_eq!((counts.new, counts.suppressed, counts.unchanged), (0, 2, 2));
+        assert_eq!(store.entry_count(), 2);
+        // Tombstones expire.
+        let later = now + chrono::Duration::days(400);
+        let counts = store.prune(later, &retention).unwrap();
+        assert_eq!(counts.tombstones_expired, 2);
+    }
+
+    #[test]
+    fn stories_join_across_sources() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let now = at("2025-04-01T00:00:00Z");
+        let rules = DedupConfig::default();
+        let body = "Officials met in Doha on Thursday to discuss regional security, maritime \
+                    cooperation and the protection of shipping lanes in the Gulf, a statement said.";
+        let copy = |source: &str, id: &str, link: &str, title: &str| {
+            let mut e = entry(id, title, Some("2025-03-27T10:00:00Z"));
+            e.source = source.into();
+            e.id = dedup::entry_id(source, id);
+            e.story = e.id.clone();
+            e.link = Some(link.into());
+            e.canonical = dedup::canonical_url(link, &rules.tracking_params);
+            e.fingerprint = dedup::fingerprint(title, body);
+            e
+        };
+        let a = copy(
+            "a",
+            "1",
+            "https://x.example/story?utm_source=rss",
+            "Talks in Doha",
+        );
+        let b = copy(
+            "b",
+            "77",
+            "http://x.example/story/",
+            "UPDATE: Talks in Doha",
+        );
+        let c = copy(
+            "c",
+            "9",
+            "https://c.example/doha-talks",
+            "Exclusive - Talks in Doha",
+        );
+        for e in [&a, &b, &c] {
+            store.ingest(std::slice::from_ref(e), now, &rules).unwrap();
+        }
+        let story = store.story(&a.id).unwrap();
+        assert_eq!(story.len(), 3);
+        let rule = |source: &str| {
+            story
+                .iter()
+                .find(|e| e.source == source)
+                .and_then(|e| e.merged.clone())
+                .map(|m| m.rule)
+        };
+        assert_eq!(rule("a"), None);
+        assert_eq!(rule("b"), Some(MergeRule::CanonicalUrl));
+        assert!(matches!(rule("c"), Some(MergeRule::NearDuplicate { .. })));
+        let stories = store.newest_stories(10, |_| true).unwrap();
+        assert_eq!(stories.len(), 1);
+        assert_eq!(stories[0].id, a.id);
+
+        // A copy that matches one story by URL and another by text joins
+        // them: b's text is too short to compare, so c starts its own
+        // story; a then matches b by URL and c by text.
+        let dir = tempfile::tempdir().unwrap();
+        let union = Store::open(dir.path(), 1 << 20).unwrap();
+        let mut short_b = b.clone();
+        short_b.fingerprint = None;
+        for e in [&short_b, &c, &a] {
+            union.ingest(std::slice::from_ref(e), now, &rules).unwrap();
+        }
+        let stories = union.newest_stories(10, |_| true).unwrap();
+        assert_eq!(stories.len(), 1, "{stories:#?}");
+        assert_eq!(stories[0].id, b.id, "the first story's id survives");
+        let firsts = stories[0]
+            .copies
+            .iter()
+            .filter(|e| e.merged.is_none())
+            .count();
+        assert_eq!(firsts, 1);
+
+        // With the layers off, three stories.
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let off = DedupConfig {
+            canonical_urls: false,
+            near_duplicates: false,
+            ..DedupConfig::default()
+        };
+        for e in [&a, &b, &c] {
+            store.ingest(std::slice::from_ref(e), now, &off).unwrap();
+        }
+        assert_eq!(store.newest_stories(10, |_| true).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn a_changed_guid_with_the_same_link_is_the_same_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let now = at("2025-04-01T00:00:00Z");
+        let rules = DedupConfig::default();
+        let mut first = entry("guid-1", "T", None);
+        first.canonical = Some("x.example/post".into());
+        store.ingest(&[first], now, &rules).unwrap();
+        let mut renamed = entry("guid-2", "T", None);
+        renamed.canonical = Some("x.example/post".into());
+        let counts = store.ingest(&[renamed], now, &rules).unwrap();
+        assert_eq!(counts.new, 0);
+        assert_eq!(store.entry_count(), 1);
     }
 
     #[test]

@@ -19,6 +19,7 @@ use feedmerge::store::Store;
 use tokio_util::sync::CancellationToken;
 
 mod conformance;
+mod dedup_pairs;
 mod manners;
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
@@ -58,6 +59,9 @@ async fn serve_feed(State(server): State<Server>, UrlPath(name): UrlPath<String>
         "notes.json" => ("notes.json", "application/feed+json"),
         "no-guid.xml" => ("no-guid.xml", "application/rss+xml"),
         "media.xml" => ("media-and-dates.xml", "application/rss+xml"),
+        "story-a.xml" => ("story-a.xml", "application/rss+xml"),
+        "story-b.xml" => ("story-b.xml", "application/rss+xml"),
+        "story-c.xml" => ("story-c.xml", "application/rss+xml"),
         "broken.xml" => ("broken.xml", "application/rss+xml"),
         "page.html" => ("not-a-feed.html", "text/html; charset=utf-8"),
         "error-500" => return (StatusCode::INTERNAL_SERVER_ERROR, "boom").into_response(),
@@ -522,6 +526,135 @@ async fn entries_arrive_intact() {
         titles.contains(&"Evening briefing".to_string()),
         "{titles:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_story_one_entry() {
+    // Issue 5: the same story three ways (tracking parameters, another
+    // guid, a prefixed title, other markup, a mirror's own URL) plus
+    // unrelated stories with shared boilerplate.
+    let (feeds, _server_stop) = start_feed_server(Server::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let sources = [
+        ("centcom", "story-a.xml", "[]"),
+        ("mirror", "story-b.xml", "[]"),
+        ("digest", "story-c.xml", "[]"),
+    ];
+    let config_path = write_config(dir.path(), &feeds, &sources);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let text = std::fs::read_to_string(&config_path).unwrap();
+    std::fs::write(
+        &config_path,
+        text.replace("127.0.0.1:0", &format!("127.0.0.1:{port}")),
+    )
+    .unwrap();
+    let running = start_daemon(&config_path).await;
+    let (_, _, merged) = http_get(&format!("{}/feed.atom", running.base)).await;
+    assert_valid_atom(&merged);
+    let titles = entry_titles(&merged);
+    assert_eq!(titles.len(), 4, "{titles:#?}");
+    let visits = titles.iter().filter(|t| t.contains("visits Qatar")).count();
+    assert_eq!(visits, 1, "the story is shown once: {titles:#?}");
+    for unrelated in [
+        "CENTCOM forces complete mine countermeasures exercise",
+        "Navy christens new expeditionary sea base",
+        "Qatar and Oman sign maritime border agreement",
+    ] {
+        assert!(
+            titles.contains(&unrelated.to_string()),
+            "{unrelated} missing: {titles:#?}"
+        );
+    }
+    // Every copy is named: the chosen one as atom:source, the others as
+    // related links.
+    assert!(
+        merged.contains(r#"rel="related" title="mirror""#)
+            || merged.contains(r#"rel="related" title="centcom""#),
+        "{merged}"
+    );
+    assert!(merged.contains(r#"href="https://digest.example.org/2025/03/27/centcom-qatar-visit/?ref=rss" rel="related" title="digest""#)
+        || merged.contains("<id>urn:feedmerge:source:digest</id>"), "{merged}");
+    // The earliest publication of the three copies.
+    assert!(
+        merged.contains("<published>2025-03-27T14:30:00+00:00</published>"),
+        "{merged}"
+    );
+
+    // Each source's own feed still lists its copy.
+    for (name, _, _) in sources {
+        let (status, _, own) = http_get(&format!("{}/sources/{name}.atom", running.base)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_valid_atom(&own);
+        assert_eq!(entry_count(&own), 2, "{name}: {own}");
+        assert!(
+            entry_titles(&own)
+                .iter()
+                .any(|t| t.contains("visits Qatar")),
+            "{name}"
+        );
+    }
+    let (status, _, _) = http_get(&format!("{}/sources/nope.atom", running.base)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Which copies merged, and by which rule: over the API while the
+    // daemon runs, and from the store with `feedmerge explain` after.
+    let story_id = merged
+        .split("<entry")
+        .find(|e| e.contains("visits Qatar"))
+        .and_then(|e| e.split("<id>").nth(1))
+        .and_then(|e| e.split("</id>").next())
+        .unwrap()
+        .to_string();
+    let (status, _, api) = http_get(&format!("{}/api/entries/{story_id}", running.base)).await;
+    assert_eq!(status, StatusCode::OK, "{api}");
+    let report: serde_json::Value = serde_json::from_str(&api).unwrap();
+    let copies = report["copies"].as_array().unwrap();
+    assert_eq!(copies.len(), 3, "{api}");
+    let rules: Vec<&str> = copies
+        .iter()
+        .map(|c| c["rule"].as_str().unwrap_or("first copy"))
+        .collect();
+    assert_eq!(
+        rules.iter().filter(|r| **r == "first copy").count(),
+        1,
+        "{api}"
+    );
+    assert!(rules.contains(&"same canonical url"), "{rules:?}");
+    assert!(
+        rules.iter().any(|r| r.starts_with("near-duplicate text")),
+        "{rules:?}"
+    );
+    running.stop().await;
+
+    // The story's id is the same after a restart and a re-poll.
+    let running = start_daemon(&config_path).await;
+    let (_, _, again) = http_get(&format!("{}/feed.atom", running.base)).await;
+    running.stop().await;
+    assert!(again.contains(&format!("<id>{story_id}</id>")), "{again}");
+    assert_eq!(entry_count(&again), 4);
+
+    let arg = config_path.to_str().unwrap().to_string();
+    let out =
+        tokio::task::spawn_blocking(move || feedmerge(&["explain", "--config", &arg, &story_id]))
+            .await
+            .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("(3 copies)"), "{text}");
+    assert!(
+        text.contains("joined:    same canonical url, matching"),
+        "{text}"
+    );
+    assert!(text.contains("joined:    near-duplicate text ("), "{text}");
 }
 
 // ---- the command line ------------------------------------------------------
