@@ -111,14 +111,29 @@ impl Store {
                 source,
             },
         };
-        let db = sled::Config::new()
-            .path(path)
-            .cache_capacity(cache_capacity)
-            // Flushes are explicit (after each poll and at shutdown), under
-            // the writer lock; sled's own background flusher would race it.
-            .flush_every_ms(None)
-            .open()
-            .map_err(sled_err)?;
+        let open = || {
+            sled::Config::new()
+                .path(path)
+                .cache_capacity(cache_capacity)
+                // Flushes are explicit (after each poll and at shutdown),
+                // under the writer lock; sled's background flusher would
+                // race them.
+                .flush_every_ms(None)
+                .open()
+                .map_err(sled_err)
+        };
+        // A store closed a moment ago may still be locked while sled's I/O
+        // threads finish; a daemon's lock outlasts this short wait.
+        let mut attempt = 0;
+        let db = loop {
+            match open() {
+                Err(StoreError::Locked { .. }) if attempt < LOCK_RETRIES => {
+                    attempt += 1;
+                    std::thread::sleep(LOCK_RETRY_PAUSE);
+                }
+                other => break other?,
+            }
+        };
         let tree = |name: &str| db.open_tree(name).map_err(sled_err);
         Ok(Self {
             path: path.to_path_buf(),
@@ -654,6 +669,11 @@ impl Store {
         }
     }
 }
+
+/// Attempts to open a locked store before reporting it locked.
+const LOCK_RETRIES: u32 = 10;
+/// Pause between those attempts.
+const LOCK_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// A similarity in whole percent.
 fn percent(similarity: f64) -> u8 {
