@@ -78,8 +78,7 @@ pub struct ServerConfig {
 /// The sled store's settings.
 #[derive(Debug, Clone)]
 pub struct StorageConfig {
-    /// The sled directory (absolute, or relative to the working directory
-    /// when the config file itself was given relatively).
+    /// The sled directory, absolute.
     pub path: PathBuf,
     /// sled's page cache size in bytes.
     pub cache_capacity: u64,
@@ -440,7 +439,10 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let start = err.span().map(|s| s.start).unwrap_or(0);
         located(start, err.message().trim().to_string())
     })?;
-    let base_dir = path.parent().unwrap_or(Path::new("")).to_path_buf();
+    // Paths in the file are relative to the file; made absolute (without
+    // touching the disk) so logs and status show where things really are.
+    let parent = path.parent().unwrap_or(Path::new(""));
+    let base_dir = std::path::absolute(parent).unwrap_or_else(|_| parent.to_path_buf());
 
     let listen = match &raw.server.listen {
         Some(s) => s.get_ref().parse::<SocketAddr>().map_err(|e| {
@@ -792,7 +794,8 @@ mod tests {
     #[test]
     fn defaults_fill_in() {
         let config = parse(MINIMAL, Path::new("conf/x.toml")).unwrap();
-        assert_eq!(config.storage.path, Path::new("conf/data"));
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(config.storage.path, cwd.join("conf/data"));
         assert_eq!(config.server.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(config.defaults.schedule, DEFAULT_SCHEDULE);
         assert_eq!(config.feed.max_entries, 200);
@@ -834,7 +837,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             config.sources[0].location,
-            SourceLocation::File(PathBuf::from("conf/samples/a.xml"))
+            SourceLocation::File(std::env::current_dir().unwrap().join("conf/samples/a.xml"))
         );
         assert_eq!(
             config.sources[1].location,
