@@ -113,7 +113,7 @@ pub fn parse(
             let mut hints = if text.trim_start().starts_with('<') {
                 xml_hints(&text, base)
             } else {
-                Vec::new()
+                json_hints(&text)
             };
             if hints.len() != feed.entries.len() {
                 hints.clear();
@@ -241,6 +241,30 @@ fn xml_hints(text: &str, document: Option<&Url>) -> Vec<EntryHints> {
         }
     }
     out
+}
+
+/// Per JSON Feed item: its `image` and `banner_image`, which feed-rs drops.
+fn json_hints(text: &str) -> Vec<EntryHints> {
+    let Ok(doc) = serde_json::from_str::<serde_json::Value>(text) else {
+        return Vec::new();
+    };
+    let Some(items) = doc.get("items").and_then(|i| i.as_array()) else {
+        return Vec::new();
+    };
+    items
+        .iter()
+        .map(|item| EntryHints {
+            media: ["image", "banner_image"]
+                .iter()
+                .filter_map(|key| item.get(*key)?.as_str())
+                .map(|url| MediaHint {
+                    url: url.trim().to_string(),
+                    ..MediaHint::default()
+                })
+                .collect(),
+            ..EntryHints::default()
+        })
+        .collect()
 }
 
 /// The `charset` parameter of a `Content-Type` header value.

@@ -525,17 +525,24 @@ mod tests {
             ]
         );
         let json = r#"{"version": "https://jsonfeed.org/version/1.1", "title": "t", "items": [
-            {"id": "1", "url": "https://example.org/1", "content_text": "x",
+            {"id": "1", "url": "https://example.org/1", "content_text": "x", "image": "/img/1.png",
              "attachments": [{"url": "https://example.org/a.pdf", "mime_type": "application/pdf", "size_in_bytes": 99}]}]}"#;
         let e = &entries(json, "https://example.org/feed.json")[0];
         assert_eq!(e.link.as_deref(), Some("https://example.org/1"));
         assert_eq!(
             e.enclosures,
-            [Enclosure {
-                url: "https://example.org/a.pdf".into(),
-                mime_type: Some("application/pdf".into()),
-                length: Some(99)
-            }]
+            [
+                Enclosure {
+                    url: "https://example.org/a.pdf".into(),
+                    mime_type: Some("application/pdf".into()),
+                    length: Some(99)
+                },
+                Enclosure {
+                    url: "https://example.org/img/1.png".into(),
+                    mime_type: Some("image/png".into()),
+                    length: None
+                }
+            ]
         );
     }
 
