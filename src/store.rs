@@ -395,15 +395,8 @@ impl Store {
     ) -> Result<Option<Entry>, StoreError> {
         let mut prefix = canon.as_bytes().to_vec();
         prefix.push(0);
-        for item in self.by_canon.scan_prefix(&prefix) {
-            let (key, _) = item.map_err(|e| self.sled_err(e))?;
-            let Some(id) = key
-                .get(prefix.len()..)
-                .and_then(|b| std::str::from_utf8(b).ok())
-            else {
-                continue;
-            };
-            if let Some(entry) = self.entry(id)? {
+        for id in self.ids_under(&self.by_canon, &prefix)? {
+            if let Some(entry) = self.entry(&id)? {
                 if keep(&entry) {
                     return Ok(Some(entry));
                 }
@@ -412,19 +405,26 @@ impl Store {
         Ok(None)
     }
 
-    /// Every stored copy in story `story`, oldest first.
-    pub fn story(&self, story: &str) -> Result<Vec<Entry>, StoreError> {
-        let prefix = story_key(story, "");
-        let mut out = Vec::new();
-        for item in self.by_story.scan_prefix(&prefix) {
+    /// The entry ids that follow `prefix` in the keys of index `tree`.
+    fn ids_under(&self, tree: &sled::Tree, prefix: &[u8]) -> Result<Vec<String>, StoreError> {
+        let mut ids = Vec::new();
+        for item in tree.scan_prefix(prefix) {
             let (key, _) = item.map_err(|e| self.sled_err(e))?;
-            let Some(id) = key
+            if let Some(id) = key
                 .get(prefix.len()..)
                 .and_then(|b| std::str::from_utf8(b).ok())
-            else {
-                continue;
-            };
-            if let Some(entry) = self.entry(id)? {
+            {
+                ids.push(id.to_string());
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Every stored copy in story `story`, oldest first.
+    pub fn story(&self, story: &str) -> Result<Vec<Entry>, StoreError> {
+        let mut out = Vec::new();
+        for id in self.ids_under(&self.by_story, &story_key(story, ""))? {
+            if let Some(entry) = self.entry(&id)? {
                 out.push(entry);
             }
         }

@@ -225,6 +225,19 @@ fn entry_titles(xml: &str) -> Vec<String> {
         .collect()
 }
 
+/// Replaces `listen = "127.0.0.1:0"` with a free fixed port, so commands
+/// that look for the daemon through `server.listen` find it.
+fn give_fixed_port(config_path: &Path) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let text = std::fs::read_to_string(config_path).unwrap();
+    let text = text.replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+    std::fs::write(config_path, text).unwrap();
+}
+
 struct Running {
     daemon: app::Daemon,
     stop: CancellationToken,
@@ -541,17 +554,7 @@ async fn one_story_one_entry() {
         ("digest", "story-c.xml", "[]"),
     ];
     let config_path = write_config(dir.path(), &feeds, &sources);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let text = std::fs::read_to_string(&config_path).unwrap();
-    std::fs::write(
-        &config_path,
-        text.replace("127.0.0.1:0", &format!("127.0.0.1:{port}")),
-    )
-    .unwrap();
+    give_fixed_port(&config_path);
     let running = start_daemon(&config_path).await;
     let (_, _, merged) = http_get(&format!("{}/feed.atom", running.base)).await;
     assert_valid_atom(&merged);

@@ -639,17 +639,7 @@ async fn backoff_ttl_and_per_host_limit() {
     assert_eq!(offline.lines().count(), paths.len() + 1);
 
     // The command finds the daemon through server.listen: give it a port.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let text = std::fs::read_to_string(&config_path).unwrap();
-    std::fs::write(
-        &config_path,
-        text.replace("127.0.0.1:0", &format!("127.0.0.1:{port}")),
-    )
-    .unwrap();
+    crate::give_fixed_port(&config_path);
     let running = start_daemon(&config_path).await;
     let arg = config_path.to_str().unwrap().to_string();
     let out = tokio::task::spawn_blocking(move || {
