@@ -139,7 +139,7 @@ impl Default for DedupConfig {
 /// Retention settings.
 #[derive(Debug, Clone)]
 pub struct RetentionConfig {
-    /// Entries older than this are pruned.
+    /// Entries first seen longer ago than this are pruned.
     pub max_age: Duration,
     /// Most entries kept per source (the newest).
     pub max_per_source: usize,

@@ -432,7 +432,9 @@ impl Store {
         Ok(out)
     }
 
-    /// Prunes entries older than `rules.max_age`, then the oldest beyond
+    /// Prunes entries first seen longer than `rules.max_age` ago (an old
+    /// article found today is kept for the full period), then the oldest
+    /// beyond
     /// `max_per_source` per source and `max_total` in all. Each pruned
     /// entry leaves a tombstone so its source cannot bring it back; old
     /// tombstones go.
@@ -460,7 +462,7 @@ impl Store {
             let count = per_source.entry(entry.source.clone()).or_default();
             *count += 1;
             total += 1;
-            if entry.published_or_seen() < oldest_kept
+            if entry.first_seen < oldest_kept
                 || *count > rules.max_per_source
                 || total > rules.max_total
             {
@@ -891,37 +893,53 @@ mod tests {
     fn pruned_entries_stay_out() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), 1 << 20).unwrap();
-        let now = at("2025-04-01T00:00:00Z");
-        let batch = [
-            entry("old", "Old", Some("2024-01-01T00:00:00Z")),
-            entry("a", "A", Some("2025-03-01T00:00:00Z")),
-            entry("b", "B", Some("2025-03-02T00:00:00Z")),
-            entry("c", "C", Some("2025-03-03T00:00:00Z")),
-        ];
         let rules = DedupConfig::default();
-        store.ingest(&batch, now, &rules).unwrap();
-        let retention = RetentionConfig {
+        let t0 = at("2025-04-01T00:00:00Z");
+        let later = t0 + chrono::Duration::days(95);
+        let a = entry("a", "A", Some("2025-03-01T00:00:00Z"));
+        store.ingest(std::slice::from_ref(&a), t0, &rules).unwrap();
+        // An article from 2020 first seen today is kept for the full period.
+        let recent = [
+            entry("ancient", "Ancient", Some("2020-01-01T00:00:00Z")),
+            entry("b", "B", Some("2025-06-02T00:00:00Z")),
+            entry("c", "C", Some("2025-06-03T00:00:00Z")),
+            entry("d", "D", Some("2025-06-04T00:00:00Z")),
+        ];
+        store.ingest(&recent, later, &rules).unwrap();
+        let by_age = RetentionConfig::default();
+        assert_eq!(
+            store.prune(later, &by_age).unwrap().pruned,
+            1,
+            "a is 95 days old"
+        );
+        let by_count = RetentionConfig {
             max_per_source: 2,
             ..RetentionConfig::default()
         };
-        let counts = store.prune(now, &retention).unwrap();
-        // "old" is past max_age (90 days); "a" is past max_per_source.
-        assert_eq!(counts.pruned, 2);
+        assert_eq!(store.prune(later, &by_count).unwrap().pruned, 2);
         let titles: Vec<_> = store
             .newest(10, |_| true)
             .unwrap()
             .into_iter()
             .map(|e| e.title)
             .collect();
-        assert_eq!(titles, ["C", "B"]);
-        // The source still lists them: they do not come back.
-        let counts = store.ingest(&batch, now, &rules).unwrap();
-        assert_eq!((counts.new, counts.suppressed, counts.unchanged), (0, 2, 2));
+        assert_eq!(titles, ["D", "C"]);
+        // The source still lists them all: the pruned ones do not come back.
+        let mut all = recent.to_vec();
+        all.push(a);
+        let counts = store.ingest(&all, later, &rules).unwrap();
+        assert_eq!((counts.new, counts.suppressed, counts.unchanged), (0, 3, 2));
         assert_eq!(store.entry_count(), 2);
         // Tombstones expire.
-        let later = now + chrono::Duration::days(400);
-        let counts = store.prune(later, &retention).unwrap();
-        assert_eq!(counts.tombstones_expired, 2);
+        let much_later = later + chrono::Duration::days(400);
+        let counts = store.prune(
+            much_later,
+            &RetentionConfig {
+                max_age: std::time::Duration::from_secs(1000 * 24 * 3600),
+                ..by_count
+            },
+        );
+        assert_eq!(counts.unwrap().tombstones_expired, 3);
     }
 
     #[test]

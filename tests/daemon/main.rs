@@ -660,6 +660,46 @@ async fn one_story_one_entry() {
     assert!(text.contains("joined:    near-duplicate text ("), "{text}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_prunes_and_pruned_entries_stay_out() {
+    let (feeds, _server_stop) = start_feed_server(Server::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = write_config(dir.path(), &feeds, &[GOOD_SOURCES[2]]);
+    let text = std::fs::read_to_string(&config_path).unwrap();
+    let text = text.replace(
+        "[poll]\n",
+        "[retention]\nmax_per_source = 1\nevery = \"1s\"\n[poll]\n",
+    );
+    std::fs::write(&config_path, text).unwrap();
+    let running = start_daemon(&config_path).await;
+    let mut count = usize::MAX;
+    for _ in 0..100 {
+        let (_, _, xml) = http_get(&format!("{}/feed.atom", running.base)).await;
+        count = entry_count(&xml);
+        if count == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    running.stop().await;
+    assert_eq!(
+        count, 1,
+        "the daemon never pruned down to one entry per source"
+    );
+
+    // The source still lists all three; the pruned two stay out.
+    let out = tokio::task::spawn_blocking(move || {
+        let arg = config_path.to_str().unwrap().to_string();
+        feedmerge(&["fetch", "--config", &arg])
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "eng-blog: 0 new, 0 updated, 1 unchanged\n"
+    );
+}
+
 // ---- the command line ------------------------------------------------------
 
 fn feedmerge(args: &[&str]) -> std::process::Output {
