@@ -3,7 +3,8 @@
 //! poll's entries costs about the same in an empty store and in one that
 //! already holds a million entries.
 //!
-//! Run: `cargo bench --bench ingest` (fills to 1,000,000 entries), or
+//! Entries arrive in time order over 60 days, as news does. Run:
+//! `cargo bench --bench ingest` (fills to 1,000,000 entries), or
 //! `cargo bench --bench ingest -- 200000` for a quicker run. It measures
 //! batches of 100 new entries from 10 sources (each looked up against the
 //! store for same-link, canonical-URL and near-duplicate copies) into an
@@ -43,7 +44,9 @@ impl Rng {
     }
 }
 
-fn entry(rng: &mut Rng, n: u64, now: DateTime<Utc>, rules: &DedupConfig) -> Entry {
+/// Entry `n` of a store that fills to `size` entries over 60 days: entries
+/// arrive in time order, as news does.
+fn entry(rng: &mut Rng, n: u64, size: u64, now: DateTime<Utc>, rules: &DedupConfig) -> Entry {
     let source = format!("source-{}", n % 10);
     let title: Vec<String> = (0..8).map(|_| rng.word()).collect();
     let body: Vec<String> = (0..60).map(|_| rng.word()).collect();
@@ -51,7 +54,9 @@ fn entry(rng: &mut Rng, n: u64, now: DateTime<Utc>, rules: &DedupConfig) -> Entr
     let body = body.join(" ");
     let link = format!("https://news{}.example/{n}?utm_source=rss", n % 50);
     let id = dedup::entry_id(&source, &format!("guid-{n}"));
-    let published = now - Duration::minutes((n % (60 * 24 * 60)) as i64);
+    let span = Duration::days(60).num_seconds();
+    let published =
+        now - Duration::days(60) + Duration::seconds(span * n as i64 / size.max(1) as i64);
     Entry {
         story: id.clone(),
         id,
@@ -79,6 +84,7 @@ fn measure(
     store: &Store,
     rng: &mut Rng,
     next: &mut u64,
+    size: u64,
     now: DateTime<Utc>,
     rules: &DedupConfig,
 ) -> f64 {
@@ -87,7 +93,7 @@ fn measure(
         let batch: Vec<Entry> = (0..BATCH)
             .map(|_| {
                 *next += 1;
-                entry(rng, *next, now, rules)
+                entry(rng, *next, size, now, rules)
             })
             .collect();
         let started = Instant::now();
@@ -104,25 +110,33 @@ fn main() {
         .unwrap_or(1_000_000);
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(dir.path(), 64 << 20).expect("store");
-    let rules = DedupConfig::default();
+    // FEEDMERGE_BENCH_LAYERS=none|urls|text turns dedup layers off, to see
+    // what each costs.
+    let layers = std::env::var("FEEDMERGE_BENCH_LAYERS").unwrap_or_default();
+    let rules = DedupConfig {
+        same_link: !matches!(layers.as_str(), "none" | "text"),
+        canonical_urls: !matches!(layers.as_str(), "none" | "text"),
+        near_duplicates: !matches!(layers.as_str(), "none" | "urls"),
+        ..DedupConfig::default()
+    };
     let now = Utc::now();
     let mut rng = Rng(0x2545_f491_4f6c_dd1d);
     let mut next = 0u64;
 
-    let empty = measure(&store, &mut rng, &mut next, now, &rules);
+    let empty = measure(&store, &mut rng, &mut next, size, now, &rules);
     let fill_started = Instant::now();
     while next < size {
         let batch: Vec<Entry> = (0..1000)
             .map(|_| {
                 next += 1;
-                entry(&mut rng, next, now, &rules)
+                entry(&mut rng, next, size, now, &rules)
             })
             .collect();
         store.ingest(&batch, now, &rules).expect("fill");
     }
     store.flush_blocking().expect("flush");
     let fill = fill_started.elapsed().as_secs_f64();
-    let full = measure(&store, &mut rng, &mut next, now, &rules);
+    let full = measure(&store, &mut rng, &mut next, size, now, &rules);
     println!(
         "ingest benchmark: batches of {BATCH} new entries, {MEASURED_BATCHES} batches per measure"
     );

@@ -6,8 +6,9 @@
 //! - `by_time`: 8-byte big-endian sort time + entry id -> empty, scanned
 //!   backwards for newest-first
 //! - `by_canon`: canonical link + 0 + entry id -> empty (same-link lookups)
-//! - `by_band`: LSH band (9 bytes) + sort time + entry id -> empty
-//!   (near-duplicate candidates within a time window)
+//! - `by_band`: time bucket + LSH band + sort time + entry id -> empty
+//!   (near-duplicate candidates within a time window; time first, so the
+//!   recent part of the index is the hot part)
 //! - `by_story`: story id + 0 + entry id -> empty (a story's copies)
 //! - `tombstones`: entry id -> when it was pruned (JSON)
 //! - `sources`: source name -> [`SourceState`], JSON (few, and they grow
@@ -351,18 +352,23 @@ impl Store {
         };
         let at = entry.published_or_seen();
         let window = chrono::Duration::from_std(rules.window).unwrap_or(chrono::Duration::days(3));
-        let (from, to) = (ordered_millis(at - window), ordered_millis(at + window));
+        let (start, end) = (at - window, at + window);
+        let (from, to) = (ordered_millis(start), ordered_millis(end));
         let mut checked = HashSet::new();
         let mut best: Option<(f64, Entry)> = None;
-        for band in dedup::band_keys(&signature.minhash) {
-            let mut low = band.to_vec();
+        let bands = dedup::band_keys(&signature.minhash);
+        let scans = (time_bucket(start)..=time_bucket(end))
+            .flat_map(|bucket| bands.iter().map(move |band| (bucket, band)));
+        for (bucket, band) in scans {
+            let mut low = bucket.to_be_bytes().to_vec();
+            low.extend_from_slice(band);
+            let mut high = low.clone();
             low.extend_from_slice(&from.to_be_bytes());
-            let mut high = band.to_vec();
             high.extend_from_slice(&to.to_be_bytes());
             high.push(0xff);
             for item in self.by_band.range(low..high).take(MAX_CANDIDATES_PER_BAND) {
                 let (key, _) = item.map_err(|e| self.sled_err(e))?;
-                let Some(id) = key.get(13..).and_then(id_from_compact) else {
+                let Some(id) = key.get(BAND_KEY_HEAD..).and_then(id_from_compact) else {
                     continue;
                 };
                 if id == entry.id || !checked.insert(id.clone()) {
@@ -717,17 +723,34 @@ fn canon_key(entry: &Entry) -> Option<Vec<u8>> {
     Some(key)
 }
 
-/// `by_band` keys: band (5 bytes), sort time (8), entry id (compact).
+/// Days per `by_band` time bucket.
+const BUCKET_DAYS: i64 = 4;
+/// Bytes before the entry id in a `by_band` key.
+const BAND_KEY_HEAD: usize = 4 + 5 + 8;
+
+/// The time bucket of `t`: keys start with it, so the entries being
+/// written and looked up (recent ones) share a small, hot part of the
+/// index however large it grows.
+fn time_bucket(t: DateTime<Utc>) -> u32 {
+    let days = t.timestamp().div_euclid(86_400);
+    (days.div_euclid(BUCKET_DAYS) + (1 << 31)).clamp(0, i64::from(u32::MAX)) as u32
+}
+
+/// `by_band` keys: time bucket (4 bytes), band (5), sort time (8), entry id
+/// (compact).
 fn band_index_keys(entry: &Entry) -> Vec<Vec<u8>> {
     let Some(signature) = &entry.fingerprint else {
         return Vec::new();
     };
-    let time = ordered_millis(entry.published_or_seen()).to_be_bytes();
+    let at = entry.published_or_seen();
+    let bucket = time_bucket(at).to_be_bytes();
+    let time = ordered_millis(at).to_be_bytes();
     let id = compact_id(&entry.id);
     dedup::band_keys(&signature.minhash)
         .into_iter()
         .map(|band| {
-            let mut key = band.to_vec();
+            let mut key = bucket.to_vec();
+            key.extend_from_slice(&band);
             key.extend_from_slice(&time);
             key.extend_from_slice(&id);
             key
