@@ -9,7 +9,8 @@ use std::collections::{HashMap, HashSet};
 use chrono::{DateTime, Utc};
 
 use crate::config::Config;
-use crate::publish::{self, FeedInfo, Item, PublishError, SourceInfo};
+use crate::model::Item;
+use crate::publish::{self, FeedInfo, PublishError, SourceInfo};
 use crate::store::{Store, StoreError};
 
 /// Why a feed could not be rendered.

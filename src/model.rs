@@ -188,3 +188,45 @@ pub struct SourceState {
     #[serde(default)]
     pub ttl_secs: Option<u64>,
 }
+
+/// One published entry: a story and the copies of it this feed shows
+/// (never empty; a source's own feed shows each copy alone).
+#[derive(Debug, Clone)]
+pub struct Item {
+    /// The `atom:id`: the story's id (its first copy's), or the copy's own.
+    pub id: String,
+    /// The copies, oldest first.
+    pub copies: Vec<Entry>,
+}
+
+impl Item {
+    /// One copy, published as itself.
+    pub fn single(entry: Entry) -> Self {
+        Self {
+            id: entry.id.clone(),
+            copies: vec![entry],
+        }
+    }
+
+    /// The copy whose text is shown: the most complete one (longest
+    /// content, else summary); the earliest among equals.
+    pub fn representative(&self) -> Option<&Entry> {
+        let size = |e: &Entry| {
+            e.content
+                .as_ref()
+                .or(e.summary.as_ref())
+                .map_or(0, String::len)
+        };
+        self.copies.iter().rev().max_by_key(|e| size(e))
+    }
+
+    /// The earliest publication among the copies.
+    pub fn published(&self) -> Option<DateTime<Utc>> {
+        self.copies.iter().map(Entry::published_or_seen).min()
+    }
+
+    /// The latest update among the copies.
+    pub fn updated(&self) -> Option<DateTime<Utc>> {
+        self.copies.iter().map(Entry::updated_or_changed).max()
+    }
+}

@@ -26,8 +26,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 
 use crate::config::{DedupConfig, RetentionConfig};
 use crate::dedup::{self, Merge};
-use crate::model::{Entry, IngestCounts, MergeRule, Merged, SourceState};
-use crate::publish::Item;
+use crate::model::{Entry, IngestCounts, Item, MergeRule, Merged, SourceState};
 
 /// Format byte of a JSON value.
 const JSON_V1: u8 = 1;
