@@ -88,6 +88,30 @@ fn feeds_from_env() -> usize {
         .unwrap_or(200)
 }
 
+/// A sentence of `n` made-up words, different for every (feed, entry):
+/// real stories differ, and identical filler would make every entry a
+/// near-duplicate candidate of every other.
+fn words(seed: u64, n: usize) -> String {
+    const SYLLABLES: &[&str] = &[
+        "ba", "ko", "ri", "ta", "mu", "sel", "dan", "or", "vi", "ne", "pol", "ha", "gri", "su",
+        "le", "mar", "to", "zen", "ca", "fi",
+    ];
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            (0..3)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    SYLLABLES[(x % SYLLABLES.len() as u64) as usize]
+                })
+                .collect::<String>()
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn feed_body(i: usize) -> String {
     let mut out = format!(
         "<?xml version=\"1.0\" encoding=\"utf-8\"?><rss version=\"2.0\"><channel><title>Feed {i}</title><link>https://example.org/{i}/</link>\n"
@@ -97,8 +121,9 @@ fn feed_body(i: usize) -> String {
             "<item><guid>feed-{i}-entry-{j}</guid><title>Story {j} of feed {i}</title>\
              <link>https://example.org/{i}/{j}?utm_source=rss</link>\
              <pubDate>Thu, 27 Mar 2025 {:02}:00:00 GMT</pubDate>\
-             <description>&lt;p&gt;Paragraph one of story {j} in feed {i}, with enough words to look like a real summary of a news article.&lt;/p&gt;&lt;img src=\"/img/{i}/{j}.webp\"&gt;</description></item>\n",
-            j % 24
+             <description>&lt;p&gt;{}&lt;/p&gt;&lt;img src=\"/img/{i}/{j}.webp\"&gt;</description></item>\n",
+            j % 24,
+            words((i * 1000 + j) as u64, 40)
         ));
     }
     out.push_str("</channel></rss>\n");

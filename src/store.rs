@@ -235,49 +235,58 @@ impl Store {
         if plans.is_empty() {
             return Ok(counts);
         }
-        let trees = (
-            &self.entries,
-            &self.by_time,
-            &self.by_canon,
-            &self.by_band,
-            &self.by_story,
-        );
-        let result = trees.transaction(|(entries, by_time, by_canon, by_band, by_story)| {
-            for (old, new) in &plans {
-                if let Some(old) = old {
-                    if old.story != new.story {
-                        by_story.remove(story_key(&old.story, &old.id))?;
-                    }
-                    by_time.remove(time_key(old))?;
+        // One batch per tree, indexes first and entries last: a crash in
+        // between leaves index keys whose entry is missing or older, which
+        // every reader skips or tolerates, never an entry no index finds.
+        // (Per-tree batches cost a fraction of one multi-tree transaction,
+        // and the writer lock already keeps writes from interleaving.)
+        let mut entries = sled::Batch::default();
+        let mut by_time = sled::Batch::default();
+        let mut by_canon = sled::Batch::default();
+        let mut by_band = sled::Batch::default();
+        let mut by_story = sled::Batch::default();
+        let mut removed_bands = HashSet::new();
+        for (old, new) in &plans {
+            if let Some(old) = old {
+                if old.story != new.story {
+                    by_story.remove(story_key(&old.story, &old.id));
+                }
+                if time_key(old) != time_key(new) {
+                    by_time.remove(time_key(old));
+                }
+                if canon_key(old) != canon_key(new) {
                     if let Some(key) = canon_key(old) {
-                        by_canon.remove(key)?;
-                    }
-                    for key in band_index_keys(old) {
-                        by_band.remove(key)?;
+                        by_canon.remove(key);
                     }
                 }
-                let value = encode(new, Format::Postcard)
-                    .map_err(|reason| ConflictableTransactionError::Abort(("entries", reason)))?;
-                entries.insert(new.id.as_bytes(), value)?;
-                by_time.insert(time_key(new), &[][..])?;
-                if let Some(key) = canon_key(new) {
-                    by_canon.insert(key, &[][..])?;
+                for key in band_index_keys(old) {
+                    removed_bands.insert(key);
                 }
-                for key in band_index_keys(new) {
-                    by_band.insert(key, &[][..])?;
-                }
-                by_story.insert(story_key(&new.story, &new.id), &[][..])?;
             }
-            Ok(())
-        });
-        result.map_err(|err| match err {
-            TransactionError::Abort((tree, reason)) => StoreError::Corrupt {
-                path: self.path.clone(),
-                tree,
-                reason,
-            },
-            TransactionError::Storage(e) => self.sled_err(e),
-        })?;
+            let value = encode(new, Format::Postcard).map_err(|r| self.corrupt("entries", r))?;
+            entries.insert(new.id.as_bytes(), value);
+            by_time.insert(time_key(new), &[][..]);
+            if let Some(key) = canon_key(new) {
+                by_canon.insert(key, &[][..]);
+            }
+            for key in band_index_keys(new) {
+                removed_bands.remove(&key);
+                by_band.insert(key, &[][..]);
+            }
+            by_story.insert(story_key(&new.story, &new.id), &[][..]);
+        }
+        for key in removed_bands {
+            by_band.remove(key);
+        }
+        for (tree, batch) in [
+            (&self.by_time, by_time),
+            (&self.by_canon, by_canon),
+            (&self.by_band, by_band),
+            (&self.by_story, by_story),
+            (&self.entries, entries),
+        ] {
+            tree.apply_batch(batch).map_err(|e| self.sled_err(e))?;
+        }
         Ok(counts)
     }
 
@@ -365,7 +374,17 @@ impl Store {
             low.extend_from_slice(&from.to_be_bytes());
             high.extend_from_slice(&to.to_be_bytes());
             high.push(0xff);
-            for item in self.by_band.range(low..high).take(MAX_CANDIDATES_PER_BAND) {
+            if checked.len() >= MAX_CANDIDATES {
+                break;
+            }
+            // Newest first: boilerplate-heavy bands hold many entries, and
+            // the latest copies are the likeliest.
+            for item in self
+                .by_band
+                .range(low..high)
+                .rev()
+                .take(MAX_CANDIDATES_PER_BAND)
+            {
                 let (key, _) = item.map_err(|e| self.sled_err(e))?;
                 let Some(id) = key.get(BAND_KEY_HEAD..).and_then(id_from_compact) else {
                     continue;
@@ -688,7 +707,11 @@ fn percent(similarity: f64) -> u8 {
 }
 
 /// Candidates read per LSH band: bounds a lookup however large the store.
-const MAX_CANDIDATES_PER_BAND: usize = 64;
+const MAX_CANDIDATES_PER_BAND: usize = 8;
+/// Candidates compared per lookup, over all bands. Copies of one story
+/// share many bands, so a true match is met early; a template shared by
+/// many unrelated entries cannot make a lookup expensive.
+const MAX_CANDIDATES: usize = 48;
 
 /// What a prune removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -723,7 +746,7 @@ fn canon_key(entry: &Entry) -> Option<Vec<u8>> {
 }
 
 /// Days per `by_band` time bucket.
-const BUCKET_DAYS: i64 = 4;
+const BUCKET_DAYS: i64 = 30;
 /// Bytes before the entry id in a `by_band` key.
 const BAND_KEY_HEAD: usize = 4 + 5 + 8;
 
