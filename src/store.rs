@@ -1,5 +1,5 @@
-//! The only module that knows sled: entries, the newest-first time index,
-//! and per-source state, with explicit flushes.
+//! The only module that knows sled: entries, their indexes (time, dedup,
+//! stories), tombstones and per-source state, with explicit flushes.
 //!
 //! Layout (values start with a format byte):
 //! - `entries`: entry id -> [`Entry`], postcard (compact: there are many)
@@ -167,7 +167,7 @@ impl Store {
     /// new entries are added (joining another source's story when `rules`
     /// say they are the same story), changed ones updated in place, the
     /// rest left; entries with a tombstone stay out. Lookups run first under
-    /// the writer lock; the writes then happen in one transaction.
+    /// the writer lock; the writes then go in one batch per tree.
     pub fn ingest(
         &self,
         incoming: &[Entry],
