@@ -613,14 +613,18 @@ impl Store {
 
     /// The stored entry with feedmerge id `id`.
     pub fn entry(&self, id: &str) -> Result<Option<Entry>, StoreError> {
-        match self
-            .entries
-            .get(id.as_bytes())
-            .map_err(|e| self.sled_err(e))?
-        {
-            Some(bytes) => decode(&bytes)
-                .map(Some)
-                .map_err(|r| self.corrupt("entries", r)),
+        self.value(&self.entries, "entries", id)
+    }
+
+    /// The value stored under `key` in `tree` (called `name` in errors).
+    fn value<T: DeserializeOwned>(
+        &self,
+        tree: &sled::Tree,
+        name: &'static str,
+        key: &str,
+    ) -> Result<Option<T>, StoreError> {
+        match tree.get(key.as_bytes()).map_err(|e| self.sled_err(e))? {
+            Some(bytes) => decode(&bytes).map(Some).map_err(|r| self.corrupt(name, r)),
             None => Ok(None),
         }
     }
@@ -632,16 +636,7 @@ impl Store {
 
     /// The stored state of source `name`.
     pub fn source_state(&self, name: &str) -> Result<Option<SourceState>, StoreError> {
-        match self
-            .sources
-            .get(name.as_bytes())
-            .map_err(|e| self.sled_err(e))?
-        {
-            Some(bytes) => decode(&bytes)
-                .map(Some)
-                .map_err(|r| self.corrupt("sources", r)),
-            None => Ok(None),
-        }
+        self.value(&self.sources, "sources", name)
     }
 
     /// Replaces the stored state of source `name`.
