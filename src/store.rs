@@ -475,14 +475,8 @@ impl Store {
         let mut per_source: HashMap<String, usize> = HashMap::new();
         let mut total = 0usize;
         let mut doomed = Vec::new();
-        for item in self.by_time.iter().rev() {
-            let (key, _) = item.map_err(|e| self.sled_err(e))?;
-            let Some(id) = key.get(8..).and_then(|b| std::str::from_utf8(b).ok()) else {
-                continue;
-            };
-            let Some(entry) = self.entry(id)? else {
-                continue;
-            };
+        for entry in self.newest_entries() {
+            let entry = entry?;
             let count = per_source.entry(entry.source.clone()).or_default();
             *count += 1;
             total += 1;
@@ -553,21 +547,31 @@ impl Store {
         mut keep: impl FnMut(&Entry) -> bool,
     ) -> Result<Vec<Entry>, StoreError> {
         let mut out = Vec::new();
-        for item in self.by_time.iter().rev() {
+        for entry in self.newest_entries() {
             if out.len() >= limit {
                 break;
             }
-            let (key, _) = item.map_err(|e| self.sled_err(e))?;
-            let Some(id) = key.get(8..) else { continue };
-            let Some(bytes) = self.entries.get(id).map_err(|e| self.sled_err(e))? else {
-                continue;
-            };
-            let entry: Entry = decode(&bytes).map_err(|reason| self.corrupt("entries", reason))?;
+            let entry = entry?;
             if keep(&entry) {
                 out.push(entry);
             }
         }
         Ok(out)
+    }
+
+    /// Every stored entry, newest first (the `by_time` index, backwards);
+    /// index keys whose entry is gone are skipped.
+    fn newest_entries(&self) -> impl Iterator<Item = Result<Entry, StoreError>> + '_ {
+        self.by_time.iter().rev().filter_map(move |item| {
+            let id = match item {
+                Ok((key, _)) => key
+                    .get(8..)
+                    .and_then(|b| std::str::from_utf8(b).ok())?
+                    .to_string(),
+                Err(e) => return Some(Err(self.sled_err(e))),
+            };
+            self.entry(&id).transpose()
+        })
     }
 
     /// Up to `limit` stories, newest first (by their newest copy that
@@ -579,17 +583,11 @@ impl Store {
     ) -> Result<Vec<Item>, StoreError> {
         let mut out = Vec::new();
         let mut emitted = HashSet::new();
-        for item in self.by_time.iter().rev() {
+        for entry in self.newest_entries() {
             if out.len() >= limit {
                 break;
             }
-            let (key, _) = item.map_err(|e| self.sled_err(e))?;
-            let Some(id) = key.get(8..).and_then(|b| std::str::from_utf8(b).ok()) else {
-                continue;
-            };
-            let Some(entry) = self.entry(id)? else {
-                continue;
-            };
+            let entry = entry?;
             if !keep(&entry) || !emitted.insert(entry.story.clone()) {
                 continue;
             }

@@ -159,15 +159,14 @@ pub fn collapse_whitespace(text: &str) -> String {
 /// Longest derived summary, in characters.
 const SUMMARY_CHARS: usize = 280;
 
-/// A summary for an entry that has content but none: the content as plain
+/// A summary for an entry that has content but none: the content's plain
 /// text, cut at a word boundary, as escaped HTML.
-pub fn summary_from(content_html: &str) -> Option<String> {
-    let text = plain_text(content_html);
+pub fn summary_from_text(text: &str) -> Option<String> {
     if text.is_empty() {
         return None;
     }
     if text.chars().count() <= SUMMARY_CHARS {
-        return Some(escape(&text));
+        return Some(escape(text));
     }
     let cut: String = text.chars().take(SUMMARY_CHARS).collect();
     let at_word = match cut.rfind(char::is_whitespace) {
@@ -183,6 +182,10 @@ pub fn summary_from(content_html: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn summary_from(content_html: &str) -> Option<String> {
+        summary_from_text(&plain_text(content_html))
+    }
 
     fn check(html: &str, expected: &str) {
         let base = Url::parse("https://example.org/a/b").unwrap();

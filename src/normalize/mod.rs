@@ -127,12 +127,17 @@ fn entry(e: &feed_rs::model::Entry, hints: &EntryHints, facts: &DocumentFacts<'_
             Some(html::sanitize(&html, html_base.as_ref()))
         })
         .filter(|s| !s.trim().is_empty());
+    let content_text = content.as_deref().map(html::plain_text);
     let summary = e
         .summary
         .as_ref()
         .map(|t| html::sanitize(&text_as_html(t), html_base.as_ref()))
         .filter(|s| !s.trim().is_empty())
-        .or_else(|| content.as_deref().and_then(html::summary_from));
+        .or_else(|| content_text.as_deref().and_then(html::summary_from_text));
+    // The text that language detection and the fingerprint read.
+    let body_text = content_text
+        .or_else(|| summary.as_deref().map(html::plain_text))
+        .unwrap_or_default();
 
     let language = hints
         .lang
@@ -140,10 +145,7 @@ fn entry(e: &feed_rs::model::Entry, hints: &EntryHints, facts: &DocumentFacts<'_
         .or(e.language.as_deref())
         .and_then(language::language_tag)
         .or_else(|| facts.language.clone())
-        .or_else(|| {
-            let body = content.as_deref().or(summary.as_deref()).unwrap_or("");
-            language::detect(&format!("{title}. {}", html::plain_text(body)))
-        });
+        .or_else(|| language::detect(&format!("{title}. {body_text}")));
     let content = content.map(|c| html::with_direction(c, language.as_deref()));
     let summary = summary.map(|s| html::with_direction(s, language.as_deref()));
 
@@ -177,7 +179,6 @@ fn entry(e: &feed_rs::model::Entry, hints: &EntryHints, facts: &DocumentFacts<'_
             link.as_ref()
                 .and_then(|l| dedup::canonical_url(l.as_str(), ctx.tracking))
         });
-    let body_text = html::plain_text(content.as_deref().or(summary.as_deref()).unwrap_or(""));
     let fingerprint = dedup::fingerprint(&title, &body_text);
     Entry {
         story: id.clone(),
