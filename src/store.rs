@@ -1,16 +1,28 @@
 //! The only module that knows sled: entries, their indexes (time, dedup,
 //! stories), tombstones and per-source state, with explicit flushes.
 //!
-//! Layout (values start with a format byte):
-//! - `entries`: entry id -> [`Entry`], postcard (compact: there are many)
-//! - `by_time`: 8-byte big-endian sort time + entry id -> empty, scanned
-//!   backwards for newest-first
-//! - `by_canon`: canonical link + 0 + entry id -> empty (same-link lookups)
-//! - `by_band`: time bucket + LSH band + sort time + entry id -> empty
-//!   (near-duplicate candidates within a time window; time first, so the
-//!   recent part of the index is the hot part)
-//! - `by_story`: story id + 0 + entry id -> empty (a story's copies)
-//! - `tombstones`: entry id -> when it was pruned (JSON)
+//! Each entry gets a sequence number when first stored (sled's
+//! `generate_id`: increasing, never reused), and every index points at
+//! sequence numbers. New entries therefore land at the end of every tree but
+//! `ids` and `by_canon`, and the lookups an incoming entry makes touch the
+//! recent end: what ingest reads and writes stays a small, hot part of the
+//! store however large the store grows.
+//!
+//! Layout (numbers big-endian; values start with a format byte):
+//! - `records`: seq -> [`Record`] (the entry and its story's seq), postcard
+//! - `ids`: entry id (compact) -> [`Slot`]: where it is stored, or when it
+//!   was pruned (a tombstone, so its source cannot bring it back)
+//! - `by_time`: sort time (8) + seq -> source name; scanned backwards for
+//!   newest-first, and by retention, which counts per source from it
+//! - `by_canon`: hash of the canonical link (8) + seq -> empty (same-link
+//!   lookups)
+//! - `by_band`: time bucket (4) + LSH band (5) + inverted sort time (8) +
+//!   seq -> empty (near-duplicate candidates within a time window, newest
+//!   first)
+//! - `by_story`: story's seq + seq -> empty (a story's copies; a story's
+//!   seq is its first copy's)
+//! - `tombstones`: prune time (8) + entry id (compact) -> empty (which
+//!   tombstones expire)
 //! - `sources`: source name -> [`SourceState`], JSON (few, and they grow
 //!   fields: JSON reads old values with the new fields defaulted)
 
@@ -21,7 +33,8 @@ use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 
 use crate::config::{DedupConfig, RetentionConfig};
@@ -60,6 +73,78 @@ pub enum StoreError {
         /// What was wrong.
         reason: String,
     },
+    /// The directory holds a store in a layout this version cannot read.
+    #[error(
+        "store {} was written by a development build of feedmerge in an older layout; \
+         move it aside (or delete it) and feedmerge will start a new store there",
+        path.display()
+    )]
+    OldLayout {
+        /// The sled directory.
+        path: PathBuf,
+    },
+}
+
+/// A stored entry with the sequence number of its story.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Record {
+    /// The seq of the story's first copy (`by_story` keys start with it).
+    story_seq: u64,
+    entry: Entry,
+}
+
+/// What `ids` says of an entry id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    /// Stored under this seq.
+    Stored(u64),
+    /// Pruned at this time (milliseconds since the epoch); it was stored
+    /// under this seq, which its story's copies may still use.
+    Pruned { seq: u64, at_millis: i64 },
+}
+
+/// Format byte of a stored slot.
+const SLOT_STORED: u8 = 1;
+/// Format byte of a pruned slot.
+const SLOT_PRUNED: u8 = 2;
+
+impl Slot {
+    fn seq(self) -> u64 {
+        match self {
+            Slot::Stored(seq) | Slot::Pruned { seq, .. } => seq,
+        }
+    }
+
+    fn encode(self) -> Vec<u8> {
+        match self {
+            Slot::Stored(seq) => [&[SLOT_STORED][..], &seq.to_be_bytes()].concat(),
+            Slot::Pruned { seq, at_millis } => [
+                &[SLOT_PRUNED][..],
+                &seq.to_be_bytes(),
+                &at_millis.to_be_bytes(),
+            ]
+            .concat(),
+        }
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, String> {
+        match bytes.split_first() {
+            Some((&SLOT_STORED, rest)) => Ok(Slot::Stored(number_at(rest, 0).ok_or("short slot")?)),
+            Some((&SLOT_PRUNED, rest)) => Ok(Slot::Pruned {
+                seq: number_at(rest, 0).ok_or("short slot")?,
+                at_millis: number_at(rest, 8).ok_or("short slot")? as i64,
+            }),
+            Some((kind, _)) => Err(format!("unknown slot kind {kind}")),
+            None => Err("empty slot".into()),
+        }
+    }
+}
+
+/// One write an ingest makes: the entry under `seq`, replacing `old`.
+struct Plan {
+    seq: u64,
+    old: Option<Record>,
+    new: Record,
 }
 
 /// An open store. Cloning is cheap and shares the database.
@@ -74,7 +159,8 @@ pub enum StoreError {
 pub struct Store {
     path: PathBuf,
     db: sled::Db,
-    entries: sled::Tree,
+    records: sled::Tree,
+    ids: sled::Tree,
     by_time: sled::Tree,
     by_canon: sled::Tree,
     by_band: sled::Tree,
@@ -134,10 +220,17 @@ impl Store {
                 other => break other?,
             }
         };
+        // The first layout kept entries by id in a tree of this name.
+        if db.tree_names().iter().any(|name| &name[..] == b"entries") {
+            return Err(StoreError::OldLayout {
+                path: path.to_path_buf(),
+            });
+        }
         let tree = |name: &str| db.open_tree(name).map_err(sled_err);
         Ok(Self {
             path: path.to_path_buf(),
-            entries: tree("entries")?,
+            records: tree("records")?,
+            ids: tree("ids")?,
             by_time: tree("by_time")?,
             by_canon: tree("by_canon")?,
             by_band: tree("by_band")?,
@@ -176,25 +269,29 @@ impl Store {
     ) -> Result<IngestCounts, StoreError> {
         let _writer = self.lock_writer();
         let mut counts = IngestCounts::default();
-        let mut plans: Vec<(Option<Entry>, Entry)> = Vec::new();
+        let mut plans: Vec<Plan> = Vec::new();
         let mut seen = HashSet::new();
         for entry in incoming {
-            if self
-                .tombstones
-                .contains_key(entry.id.as_bytes())
-                .map_err(|e| self.sled_err(e))?
-            {
+            let slot = self.slot(&entry.id)?;
+            if let Some(Slot::Pruned { .. }) = slot {
                 counts.suppressed += 1;
                 continue;
             }
             let mut entry = entry.clone();
-            let mut existing = self.entry(&entry.id)?;
-            if existing.is_none() && rules.same_link {
+            // A slot without its record (a crash between the two writes)
+            // keeps its seq; the entry is stored again under it.
+            let mut seq = slot.map(Slot::seq);
+            let mut existing = match seq {
+                Some(seq) => self.record(seq)?,
+                None => None,
+            };
+            if seq.is_none() && rules.same_link {
                 // A publisher that changed the guid but not the link.
                 if let Some(canon) = entry.canonical.clone() {
                     let source = entry.source.clone();
-                    if let Some(same) = self.find_by_canon(&canon, |e| e.source == source)? {
-                        entry.id = same.id.clone();
+                    if let Some((at, same)) = self.find_by_canon(&canon, |e| e.source == source)? {
+                        entry.id = same.entry.id.clone();
+                        seq = Some(at);
                         existing = Some(same);
                     }
                 }
@@ -203,77 +300,119 @@ impl Store {
                 counts.unchanged += 1;
                 continue;
             }
-            match dedup::merge(existing.as_ref(), entry, now) {
+            match dedup::merge(existing.as_ref().map(|r| &r.entry), entry, now) {
                 Merge::Unchanged => counts.unchanged += 1,
                 Merge::Updated(mut e) => {
                     counts.updated += 1;
-                    if let Some(old) = &existing {
-                        e.story = old.story.clone();
-                        e.merged = old.merged.clone();
-                    }
-                    plans.push((existing, e));
+                    let Some(old) = existing else {
+                        continue;
+                    };
+                    let Some(seq) = seq else {
+                        continue;
+                    };
+                    e.story = old.entry.story.clone();
+                    e.merged = old.entry.merged.clone();
+                    let new = Record {
+                        story_seq: old.story_seq,
+                        entry: e,
+                    };
+                    plans.push(Plan {
+                        seq,
+                        old: Some(old),
+                        new,
+                    });
                 }
                 Merge::New(mut e) => {
                     counts.new += 1;
-                    let absorbed = self.assign_story(&mut e, rules)?;
+                    let seq = match seq {
+                        Some(seq) => seq,
+                        None => self.db.generate_id().map_err(|e| self.sled_err(e))?,
+                    };
+                    e.story = e.id.clone();
+                    e.merged = None;
+                    let mut new = Record {
+                        story_seq: seq,
+                        entry: e,
+                    };
+                    let absorbed = self.assign_story(&mut new, rules)?;
                     // The new copy links two stories: they are one now.
                     if let Some((other, link)) = absorbed {
-                        for member in self.story(&other)? {
+                        for (member_seq, member) in self.members(other)? {
                             let mut moved = member.clone();
-                            moved.story = e.story.clone();
+                            moved.story_seq = new.story_seq;
+                            moved.entry.story = new.entry.story.clone();
                             // The absorbed story's first copy says why.
-                            if moved.merged.is_none() {
-                                moved.merged = Some(link.clone());
+                            if moved.entry.merged.is_none() {
+                                moved.entry.merged = Some(link.clone());
                             }
-                            plans.push((Some(member), moved));
+                            plans.push(Plan {
+                                seq: member_seq,
+                                old: Some(member),
+                                new: moved,
+                            });
                         }
                     }
-                    plans.push((None, e));
+                    plans.push(Plan {
+                        seq,
+                        old: None,
+                        new,
+                    });
                 }
             }
         }
         if plans.is_empty() {
             return Ok(counts);
         }
-        // One batch per tree, indexes first and entries last: a crash in
-        // between leaves index keys whose entry is missing or older, which
-        // every reader skips or tolerates, never an entry no index finds.
-        // (Per-tree batches cost a fraction of one multi-tree transaction,
-        // and the writer lock already keeps writes from interleaving.)
-        let mut entries = sled::Batch::default();
+        self.write(&plans)?;
+        Ok(counts)
+    }
+
+    /// Writes what an ingest planned, one batch per tree: indexes first,
+    /// then ids, records last. A crash in between leaves index keys whose
+    /// record is missing or older, which every reader skips or tolerates,
+    /// never a record no index finds. (Per-tree batches cost a fraction of
+    /// one multi-tree transaction, and the writer lock already keeps writes
+    /// from interleaving.)
+    fn write(&self, plans: &[Plan]) -> Result<(), StoreError> {
+        let mut records = sled::Batch::default();
+        let mut ids = sled::Batch::default();
         let mut by_time = sled::Batch::default();
         let mut by_canon = sled::Batch::default();
         let mut by_band = sled::Batch::default();
         let mut by_story = sled::Batch::default();
         let mut removed_bands = HashSet::new();
-        for (old, new) in &plans {
+        for Plan { seq, old, new } in plans {
+            let seq = *seq;
             if let Some(old) = old {
-                if old.story != new.story {
-                    by_story.remove(story_key(&old.story, &old.id));
+                let (before, after) =
+                    (story_key(old.story_seq, seq), story_key(new.story_seq, seq));
+                if before != after {
+                    by_story.remove(&before[..]);
                 }
-                if time_key(old) != time_key(new) {
-                    by_time.remove(time_key(old));
+                if time_key(&old.entry, seq) != time_key(&new.entry, seq) {
+                    by_time.remove(time_key(&old.entry, seq));
                 }
-                if canon_key(old) != canon_key(new) {
-                    if let Some(key) = canon_key(old) {
+                if canon_key(&old.entry, seq) != canon_key(&new.entry, seq) {
+                    if let Some(key) = canon_key(&old.entry, seq) {
                         by_canon.remove(key);
                     }
                 }
-                for key in band_index_keys(old) {
+                for key in band_index_keys(&old.entry, seq) {
                     removed_bands.insert(key);
                 }
             }
-            let value = encode(new, Format::Postcard).map_err(|r| self.corrupt("entries", r))?;
-            entries.insert(new.id.as_bytes(), value);
-            by_time.insert(time_key(new), &[][..]);
-            if let Some(key) = canon_key(new) {
+            let value = encode(new, Format::Postcard).map_err(|r| self.corrupt("records", r))?;
+            records.insert(&seq.to_be_bytes()[..], value);
+            ids.insert(compact_id(&new.entry.id), Slot::Stored(seq).encode());
+            by_time.insert(time_key(&new.entry, seq), new.entry.source.as_bytes());
+            if let Some(key) = canon_key(&new.entry, seq) {
                 by_canon.insert(key, &[][..]);
             }
-            for key in band_index_keys(new) {
+            for key in band_index_keys(&new.entry, seq) {
                 removed_bands.remove(&key);
                 by_band.insert(key, &[][..]);
             }
-            by_story.insert(story_key(&new.story, &new.id), &[][..]);
+            by_story.insert(&story_key(new.story_seq, seq)[..], &[][..]);
         }
         for key in removed_bands {
             by_band.remove(key);
@@ -283,46 +422,48 @@ impl Store {
             (&self.by_canon, by_canon),
             (&self.by_band, by_band),
             (&self.by_story, by_story),
-            (&self.entries, entries),
+            (&self.ids, ids),
+            (&self.records, records),
         ] {
             tree.apply_batch(batch).map_err(|e| self.sled_err(e))?;
         }
-        Ok(counts)
+        Ok(())
     }
 
     /// Puts a new entry in the story of a stored copy from another source:
     /// same canonical URL first, else the most similar near-duplicate
     /// published within the window.
     ///
-    /// Returns another story to fold into the entry's, when the entry
-    /// matches one story by URL and another by text, with the link to give
-    /// that story's first copy.
+    /// Returns another story (by its seq) to fold into the entry's, when
+    /// the entry matches one story by URL and another by text, with the
+    /// link to give that story's first copy.
     fn assign_story(
         &self,
-        entry: &mut Entry,
+        new: &mut Record,
         rules: &DedupConfig,
-    ) -> Result<Option<(String, Merged)>, StoreError> {
+    ) -> Result<Option<(u64, Merged)>, StoreError> {
         let mut by_url = None;
         if rules.canonical_urls {
-            if let Some(canon) = entry.canonical.clone() {
-                let source = entry.source.clone();
+            if let Some(canon) = new.entry.canonical.clone() {
+                let source = new.entry.source.clone();
                 by_url = self.find_by_canon(&canon, |e| e.source != source)?;
             }
         }
         let by_text = if rules.near_duplicates {
-            self.nearest_copy(entry, rules)?
+            self.nearest_copy(&new.entry, rules)?
         } else {
             None
         };
         Ok(match (by_url, by_text) {
-            (Some(copy), text) => {
-                entry.story = copy.story.clone();
-                entry.merged = Some(Merged {
-                    with: copy.id,
+            (Some((_, copy)), text) => {
+                new.story_seq = copy.story_seq;
+                new.entry.story = copy.entry.story.clone();
+                new.entry.merged = Some(Merged {
+                    with: copy.entry.id,
                     rule: MergeRule::CanonicalUrl,
                 });
-                let id = entry.id.clone();
-                text.filter(|(_, t)| t.story != copy.story)
+                let id = new.entry.id.clone();
+                text.filter(|(_, t)| t.story_seq != copy.story_seq)
                     .map(|(similarity, t)| {
                         let link = Merged {
                             with: id,
@@ -330,13 +471,14 @@ impl Store {
                                 similarity: percent(similarity),
                             },
                         };
-                        (t.story, link)
+                        (t.story_seq, link)
                     })
             }
             (None, Some((similarity, copy))) => {
-                entry.story = copy.story;
-                entry.merged = Some(Merged {
-                    with: copy.id,
+                new.story_seq = copy.story_seq;
+                new.entry.story = copy.entry.story;
+                new.entry.merged = Some(Merged {
+                    with: copy.entry.id,
                     rule: MergeRule::NearDuplicate {
                         similarity: percent(similarity),
                     },
@@ -354,51 +496,48 @@ impl Store {
         &self,
         entry: &Entry,
         rules: &DedupConfig,
-    ) -> Result<Option<(f64, Entry)>, StoreError> {
+    ) -> Result<Option<(f64, Record)>, StoreError> {
         let Some(signature) = entry.fingerprint.clone() else {
             return Ok(None);
         };
         let at = entry.published_or_seen();
         let window = chrono::Duration::from_std(rules.window).unwrap_or(chrono::Duration::days(3));
         let (start, end) = (at - window, at + window);
-        let (from, to) = (ordered_millis(start), ordered_millis(end));
+        // Band keys hold the inverted time: a forward scan (which sled does
+        // far faster than a backward one) meets the newest first.
+        let (newest, oldest) = (!ordered_millis(end), !ordered_millis(start));
         let mut checked = HashSet::new();
-        let mut best: Option<(f64, Entry)> = None;
+        let mut best: Option<(f64, Record)> = None;
         let bands = dedup::band_keys(&signature.minhash);
         let scans = (time_bucket(start)..=time_bucket(end))
             .flat_map(|bucket| bands.iter().map(move |band| (bucket, band)));
         for (bucket, band) in scans {
-            let mut low = bucket.to_be_bytes().to_vec();
-            low.extend_from_slice(band);
-            let mut high = low.clone();
-            low.extend_from_slice(&from.to_be_bytes());
-            high.extend_from_slice(&to.to_be_bytes());
-            high.push(0xff);
             if checked.len() >= MAX_CANDIDATES {
                 break;
             }
-            // Newest first: boilerplate-heavy bands hold many entries, and
-            // the latest copies are the likeliest.
-            for item in self
-                .by_band
-                .range(low..high)
-                .rev()
-                .take(MAX_CANDIDATES_PER_BAND)
-            {
+            let mut low = bucket.to_be_bytes().to_vec();
+            low.extend_from_slice(band);
+            let mut high = low.clone();
+            low.extend_from_slice(&newest.to_be_bytes());
+            high.extend_from_slice(&oldest.to_be_bytes());
+            high.push(0xff);
+            // Boilerplate-heavy bands hold many entries, and the latest
+            // copies are the likeliest.
+            for item in self.by_band.range(low..high).take(MAX_CANDIDATES_PER_BAND) {
                 let (key, _) = item.map_err(|e| self.sled_err(e))?;
-                let Some(id) = key.get(BAND_KEY_HEAD..).and_then(id_from_compact) else {
+                let Some(seq) = number_at(&key, BAND_KEY_HEAD) else {
                     continue;
                 };
-                if id == entry.id || !checked.insert(id.clone()) {
+                if !checked.insert(seq) {
                     continue;
                 }
-                let Some(candidate) = self.entry(&id)? else {
+                let Some(candidate) = self.record(seq)? else {
                     continue;
                 };
-                if candidate.source == entry.source {
+                if candidate.entry.source == entry.source || candidate.entry.id == entry.id {
                     continue;
                 }
-                let Some(other) = &candidate.fingerprint else {
+                let Some(other) = &candidate.entry.fingerprint else {
                     continue;
                 };
                 if let Some(similarity) = dedup::same_story(&signature, other) {
@@ -411,57 +550,70 @@ impl Store {
         Ok(best)
     }
 
-    /// The first stored entry with canonical link `canon` that `keep` accepts.
+    /// The first stored entry with canonical link `canon` that `keep`
+    /// accepts, with its seq.
     fn find_by_canon(
         &self,
         canon: &str,
         mut keep: impl FnMut(&Entry) -> bool,
-    ) -> Result<Option<Entry>, StoreError> {
-        let mut prefix = canon.as_bytes().to_vec();
-        prefix.push(0);
-        for id in self.ids_under(&self.by_canon, &prefix)? {
-            if let Some(entry) = self.entry(&id)? {
-                if keep(&entry) {
-                    return Ok(Some(entry));
+    ) -> Result<Option<(u64, Record)>, StoreError> {
+        for item in self.by_canon.scan_prefix(canon_hash(canon)) {
+            let (key, _) = item.map_err(|e| self.sled_err(e))?;
+            let Some(seq) = number_at(&key, 8) else {
+                continue;
+            };
+            if let Some(record) = self.record(seq)? {
+                // The hash may collide: the link itself decides.
+                if record.entry.canonical.as_deref() == Some(canon) && keep(&record.entry) {
+                    return Ok(Some((seq, record)));
                 }
             }
         }
         Ok(None)
     }
 
-    /// The entry ids that follow `prefix` in the keys of index `tree`.
-    fn ids_under(&self, tree: &sled::Tree, prefix: &[u8]) -> Result<Vec<String>, StoreError> {
-        let mut ids = Vec::new();
-        for item in tree.scan_prefix(prefix) {
+    /// Every stored copy in the story whose seq is `story_seq`, with their
+    /// seqs.
+    fn members(&self, story_seq: u64) -> Result<Vec<(u64, Record)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.by_story.scan_prefix(story_seq.to_be_bytes()) {
             let (key, _) = item.map_err(|e| self.sled_err(e))?;
-            if let Some(id) = key
-                .get(prefix.len()..)
-                .and_then(|b| std::str::from_utf8(b).ok())
-            {
-                ids.push(id.to_string());
+            let Some(seq) = number_at(&key, 8) else {
+                continue;
+            };
+            if let Some(record) = self.record(seq)? {
+                out.push((seq, record));
             }
         }
-        Ok(ids)
+        Ok(out)
     }
 
-    /// Every stored copy in story `story`, oldest first.
-    pub fn story(&self, story: &str) -> Result<Vec<Entry>, StoreError> {
-        let mut out = Vec::new();
-        for id in self.ids_under(&self.by_story, &story_key(story, ""))? {
-            if let Some(entry) = self.entry(&id)? {
-                out.push(entry);
-            }
-        }
+    /// Every stored copy in the story whose seq is `story_seq`, oldest
+    /// first.
+    fn story_copies(&self, story_seq: u64) -> Result<Vec<Entry>, StoreError> {
+        let mut out: Vec<Entry> = self
+            .members(story_seq)?
+            .into_iter()
+            .map(|(_, r)| r.entry)
+            .collect();
         out.sort_by_key(|e| (e.published_or_seen(), e.first_seen));
         Ok(out)
     }
 
+    /// Every stored copy in story `story` (the id of its first copy, which
+    /// may have been pruned since), oldest first.
+    pub fn story(&self, story: &str) -> Result<Vec<Entry>, StoreError> {
+        match self.slot(story)? {
+            Some(slot) => self.story_copies(slot.seq()),
+            None => Ok(Vec::new()),
+        }
+    }
+
     /// Prunes entries first seen longer than `rules.max_age` ago (an old
     /// article found today is kept for the full period), then the oldest
-    /// beyond
-    /// `max_per_source` per source and `max_total` in all. Each pruned
-    /// entry leaves a tombstone so its source cannot bring it back; old
-    /// tombstones go.
+    /// beyond `max_per_source` per source and `max_total` in all. Each
+    /// pruned entry leaves a tombstone so its source cannot bring it back;
+    /// old tombstones go.
     pub fn prune(
         &self,
         now: DateTime<Utc>,
@@ -471,35 +623,51 @@ impl Store {
         let max_age =
             chrono::Duration::from_std(rules.max_age).unwrap_or(chrono::Duration::days(90));
         let oldest_kept = now - max_age;
+        let mut doomed: HashSet<u64> = HashSet::new();
+        // Records are in arrival order: the too-old ones come first.
+        for item in self.records.iter() {
+            let (key, value) = item.map_err(|e| self.sled_err(e))?;
+            let record: Record = decode(&value).map_err(|r| self.corrupt("records", r))?;
+            if record.entry.first_seen >= oldest_kept {
+                break;
+            }
+            if let Some(seq) = number_at(&key, 0) {
+                doomed.insert(seq);
+            }
+        }
         // Newest first, counting as we go: whatever is past a limit goes.
-        let mut per_source: HashMap<String, usize> = HashMap::new();
+        let mut per_source: HashMap<Vec<u8>, usize> = HashMap::new();
         let mut total = 0usize;
-        let mut doomed = Vec::new();
-        for entry in self.newest_entries() {
-            let entry = entry?;
-            let count = per_source.entry(entry.source.clone()).or_default();
+        for item in self.by_time.iter().rev() {
+            let (key, source) = item.map_err(|e| self.sled_err(e))?;
+            let Some(seq) = number_at(&key, 8) else {
+                continue;
+            };
+            let count = per_source.entry(source.to_vec()).or_default();
             *count += 1;
             total += 1;
-            if entry.first_seen < oldest_kept
-                || *count > rules.max_per_source
-                || total > rules.max_total
-            {
-                doomed.push(entry);
+            if *count > rules.max_per_source || total > rules.max_total {
+                doomed.insert(seq);
+            }
+        }
+        let mut pruned = Vec::new();
+        for seq in doomed {
+            if let Some(record) = self.record(seq)? {
+                pruned.push((seq, record.entry, record.story_seq));
             }
         }
         let tombstone_age =
             chrono::Duration::from_std(rules.tombstone_age).unwrap_or(chrono::Duration::days(180));
+        let expiry = ordered_millis(now - tombstone_age).to_be_bytes();
         let mut expired = Vec::new();
-        for item in self.tombstones.iter() {
-            let (key, value) = item.map_err(|e| self.sled_err(e))?;
-            let at: DateTime<Utc> = decode(&value).map_err(|r| self.corrupt("tombstones", r))?;
-            if at < now - tombstone_age {
-                expired.push(key);
-            }
+        for item in self.tombstones.range(..&expiry[..]) {
+            let (key, _) = item.map_err(|e| self.sled_err(e))?;
+            expired.push(key);
         }
-        let stone = encode(&now, Format::Json).map_err(|r| self.corrupt("tombstones", r))?;
+        let at_millis = now.timestamp_millis();
         let trees = (
-            &self.entries,
+            &self.records,
+            &self.ids,
             &self.by_time,
             &self.by_canon,
             &self.by_band,
@@ -507,21 +675,27 @@ impl Store {
             &self.tombstones,
         );
         let result = trees.transaction(
-            |(entries, by_time, by_canon, by_band, by_story, tombstones)| {
-                for entry in &doomed {
-                    entries.remove(entry.id.as_bytes())?;
-                    by_time.remove(time_key(entry))?;
-                    if let Some(key) = canon_key(entry) {
+            |(records, ids, by_time, by_canon, by_band, by_story, tombstones)| {
+                for (seq, entry, story_seq) in &pruned {
+                    let seq = *seq;
+                    records.remove(&seq.to_be_bytes()[..])?;
+                    by_time.remove(time_key(entry, seq))?;
+                    if let Some(key) = canon_key(entry, seq) {
                         by_canon.remove(key)?;
                     }
-                    for key in band_index_keys(entry) {
+                    for key in band_index_keys(entry, seq) {
                         by_band.remove(key)?;
                     }
-                    by_story.remove(story_key(&entry.story, &entry.id))?;
-                    tombstones.insert(entry.id.as_bytes(), stone.clone())?;
+                    by_story.remove(&story_key(*story_seq, seq)[..])?;
+                    let stone = Slot::Pruned { seq, at_millis };
+                    ids.insert(compact_id(&entry.id), stone.encode())?;
+                    tombstones.insert(tombstone_key(now, &entry.id), &[][..])?;
                 }
                 for key in &expired {
                     tombstones.remove(key)?;
+                    if let Some(id) = key.get(8..) {
+                        ids.remove(id)?;
+                    }
                 }
                 Ok::<_, ConflictableTransactionError<(&'static str, String)>>(())
             },
@@ -535,7 +709,7 @@ impl Store {
             TransactionError::Storage(e) => self.sled_err(e),
         })?;
         Ok(PruneCounts {
-            pruned: doomed.len(),
+            pruned: pruned.len(),
             tombstones_expired: expired.len(),
         })
     }
@@ -547,30 +721,27 @@ impl Store {
         mut keep: impl FnMut(&Entry) -> bool,
     ) -> Result<Vec<Entry>, StoreError> {
         let mut out = Vec::new();
-        for entry in self.newest_entries() {
+        for record in self.newest_records() {
             if out.len() >= limit {
                 break;
             }
-            let entry = entry?;
-            if keep(&entry) {
-                out.push(entry);
+            let record = record?;
+            if keep(&record.entry) {
+                out.push(record.entry);
             }
         }
         Ok(out)
     }
 
-    /// Every stored entry, newest first (the `by_time` index, backwards);
-    /// index keys whose entry is gone are skipped.
-    fn newest_entries(&self) -> impl Iterator<Item = Result<Entry, StoreError>> + '_ {
+    /// Every stored record, newest first (the `by_time` index, backwards);
+    /// index keys whose record is gone are skipped.
+    fn newest_records(&self) -> impl Iterator<Item = Result<Record, StoreError>> + '_ {
         self.by_time.iter().rev().filter_map(move |item| {
-            let id = match item {
-                Ok((key, _)) => key
-                    .get(8..)
-                    .and_then(|b| std::str::from_utf8(b).ok())?
-                    .to_string(),
+            let seq = match item {
+                Ok((key, _)) => number_at(&key, 8)?,
                 Err(e) => return Some(Err(self.sled_err(e))),
             };
-            self.entry(&id).transpose()
+            self.record(seq).transpose()
         })
     }
 
@@ -583,58 +754,79 @@ impl Store {
     ) -> Result<Vec<Item>, StoreError> {
         let mut out = Vec::new();
         let mut emitted = HashSet::new();
-        for entry in self.newest_entries() {
+        for record in self.newest_records() {
             if out.len() >= limit {
                 break;
             }
-            let entry = entry?;
-            if !keep(&entry) || !emitted.insert(entry.story.clone()) {
+            let record = record?;
+            if !keep(&record.entry) || !emitted.insert(record.story_seq) {
                 continue;
             }
-            let story = if entry.story.is_empty() {
-                entry.id.clone()
-            } else {
-                entry.story.clone()
-            };
             let mut copies: Vec<Entry> = self
-                .story(&story)?
+                .story_copies(record.story_seq)?
                 .into_iter()
                 .filter(|e| keep(e))
                 .collect();
             if copies.is_empty() {
-                copies.push(entry);
+                copies.push(record.entry.clone());
             }
-            out.push(Item { id: story, copies });
+            out.push(Item {
+                id: record.entry.story,
+                copies,
+            });
         }
         Ok(out)
     }
 
     /// The stored entry with feedmerge id `id`.
     pub fn entry(&self, id: &str) -> Result<Option<Entry>, StoreError> {
-        self.value(&self.entries, "entries", id)
+        match self.slot(id)? {
+            Some(Slot::Stored(seq)) => Ok(self.record(seq)?.map(|r| r.entry)),
+            _ => Ok(None),
+        }
     }
 
-    /// The value stored under `key` in `tree` (called `name` in errors).
-    fn value<T: DeserializeOwned>(
-        &self,
-        tree: &sled::Tree,
-        name: &'static str,
-        key: &str,
-    ) -> Result<Option<T>, StoreError> {
-        match tree.get(key.as_bytes()).map_err(|e| self.sled_err(e))? {
-            Some(bytes) => decode(&bytes).map(Some).map_err(|r| self.corrupt(name, r)),
+    /// What `ids` says of entry id `id`.
+    fn slot(&self, id: &str) -> Result<Option<Slot>, StoreError> {
+        match self.ids.get(compact_id(id)).map_err(|e| self.sled_err(e))? {
+            Some(bytes) => Slot::decode(&bytes)
+                .map(Some)
+                .map_err(|r| self.corrupt("ids", r)),
+            None => Ok(None),
+        }
+    }
+
+    /// The record stored under `seq`.
+    fn record(&self, seq: u64) -> Result<Option<Record>, StoreError> {
+        match self
+            .records
+            .get(seq.to_be_bytes())
+            .map_err(|e| self.sled_err(e))?
+        {
+            Some(bytes) => decode(&bytes)
+                .map(Some)
+                .map_err(|r| self.corrupt("records", r)),
             None => Ok(None),
         }
     }
 
     /// How many entries are stored.
     pub fn entry_count(&self) -> usize {
-        self.entries.len()
+        self.records.len()
     }
 
     /// The stored state of source `name`.
     pub fn source_state(&self, name: &str) -> Result<Option<SourceState>, StoreError> {
-        self.value(&self.sources, "sources", name)
+        match self
+            .sources
+            .get(name.as_bytes())
+            .map_err(|e| self.sled_err(e))?
+        {
+            Some(bytes) => decode(&bytes)
+                .map(Some)
+                .map_err(|r| self.corrupt("sources", r)),
+            None => Ok(None),
+        }
     }
 
     /// Replaces the stored state of source `name`.
@@ -721,26 +913,35 @@ fn ordered_millis(t: DateTime<Utc>) -> u64 {
     (t.timestamp_millis() as u64) ^ (1 << 63)
 }
 
-/// Sort key of an entry: its sort time, then its id to keep keys unique.
-fn time_key(entry: &Entry) -> Vec<u8> {
-    let mut key = Vec::with_capacity(8 + entry.id.len());
-    key.extend_from_slice(&ordered_millis(entry.published_or_seen()).to_be_bytes());
-    key.extend_from_slice(entry.id.as_bytes());
-    key
+/// Sort key of an entry: its sort time, then its seq.
+fn time_key(entry: &Entry, seq: u64) -> Vec<u8> {
+    [
+        &ordered_millis(entry.published_or_seen()).to_be_bytes()[..],
+        &seq.to_be_bytes(),
+    ]
+    .concat()
 }
 
-/// `by_canon` key: canonical link, 0, entry id.
-fn canon_key(entry: &Entry) -> Option<Vec<u8>> {
+/// The first 8 bytes of the SHA-256 of a canonical link: `by_canon` keys
+/// stay small (links are long), and a collision costs one extra read.
+fn canon_hash(canon: &str) -> [u8; 8] {
+    let digest = Sha256::digest(canon.as_bytes());
+    let mut out = [0u8; 8];
+    out.copy_from_slice(&digest[..8]);
+    out
+}
+
+/// `by_canon` key: hash of the canonical link, then the seq.
+fn canon_key(entry: &Entry, seq: u64) -> Option<Vec<u8>> {
     let canon = entry.canonical.as_ref()?;
-    let mut key = canon.as_bytes().to_vec();
-    key.push(0);
-    key.extend_from_slice(entry.id.as_bytes());
-    Some(key)
+    Some([&canon_hash(canon)[..], &seq.to_be_bytes()].concat())
 }
 
-/// Days per `by_band` time bucket.
-const BUCKET_DAYS: i64 = 30;
-/// Bytes before the entry id in a `by_band` key.
+/// Days per `by_band` time bucket: a bucket holds a few days of entries,
+/// so the part of the index that new entries write to stays small, and a
+/// lookup's window spans two or three buckets.
+const BUCKET_DAYS: i64 = 4;
+/// Bytes before the seq in a `by_band` key.
 const BAND_KEY_HEAD: usize = 4 + 5 + 8;
 
 /// The time bucket of `t`: keys start with it, so the entries being
@@ -751,29 +952,41 @@ fn time_bucket(t: DateTime<Utc>) -> u32 {
     (days.div_euclid(BUCKET_DAYS) + (1 << 31)).clamp(0, i64::from(u32::MAX)) as u32
 }
 
-/// `by_band` keys: time bucket (4 bytes), band (5), sort time (8), entry id
-/// (compact).
-fn band_index_keys(entry: &Entry) -> Vec<Vec<u8>> {
+/// `by_band` keys: time bucket (4 bytes), band (5), inverted sort time
+/// (8), seq (8).
+fn band_index_keys(entry: &Entry, seq: u64) -> Vec<Vec<u8>> {
     let Some(signature) = &entry.fingerprint else {
         return Vec::new();
     };
     let at = entry.published_or_seen();
     let bucket = time_bucket(at).to_be_bytes();
-    let time = ordered_millis(at).to_be_bytes();
-    let id = compact_id(&entry.id);
+    let time = (!ordered_millis(at)).to_be_bytes();
     dedup::band_keys(&signature.minhash)
         .into_iter()
-        .map(|band| {
-            let mut key = bucket.to_vec();
-            key.extend_from_slice(&band);
-            key.extend_from_slice(&time);
-            key.extend_from_slice(&id);
-            key
-        })
+        .map(|band| [&bucket[..], &band, &time, &seq.to_be_bytes()].concat())
         .collect()
 }
 
-/// An entry id in index keys: its 16 hash bytes when it is a feedmerge id
+/// `by_story` key: the story's seq, then the copy's.
+fn story_key(story_seq: u64, seq: u64) -> [u8; 16] {
+    let mut key = [0u8; 16];
+    key[..8].copy_from_slice(&story_seq.to_be_bytes());
+    key[8..].copy_from_slice(&seq.to_be_bytes());
+    key
+}
+
+/// `tombstones` key: when the entry was pruned, then its id (compact).
+fn tombstone_key(at: DateTime<Utc>, id: &str) -> Vec<u8> {
+    [&ordered_millis(at).to_be_bytes()[..], &compact_id(id)].concat()
+}
+
+/// The big-endian number at `at` in `bytes`.
+fn number_at(bytes: &[u8], at: usize) -> Option<u64> {
+    let slice: [u8; 8] = bytes.get(at..at + 8)?.try_into().ok()?;
+    Some(u64::from_be_bytes(slice))
+}
+
+/// An entry id in keys: its 16 hash bytes when it is a feedmerge id
 /// (`urn:feedmerge:entry:` + 32 hex digits), else its text.
 fn compact_id(id: &str) -> Vec<u8> {
     let hex = id
@@ -785,23 +998,6 @@ fn compact_id(id: &str) -> Vec<u8> {
             .collect()
     });
     bytes.unwrap_or_else(|| id.as_bytes().to_vec())
-}
-
-/// The entry id that [`compact_id`] made `bytes` from.
-fn id_from_compact(bytes: &[u8]) -> Option<String> {
-    if bytes.len() == 16 {
-        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-        return Some(format!("{}{hex}", dedup::ENTRY_ID_PREFIX));
-    }
-    std::str::from_utf8(bytes).ok().map(str::to_string)
-}
-
-/// `by_story` key: story id, 0, entry id.
-fn story_key(story: &str, id: &str) -> Vec<u8> {
-    let mut key = story.as_bytes().to_vec();
-    key.push(0);
-    key.extend_from_slice(id.as_bytes());
-    key
 }
 
 /// How a value is written.
