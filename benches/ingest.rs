@@ -8,9 +8,17 @@
 //! `cargo bench --bench ingest -- 200000` for a quicker run. It measures
 //! batches of 100 new entries from 10 sources (each looked up against the
 //! store for same-link, canonical-URL and near-duplicate copies) into an
-//! empty store, then fills the store, then measures again.
+//! empty store and into a filled one, alternating batch by batch so both
+//! meet the same moments of a shared machine. It prints the mean and the
+//! median batch: the median is the figure a passing hiccup does not move. The sled cache is 64 MiB
+//! (`FEEDMERGE_BENCH_CACHE_MB` changes it).
 
 use std::time::Instant;
+
+/// The daemon's allocator (see `src/main.rs`), so the figures are the
+/// daemon's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use chrono::{DateTime, Duration, Utc};
 use feedmerge::config::DedupConfig;
@@ -19,7 +27,7 @@ use feedmerge::model::Entry;
 use feedmerge::store::Store;
 
 const BATCH: usize = 100;
-const MEASURED_BATCHES: usize = 50;
+const MEASURED_BATCHES: usize = 200;
 /// Syllables for a synthetic vocabulary of 8,000 words: real news has a
 /// large vocabulary, and a tiny one would make every text look alike.
 const SYLLABLES: &[&str] = &[
@@ -80,27 +88,46 @@ fn entry(rng: &mut Rng, n: u64, size: u64, now: DateTime<Utc>, rules: &DedupConf
     }
 }
 
-fn measure(
-    store: &Store,
-    rng: &mut Rng,
-    next: &mut u64,
-    size: u64,
-    now: DateTime<Utc>,
-    rules: &DedupConfig,
-) -> f64 {
-    let mut total = 0.0;
-    for _ in 0..MEASURED_BATCHES {
-        let batch: Vec<Entry> = (0..BATCH)
-            .map(|_| {
-                *next += 1;
-                entry(rng, *next, size, now, rules)
-            })
-            .collect();
-        let started = Instant::now();
-        store.ingest(&batch, now, rules).expect("ingest");
-        total += started.elapsed().as_secs_f64();
+/// Microseconds per entry: the mean over all measured batches, and the
+/// median batch.
+struct Cost {
+    mean: f64,
+    median: f64,
+}
+
+impl Cost {
+    fn of(mut batches: Vec<f64>) -> Self {
+        batches.sort_by(f64::total_cmp);
+        Cost {
+            mean: batches.iter().sum::<f64>() / batches.len().max(1) as f64,
+            median: batches.get(batches.len() / 2).copied().unwrap_or(0.0),
+        }
     }
-    total / (MEASURED_BATCHES * BATCH) as f64 * 1e6
+}
+
+/// Entries in arrival order: entry `next + 1` comes next.
+struct Stream {
+    rng: Rng,
+    next: u64,
+    size: u64,
+}
+
+impl Stream {
+    fn batch(&mut self, len: usize, now: DateTime<Utc>, rules: &DedupConfig) -> Vec<Entry> {
+        (0..len)
+            .map(|_| {
+                self.next += 1;
+                entry(&mut self.rng, self.next, self.size, now, rules)
+            })
+            .collect()
+    }
+}
+
+/// Stores `batch`, returning microseconds per entry.
+fn timed(store: &Store, batch: &[Entry], now: DateTime<Utc>, rules: &DedupConfig) -> f64 {
+    let started = Instant::now();
+    store.ingest(batch, now, rules).expect("ingest");
+    started.elapsed().as_secs_f64() / batch.len() as f64 * 1e6
 }
 
 fn main() {
@@ -109,7 +136,11 @@ fn main() {
         .find_map(|a| a.parse().ok())
         .unwrap_or(1_000_000);
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(dir.path(), 64 << 20).expect("store");
+    let cache_mb: u64 = std::env::var("FEEDMERGE_BENCH_CACHE_MB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64);
+    let full_store = Store::open(dir.path(), cache_mb << 20).expect("store");
     // FEEDMERGE_BENCH_LAYERS=none|urls|text turns dedup layers off, to see
     // what each costs.
     let layers = std::env::var("FEEDMERGE_BENCH_LAYERS").unwrap_or_default();
@@ -120,31 +151,48 @@ fn main() {
         ..DedupConfig::default()
     };
     let now = Utc::now();
-    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
-    let mut next = 0u64;
-
-    let empty = measure(&store, &mut rng, &mut next, size, now, &rules);
+    let stream = |seed| Stream {
+        rng: Rng(seed),
+        next: 0,
+        size,
+    };
+    let mut filler = stream(0x2545_f491_4f6c_dd1d);
     let fill_started = Instant::now();
-    while next < size {
-        let batch: Vec<Entry> = (0..1000)
-            .map(|_| {
-                next += 1;
-                entry(&mut rng, next, size, now, &rules)
-            })
-            .collect();
-        store.ingest(&batch, now, &rules).expect("fill");
+    while filler.next < size {
+        let batch = filler.batch(1000, now, &rules);
+        full_store.ingest(&batch, now, &rules).expect("fill");
     }
-    store.flush_blocking().expect("flush");
+    full_store.flush_blocking().expect("flush");
     let fill = fill_started.elapsed().as_secs_f64();
-    let full = measure(&store, &mut rng, &mut next, size, now, &rules);
+
+    // Batches alternate between the empty store and the full one, so a
+    // slow moment of the machine falls on both alike.
+    let empty_dir = tempfile::tempdir().expect("tempdir");
+    let empty_store = Store::open(empty_dir.path(), cache_mb << 20).expect("store");
+    let mut fresh = stream(0x9e37_79b9_7f4a_7c15);
+    let (mut empty, mut full) = (Vec::new(), Vec::new());
+    for _ in 0..MEASURED_BATCHES {
+        let batch = fresh.batch(BATCH, now, &rules);
+        empty.push(timed(&empty_store, &batch, now, &rules));
+        let batch = filler.batch(BATCH, now, &rules);
+        full.push(timed(&full_store, &batch, now, &rules));
+    }
+    let (empty, full) = (Cost::of(empty), Cost::of(full));
     println!(
         "ingest benchmark: batches of {BATCH} new entries, {MEASURED_BATCHES} batches per measure"
     );
-    println!("  empty store:            {empty:>8.1} µs per entry");
+    println!("  sled cache {cache_mb} MiB; µs per entry, mean and median batch");
     println!(
-        "  store with {:>9} entries: {full:>8.1} µs per entry ({:.2}× empty)",
-        store.entry_count(),
-        full / empty
+        "  empty store:                  {:>8.1} {:>8.1}",
+        empty.mean, empty.median
+    );
+    println!(
+        "  store with {:>9} entries: {:>8.1} {:>8.1}   ({:.2}× / {:.2}× empty)",
+        full_store.entry_count(),
+        full.mean,
+        full.median,
+        full.mean / empty.mean,
+        full.median / empty.median
     );
     println!("  (filling took {fill:.0} s)");
 }

@@ -140,6 +140,9 @@ impl Slot {
     }
 }
 
+/// A stored record found by a lookup, with its seq.
+type Found = Option<(u64, Record)>;
+
 /// One write an ingest makes: the entry under `seq`, replacing `old`.
 struct Plan {
     seq: u64,
@@ -285,16 +288,18 @@ impl Store {
                 Some(seq) => self.record(seq)?,
                 None => None,
             };
-            if seq.is_none() && rules.same_link {
-                // A publisher that changed the guid but not the link.
-                if let Some(canon) = entry.canonical.clone() {
-                    let source = entry.source.clone();
-                    if let Some((at, same)) = self.find_by_canon(&canon, |e| e.source == source)? {
-                        entry.id = same.entry.id.clone();
-                        seq = Some(at);
-                        existing = Some(same);
-                    }
+            // Stored copies with the same canonical link: from this source,
+            // a publisher that changed the guid but not the link; from
+            // another, the same story.
+            let mut other_copy = None;
+            if let (None, Some(canon)) = (seq, entry.canonical.clone()) {
+                let (same, other) = self.find_by_canon(&canon, &entry.source)?;
+                if let (true, Some((at, same))) = (rules.same_link, same) {
+                    entry.id = same.entry.id.clone();
+                    seq = Some(at);
+                    existing = Some(same);
                 }
+                other_copy = other.filter(|_| rules.canonical_urls);
             }
             if !seen.insert(entry.id.clone()) {
                 counts.unchanged += 1;
@@ -334,7 +339,7 @@ impl Store {
                         story_seq: seq,
                         entry: e,
                     };
-                    let absorbed = self.assign_story(&mut new, rules)?;
+                    let absorbed = self.assign_story(&mut new, other_copy, rules)?;
                     // The new copy links two stories: they are one now.
                     if let Some((other, link)) = absorbed {
                         for (member_seq, member) in self.members(other)? {
@@ -431,8 +436,8 @@ impl Store {
     }
 
     /// Puts a new entry in the story of a stored copy from another source:
-    /// same canonical URL first, else the most similar near-duplicate
-    /// published within the window.
+    /// `by_url` (same canonical URL) first, else the most similar
+    /// near-duplicate published within the window.
     ///
     /// Returns another story (by its seq) to fold into the entry's, when
     /// the entry matches one story by URL and another by text, with the
@@ -440,15 +445,9 @@ impl Store {
     fn assign_story(
         &self,
         new: &mut Record,
+        by_url: Found,
         rules: &DedupConfig,
     ) -> Result<Option<(u64, Merged)>, StoreError> {
-        let mut by_url = None;
-        if rules.canonical_urls {
-            if let Some(canon) = new.entry.canonical.clone() {
-                let source = new.entry.source.clone();
-                by_url = self.find_by_canon(&canon, |e| e.source != source)?;
-            }
-        }
         let by_text = if rules.near_duplicates {
             self.nearest_copy(&new.entry, rules)?
         } else {
@@ -550,26 +549,35 @@ impl Store {
         Ok(best)
     }
 
-    /// The first stored entry with canonical link `canon` that `keep`
-    /// accepts, with its seq.
-    fn find_by_canon(
-        &self,
-        canon: &str,
-        mut keep: impl FnMut(&Entry) -> bool,
-    ) -> Result<Option<(u64, Record)>, StoreError> {
+    /// The first stored entries with canonical link `canon` from `source`
+    /// and from another source, with their seqs (one index scan for both).
+    fn find_by_canon(&self, canon: &str, source: &str) -> Result<(Found, Found), StoreError> {
+        let (mut same, mut other) = (None, None);
         for item in self.by_canon.scan_prefix(canon_hash(canon)) {
             let (key, _) = item.map_err(|e| self.sled_err(e))?;
             let Some(seq) = number_at(&key, 8) else {
                 continue;
             };
-            if let Some(record) = self.record(seq)? {
-                // The hash may collide: the link itself decides.
-                if record.entry.canonical.as_deref() == Some(canon) && keep(&record.entry) {
-                    return Ok(Some((seq, record)));
-                }
+            let Some(record) = self.record(seq)? else {
+                continue;
+            };
+            // The hash may collide: the link itself decides.
+            if record.entry.canonical.as_deref() != Some(canon) {
+                continue;
+            }
+            let slot = if record.entry.source == source {
+                &mut same
+            } else {
+                &mut other
+            };
+            if slot.is_none() {
+                *slot = Some((seq, record));
+            }
+            if same.is_some() && other.is_some() {
+                break;
             }
         }
-        Ok(None)
+        Ok((same, other))
     }
 
     /// Every stored copy in the story whose seq is `story_seq`, with their
@@ -940,7 +948,7 @@ fn canon_key(entry: &Entry, seq: u64) -> Option<Vec<u8>> {
 /// Days per `by_band` time bucket: a bucket holds a few days of entries,
 /// so the part of the index that new entries write to stays small, and a
 /// lookup's window spans two or three buckets.
-const BUCKET_DAYS: i64 = 4;
+const BUCKET_DAYS: i64 = 8;
 /// Bytes before the seq in a `by_band` key.
 const BAND_KEY_HEAD: usize = 4 + 5 + 8;
 
@@ -1279,6 +1287,63 @@ mod tests {
         let counts = store.ingest(&[renamed], now, &rules).unwrap();
         assert_eq!(counts.new, 0);
         assert_eq!(store.entry_count(), 1);
+    }
+
+    #[test]
+    fn a_story_outlives_its_first_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let rules = DedupConfig::default();
+        let t0 = at("2025-04-01T00:00:00Z");
+        let copy = |source: &str, seen: DateTime<Utc>| {
+            let mut e = entry("1", "Talks in Doha", Some("2025-03-31T10:00:00Z"));
+            e.source = source.into();
+            e.id = dedup::entry_id(source, "1");
+            e.canonical = Some("x.example/doha".into());
+            (e, seen)
+        };
+        let (first, seen) = copy("a", t0);
+        store
+            .ingest(std::slice::from_ref(&first), seen, &rules)
+            .unwrap();
+        let (second, seen) = copy("b", t0 + chrono::Duration::days(20));
+        store
+            .ingest(std::slice::from_ref(&second), seen, &rules)
+            .unwrap();
+        assert_eq!(store.story(&first.id).unwrap().len(), 2);
+
+        // The first copy ages out; the story keeps its id and its other copy.
+        let later = t0 + chrono::Duration::days(100);
+        assert_eq!(
+            store.prune(later, &RetentionConfig::default()).unwrap(),
+            PruneCounts {
+                pruned: 1,
+                tombstones_expired: 0
+            }
+        );
+        assert_eq!(store.entry(&first.id).unwrap(), None);
+        let copies = store.story(&first.id).unwrap();
+        assert_eq!(copies.len(), 1);
+        assert_eq!(copies[0].source, "b");
+        let stories = store.newest_stories(10, |_| true).unwrap();
+        assert_eq!(stories.len(), 1);
+        assert_eq!(stories[0].id, first.id);
+        // The source still lists the pruned copy: it stays out.
+        let counts = store.ingest(&[first], later, &rules).unwrap();
+        assert_eq!((counts.new, counts.suppressed), (0, 1));
+    }
+
+    #[test]
+    fn a_store_in_the_first_layout_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = sled::open(dir.path()).unwrap();
+            db.open_tree("entries").unwrap().insert("k", "v").unwrap();
+            db.flush().unwrap();
+        }
+        let err = Store::open(dir.path(), 1 << 20).unwrap_err();
+        assert!(matches!(err, StoreError::OldLayout { .. }), "{err}");
+        assert!(err.to_string().contains(&dir.path().display().to_string()));
     }
 
     #[test]
