@@ -21,11 +21,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
-/// The daemon's allocator (see `src/main.rs`), so the figures are the
-/// daemon's.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 const ENTRIES_PER_FEED: usize = 20;
 const ROLE: &str = "FEEDMERGE_BENCH_ROLE";
 

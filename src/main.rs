@@ -12,12 +12,6 @@ use feedmerge::store::StoreError;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
-/// The daemon's allocator: sled allocates and frees small tree nodes at a
-/// high rate, under which glibc's malloc fragments and slows as the store
-/// grows (README, Performance); mimalloc does not.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Polls news feeds and republishes them as merged Atom feeds.
 #[derive(Debug, Parser)]
 #[command(version, about)]
