@@ -308,13 +308,11 @@ impl Store {
             match dedup::merge(existing.as_ref().map(|r| &r.entry), entry, now) {
                 Merge::Unchanged => counts.unchanged += 1,
                 Merge::Updated(mut e) => {
+                    // An update always has a stored copy and its seq.
+                    let (Some(old), Some(seq)) = (existing, seq) else {
+                        continue;
+                    };
                     counts.updated += 1;
-                    let Some(old) = existing else {
-                        continue;
-                    };
-                    let Some(seq) = seq else {
-                        continue;
-                    };
                     e.story = old.entry.story.clone();
                     e.merged = old.entry.merged.clone();
                     let new = Record {
@@ -394,11 +392,13 @@ impl Store {
                 if before != after {
                     by_story.remove(&before[..]);
                 }
-                if time_key(&old.entry, seq) != time_key(&new.entry, seq) {
-                    by_time.remove(time_key(&old.entry, seq));
+                let time = time_key(&old.entry, seq);
+                if time != time_key(&new.entry, seq) {
+                    by_time.remove(time);
                 }
-                if canon_key(&old.entry, seq) != canon_key(&new.entry, seq) {
-                    if let Some(key) = canon_key(&old.entry, seq) {
+                let canon = canon_key(&old.entry, seq);
+                if canon != canon_key(&new.entry, seq) {
+                    if let Some(key) = canon {
                         by_canon.remove(key);
                     }
                 }
@@ -796,24 +796,25 @@ impl Store {
 
     /// What `ids` says of entry id `id`.
     fn slot(&self, id: &str) -> Result<Option<Slot>, StoreError> {
-        match self.ids.get(compact_id(id)).map_err(|e| self.sled_err(e))? {
-            Some(bytes) => Slot::decode(&bytes)
-                .map(Some)
-                .map_err(|r| self.corrupt("ids", r)),
-            None => Ok(None),
-        }
+        self.value(&self.ids, "ids", compact_id(id), Slot::decode)
     }
 
     /// The record stored under `seq`.
     fn record(&self, seq: u64) -> Result<Option<Record>, StoreError> {
-        match self
-            .records
-            .get(seq.to_be_bytes())
-            .map_err(|e| self.sled_err(e))?
-        {
-            Some(bytes) => decode(&bytes)
-                .map(Some)
-                .map_err(|r| self.corrupt("records", r)),
+        self.value(&self.records, "records", seq.to_be_bytes(), decode)
+    }
+
+    /// The value under `key` in `tree` (called `name` in errors), read
+    /// with `read`.
+    fn value<T>(
+        &self,
+        tree: &sled::Tree,
+        name: &'static str,
+        key: impl AsRef<[u8]>,
+        read: impl Fn(&[u8]) -> Result<T, String>,
+    ) -> Result<Option<T>, StoreError> {
+        match tree.get(key).map_err(|e| self.sled_err(e))? {
+            Some(bytes) => read(&bytes).map(Some).map_err(|r| self.corrupt(name, r)),
             None => Ok(None),
         }
     }
@@ -825,16 +826,7 @@ impl Store {
 
     /// The stored state of source `name`.
     pub fn source_state(&self, name: &str) -> Result<Option<SourceState>, StoreError> {
-        match self
-            .sources
-            .get(name.as_bytes())
-            .map_err(|e| self.sled_err(e))?
-        {
-            Some(bytes) => decode(&bytes)
-                .map(Some)
-                .map_err(|r| self.corrupt("sources", r)),
-            None => Ok(None),
-        }
+        self.value(&self.sources, "sources", name.as_bytes(), decode)
     }
 
     /// Replaces the stored state of source `name`.
