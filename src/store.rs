@@ -25,6 +25,10 @@
 //!   tombstones expire)
 //! - `sources`: source name -> [`SourceState`], JSON (few, and they grow
 //!   fields: JSON reads old values with the new fields defaulted)
+//!
+//! `ids` and `by_canon` are keyed by hashes, so their lookups read random
+//! pages; Bloom filters in memory ([`filters`]) answer "not stored" for new
+//! entries without those reads.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -36,6 +40,10 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+
+mod filters;
+
+use filters::{Filters, KeyFilter};
 
 use crate::config::{DedupConfig, RetentionConfig};
 use crate::dedup::{self, Merge};
@@ -170,8 +178,8 @@ pub struct Store {
     by_story: sled::Tree,
     tombstones: sled::Tree,
     sources: sled::Tree,
-    /// Held for every write and flush.
-    writer: Arc<Mutex<()>>,
+    /// Held for every write and flush; holds what only writers touch.
+    writer: Arc<Mutex<Filters>>,
     /// Held while a flush is arranged; holds the last flush ticket covered.
     /// An async lock, so polls waiting to flush hold no thread.
     flush_gate: Arc<tokio::sync::Mutex<u64>>,
@@ -241,7 +249,7 @@ impl Store {
             tombstones: tree("tombstones")?,
             sources: tree("sources")?,
             db,
-            writer: Arc::new(Mutex::new(())),
+            writer: Arc::new(Mutex::new(Filters::default())),
             flush_gate: Arc::new(tokio::sync::Mutex::new(0)),
             tickets: Arc::new(AtomicU64::new(0)),
         })
@@ -270,12 +278,18 @@ impl Store {
         now: DateTime<Utc>,
         rules: &DedupConfig,
     ) -> Result<IngestCounts, StoreError> {
-        let _writer = self.lock_writer();
+        let mut filters = self.lock_writer();
+        self.build_key_filters(&mut filters)?;
         let mut counts = IngestCounts::default();
         let mut plans: Vec<Plan> = Vec::new();
         let mut seen = HashSet::new();
         for entry in incoming {
-            let slot = self.slot(&entry.id)?;
+            // The filter answers "not stored" for most new entries.
+            let slot = if filters.ids.may_hold(&compact_id(&entry.id)) {
+                self.slot(&entry.id)?
+            } else {
+                None
+            };
             if let Some(Slot::Pruned { .. }) = slot {
                 counts.suppressed += 1;
                 continue;
@@ -292,7 +306,9 @@ impl Store {
             // a publisher that changed the guid but not the link; from
             // another, the same story.
             let mut other_copy = None;
-            if let (None, Some(canon)) = (seq, entry.canonical.clone()) {
+            let canon = entry.canonical.clone();
+            let canon = canon.filter(|c| filters.canons.may_hold(&canon_hash(c)));
+            if let (None, Some(canon)) = (seq, canon) {
                 let (same, other) = self.find_by_canon(&canon, &entry.source)?;
                 if let (true, Some((at, same))) = (rules.same_link, same) {
                     entry.id = same.entry.id.clone();
@@ -366,7 +382,7 @@ impl Store {
         if plans.is_empty() {
             return Ok(counts);
         }
-        self.write(&plans)?;
+        self.write(&plans, &mut filters)?;
         Ok(counts)
     }
 
@@ -376,7 +392,7 @@ impl Store {
     /// never a record no index finds. (Per-tree batches cost a fraction of
     /// one multi-tree transaction, and the writer lock already keeps writes
     /// from interleaving.)
-    fn write(&self, plans: &[Plan]) -> Result<(), StoreError> {
+    fn write(&self, plans: &[Plan], filters: &mut Filters) -> Result<(), StoreError> {
         let mut records = sled::Batch::default();
         let mut ids = sled::Batch::default();
         let mut by_time = sled::Batch::default();
@@ -408,9 +424,12 @@ impl Store {
             }
             let value = encode(new, Format::Postcard).map_err(|r| self.corrupt("records", r))?;
             records.insert(&seq.to_be_bytes()[..], value);
-            ids.insert(compact_id(&new.entry.id), Slot::Stored(seq).encode());
+            let id = compact_id(&new.entry.id);
+            filters.ids.add(&id);
+            ids.insert(id, Slot::Stored(seq).encode());
             by_time.insert(time_key(&new.entry, seq), new.entry.source.as_bytes());
             if let Some(key) = canon_key(&new.entry, seq) {
+                filters.canons.add(&key[..8]);
                 by_canon.insert(key, &[][..]);
             }
             for key in band_index_keys(&new.entry, seq) {
@@ -547,6 +566,24 @@ impl Store {
             }
         }
         Ok(best)
+    }
+
+    /// Builds the `ids` and `by_canon` filters, on the first ingest since
+    /// the store opened: one read of both indexes.
+    fn build_key_filters(&self, filters: &mut Filters) -> Result<(), StoreError> {
+        if filters.ids.is_built() && filters.canons.is_built() {
+            return Ok(());
+        }
+        let (mut ids, mut canons) = (KeyFilter::empty(), KeyFilter::empty());
+        for key in self.ids.iter().keys() {
+            ids.add(&key.map_err(|e| self.sled_err(e))?);
+        }
+        for key in self.by_canon.iter().keys() {
+            let key = key.map_err(|e| self.sled_err(e))?;
+            canons.add(key.get(..8).unwrap_or(&key));
+        }
+        (filters.ids, filters.canons) = (ids, canons);
+        Ok(())
     }
 
     /// The first stored entries with canonical link `canon` from `source`
@@ -839,7 +876,7 @@ impl Store {
         Ok(())
     }
 
-    fn lock_writer(&self) -> std::sync::MutexGuard<'_, ()> {
+    fn lock_writer(&self) -> std::sync::MutexGuard<'_, Filters> {
         self.writer.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -1263,6 +1300,58 @@ mod tests {
             store.ingest(std::slice::from_ref(e), now, &off).unwrap();
         }
         assert_eq!(store.newest_stories(10, |_| true).unwrap().len(), 3);
+    }
+
+    /// The `ids` and `by_canon` filters never hide a stored copy: neither
+    /// one stored before the store was reopened (read into the filters)
+    /// nor one stored since (added to them).
+    #[test]
+    fn filters_never_hide_a_stored_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = at("2025-04-01T00:00:00Z");
+        let rules = DedupConfig::default();
+        let copy = |source: &str, n: usize| {
+            let mut e = entry(
+                &format!("{n}"),
+                &format!("Story {n}"),
+                Some("2025-03-27T10:00:00Z"),
+            );
+            e.source = source.into();
+            e.id = dedup::entry_id(source, &format!("{n}"));
+            e.story = e.id.clone();
+            let link = format!("https://x.example/{n}?utm_source=rss");
+            e.canonical = dedup::canonical_url(&link, &rules.tracking_params);
+            e.link = Some(link);
+            e
+        };
+        let sources = |store: &Store, n: usize| -> Vec<String> {
+            let story = store.story(&dedup::entry_id("a", &format!("{n}"))).unwrap();
+            story.into_iter().map(|e| e.source).collect()
+        };
+        let batch = |source: &str, range: std::ops::Range<usize>| -> Vec<Entry> {
+            range.map(|n| copy(source, n)).collect()
+        };
+        {
+            let store = Store::open(dir.path(), 1 << 20).unwrap();
+            store.ingest(&batch("a", 0..100), now, &rules).unwrap();
+        }
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        store.ingest(&batch("a", 100..200), now, &rules).unwrap();
+        // Every entry is known by its id, from before the reopening and
+        // after (without its link, which would find it too).
+        let mut again = batch("a", 0..200);
+        for e in &mut again {
+            e.canonical = None;
+        }
+        let counts = store.ingest(&again, now, &rules).unwrap();
+        assert_eq!(counts.new, 0);
+        // Other sources' copies find them by canonical link.
+        store.ingest(&batch("b", 50..150), now, &rules).unwrap();
+        for n in [50, 99, 100, 149] {
+            assert_eq!(sources(&store, n), ["a", "b"], "story {n}");
+        }
+        assert_eq!(sources(&store, 10), ["a"]);
+        assert_eq!(store.entry_count(), 300);
     }
 
     #[test]
