@@ -178,8 +178,9 @@ pub struct Store {
     by_story: sled::Tree,
     tombstones: sled::Tree,
     sources: sled::Tree,
-    /// Held for every write and flush; holds what only writers touch.
-    writer: Arc<Mutex<Filters>>,
+    /// Held for every write and flush; holds the filters (read in on the
+    /// first ingest), which only writers touch.
+    writer: Arc<Mutex<Option<Filters>>>,
     /// Held while a flush is arranged; holds the last flush ticket covered.
     /// An async lock, so polls waiting to flush hold no thread.
     flush_gate: Arc<tokio::sync::Mutex<u64>>,
@@ -249,7 +250,7 @@ impl Store {
             tombstones: tree("tombstones")?,
             sources: tree("sources")?,
             db,
-            writer: Arc::new(Mutex::new(Filters::default())),
+            writer: Arc::new(Mutex::new(None)),
             flush_gate: Arc::new(tokio::sync::Mutex::new(0)),
             tickets: Arc::new(AtomicU64::new(0)),
         })
@@ -278,8 +279,12 @@ impl Store {
         now: DateTime<Utc>,
         rules: &DedupConfig,
     ) -> Result<IngestCounts, StoreError> {
-        let mut filters = self.lock_writer();
-        self.build_key_filters(&mut filters)?;
+        let mut writer = self.lock_writer();
+        let filters = match writer.take() {
+            Some(filters) => filters,
+            None => self.read_filters()?,
+        };
+        let filters = writer.insert(filters);
         let mut counts = IngestCounts::default();
         let mut plans: Vec<Plan> = Vec::new();
         let mut seen = HashSet::new();
@@ -382,7 +387,7 @@ impl Store {
         if plans.is_empty() {
             return Ok(counts);
         }
-        self.write(&plans, &mut filters)?;
+        self.write(&plans, filters)?;
         Ok(counts)
     }
 
@@ -568,13 +573,10 @@ impl Store {
         Ok(best)
     }
 
-    /// Builds the `ids` and `by_canon` filters, on the first ingest since
+    /// The `ids` and `by_canon` filters, read in on the first ingest since
     /// the store opened: one read of both indexes.
-    fn build_key_filters(&self, filters: &mut Filters) -> Result<(), StoreError> {
-        if filters.ids.is_built() && filters.canons.is_built() {
-            return Ok(());
-        }
-        let (mut ids, mut canons) = (KeyFilter::empty(), KeyFilter::empty());
+    fn read_filters(&self) -> Result<Filters, StoreError> {
+        let (mut ids, mut canons) = (KeyFilter::default(), KeyFilter::default());
         for key in self.ids.iter().keys() {
             ids.add(&key.map_err(|e| self.sled_err(e))?);
         }
@@ -582,8 +584,7 @@ impl Store {
             let key = key.map_err(|e| self.sled_err(e))?;
             canons.add(key.get(..8).unwrap_or(&key));
         }
-        (filters.ids, filters.canons) = (ids, canons);
-        Ok(())
+        Ok(Filters { ids, canons })
     }
 
     /// The first stored entries with canonical link `canon` from `source`
@@ -876,7 +877,7 @@ impl Store {
         Ok(())
     }
 
-    fn lock_writer(&self) -> std::sync::MutexGuard<'_, Filters> {
+    fn lock_writer(&self) -> std::sync::MutexGuard<'_, Option<Filters>> {
         self.writer.lock().unwrap_or_else(|e| e.into_inner())
     }
 

@@ -23,38 +23,30 @@ const FIRST_CAPACITY: usize = 16_384;
 
 /// The filters the writer keeps (under the writer lock: only writes change
 /// what they cover).
-#[derive(Default)]
 pub(super) struct Filters {
     pub(super) ids: KeyFilter,
     pub(super) canons: KeyFilter,
 }
 
-/// A filter over every key of an index, once built; until then it lets
-/// every key through.
-#[derive(Default)]
-pub(super) struct KeyFilter(Option<GrowableBloom>);
+/// A filter over every key of an index: the caller adds them all.
+pub(super) struct KeyFilter(GrowableBloom);
+
+impl Default for KeyFilter {
+    fn default() -> Self {
+        KeyFilter(GrowableBloom::new(FALSE_POSITIVES, FIRST_CAPACITY))
+    }
+}
 
 impl KeyFilter {
-    /// An empty filter, built: the caller adds the index's keys.
-    pub(super) fn empty() -> Self {
-        KeyFilter(Some(GrowableBloom::new(FALSE_POSITIVES, FIRST_CAPACITY)))
-    }
-
-    pub(super) fn is_built(&self) -> bool {
-        self.0.is_some()
-    }
-
-    /// False only when the filter is built and `key` is not in it: then
-    /// the index does not hold `key`.
+    /// False only when `key` is not in the filter: then the index does not
+    /// hold `key`.
     pub(super) fn may_hold(&self, key: &[u8]) -> bool {
-        self.0.as_ref().is_none_or(|bloom| bloom.contains(key))
+        self.0.contains(key)
     }
 
     /// Notes that the index holds `key` (called before it is written).
     pub(super) fn add(&mut self, key: &[u8]) {
-        if let Some(bloom) = &mut self.0 {
-            bloom.insert(key);
-        }
+        self.0.insert(key);
     }
 }
 
@@ -64,10 +56,7 @@ mod tests {
 
     #[test]
     fn a_key_filter_holds_every_key_it_was_given() {
-        let mut unbuilt = KeyFilter::default();
-        assert!(unbuilt.may_hold(b"anything"), "unbuilt: lets all through");
-        unbuilt.add(b"lost");
-        let mut filter = KeyFilter::empty();
+        let mut filter = KeyFilter::default();
         assert!(!filter.may_hold(b"lost"));
         // Past its first capacity, too.
         let keys = FIRST_CAPACITY as u32 * 3;
