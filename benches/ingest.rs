@@ -19,7 +19,7 @@ use chrono::{DateTime, Duration, Utc};
 use feedmerge::config::DedupConfig;
 use feedmerge::dedup;
 use feedmerge::model::Entry;
-use feedmerge::store::Store;
+use feedmerge::store::{Store, StoreOptions};
 
 const BATCH: usize = 100;
 const MEASURED_BATCHES: usize = 200;
@@ -61,7 +61,6 @@ fn entry(rng: &mut Rng, n: u64, size: u64, now: DateTime<Utc>, rules: &DedupConf
     let published =
         now - Duration::days(60) + Duration::seconds(span * n as i64 / size.max(1) as i64);
     Entry {
-        story: id.clone(),
         id,
         source,
         source_id: format!("guid-{n}"),
@@ -123,7 +122,7 @@ impl Stream {
 /// cost, the same for any store).
 fn timed(store: &Store, batch: &[Entry], now: DateTime<Utc>, rules: &DedupConfig) -> f64 {
     let started = Instant::now();
-    store.ingest(batch, now, rules).expect("ingest");
+    store.ingest(batch, now, &rules.rules()).expect("ingest");
     let cost = started.elapsed().as_secs_f64() / batch.len() as f64 * 1e6;
     store.flush_blocking().expect("flush");
     cost
@@ -139,7 +138,8 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(64);
-    let full_store = Store::open(dir.path(), cache_mb << 20).expect("store");
+    let full_store =
+        Store::open(dir.path(), StoreOptions::with_cache(cache_mb << 20)).expect("store");
     // FEEDMERGE_BENCH_LAYERS=none|urls|text turns dedup layers off, to see
     // what each costs.
     let layers = std::env::var("FEEDMERGE_BENCH_LAYERS").unwrap_or_default();
@@ -159,7 +159,9 @@ fn main() {
     let fill_started = Instant::now();
     while filler.next < size {
         let batch = filler.batch(1000, now, &rules);
-        full_store.ingest(&batch, now, &rules).expect("fill");
+        full_store
+            .ingest(&batch, now, &rules.rules())
+            .expect("fill");
     }
     full_store.flush_blocking().expect("flush");
     let fill = fill_started.elapsed().as_secs_f64();
@@ -167,7 +169,8 @@ fn main() {
     // Batches alternate between the empty store and the full one, so a
     // slow moment of the machine falls on both alike.
     let empty_dir = tempfile::tempdir().expect("tempdir");
-    let empty_store = Store::open(empty_dir.path(), cache_mb << 20).expect("store");
+    let empty_store =
+        Store::open(empty_dir.path(), StoreOptions::with_cache(cache_mb << 20)).expect("store");
     let mut fresh = stream(0x9e37_79b9_7f4a_7c15);
     let (mut empty, mut full) = (Vec::new(), Vec::new());
     for _ in 0..MEASURED_BATCHES {

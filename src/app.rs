@@ -19,14 +19,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::config::{Config, SourceConfig};
+use crate::config::{Config, RetentionConfig, SourceConfig};
 use crate::feeds::Selector;
 use crate::fetch::Fetcher;
 use crate::poll::{self, Due, Pipeline, PollReport};
 use crate::schedule::{self, Scheduler};
 use crate::server::{self, ServerState};
 use crate::status::{self, SourceStatus, StoryReport};
-use crate::store::{Store, StoreError};
+use crate::store::{Retention, Store, StoreError, StoreOptions};
 
 /// Time allowed for the daemon's API to answer `feedmerge sources`.
 const API_TIMEOUT: Duration = Duration::from_secs(10);
@@ -117,7 +117,25 @@ impl Poller {
 }
 
 fn open_store(config: &Config) -> anyhow::Result<Store> {
-    Store::open(&config.storage.path, config.storage.cache_capacity).map_err(anyhow::Error::from)
+    Store::open(&config.storage.path, store_options(config)).map_err(anyhow::Error::from)
+}
+
+/// The store's options, from the config.
+fn store_options(config: &Config) -> StoreOptions {
+    StoreOptions {
+        cache_capacity: config.storage.cache_capacity,
+        window: config.dedup.rules().window,
+    }
+}
+
+/// The retention limits, from the config.
+fn retention(config: &RetentionConfig) -> Retention {
+    Retention {
+        max_age: config.max_age,
+        max_per_source: config.max_per_source,
+        max_total: config.max_total,
+        tombstone_age: config.tombstone_age,
+    }
 }
 
 fn new_poller(config: Arc<Config>, store: Store) -> Poller {
@@ -201,9 +219,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     // Retention: prune on a fixed period until shutdown.
     let prune_store = store.clone();
     let prune_stop = shutdown.clone();
-    let retention = config.retention.clone();
+    let every = config.retention.every;
+    let limits = retention(&config.retention);
     tracker.spawn(async move {
-        let mut ticks = tokio::time::interval(retention.every);
+        let mut ticks = tokio::time::interval(every);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticks.tick().await;
         loop {
@@ -212,7 +231,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
                 () = prune_stop.cancelled() => return,
             }
             let store = prune_store.clone();
-            let rules = retention.clone();
+            let rules = limits.clone();
             let pruned =
                 tokio::task::spawn_blocking(move || store.prune(chrono::Utc::now(), &rules)).await;
             match pruned {
@@ -330,7 +349,7 @@ pub fn export(config: &Config, selector: Selector<'_>) -> anyhow::Result<String>
 /// Which copies the story of entry `id` holds: from the store, or from the
 /// daemon's `GET /api/entries/ID` when it holds the store.
 pub async fn explain(config: &Config, id: &str) -> anyhow::Result<StoryReport> {
-    match Store::open(&config.storage.path, config.storage.cache_capacity) {
+    match Store::open(&config.storage.path, store_options(config)) {
         Ok(store) => {
             status::explain(&store, id)?.with_context(|| format!("no stored entry or story {id:?}"))
         }
@@ -371,7 +390,7 @@ async fn ask_daemon(config: &Config, path: &str) -> anyhow::Result<Vec<u8>> {
 /// The status of every source: from the store, or, when a daemon holds the
 /// store, from that daemon's `GET /api/sources`.
 pub async fn sources(config: &Config) -> anyhow::Result<Vec<SourceStatus>> {
-    match Store::open(&config.storage.path, config.storage.cache_capacity) {
+    match Store::open(&config.storage.path, store_options(config)) {
         Ok(store) => Ok(status::statuses(config, &store)?),
         Err(StoreError::Locked { .. }) => {
             let body = ask_daemon(config, "api/sources").await?;

@@ -136,6 +136,18 @@ impl Default for DedupConfig {
     }
 }
 
+impl DedupConfig {
+    /// The story rules the store applies.
+    pub fn rules(&self) -> crate::dedup::Rules {
+        crate::dedup::Rules {
+            same_link: self.same_link,
+            canonical_urls: self.canonical_urls,
+            near_duplicates: self.near_duplicates,
+            window: chrono::Duration::from_std(self.window).unwrap_or(chrono::Duration::days(3)),
+        }
+    }
+}
+
 /// Retention settings.
 #[derive(Debug, Clone)]
 pub struct RetentionConfig {

@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 use unicode_normalization::UnicodeNormalization;
 use url::Url;
 
-use crate::model::{Entry, Fingerprint};
+use crate::model::{Entry, Fingerprint, MergeRule, Merged};
 
 /// Query parameters that only track readers, dropped from canonical URLs.
 /// A trailing `*` matches any suffix.
@@ -370,6 +370,193 @@ fn same_publisher_fields(a: &Entry, b: &Entry) -> bool {
         && a.language == b.language
 }
 
+/// The story rules an ingest applies (built from the config by `app`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rules {
+    /// Within one source, an entry whose id changed but whose canonical
+    /// link did not is the same entry.
+    pub same_link: bool,
+    /// Across sources, entries with the same canonical link are one story.
+    pub canonical_urls: bool,
+    /// Across sources, near-duplicate texts are one story.
+    pub near_duplicates: bool,
+    /// Near-duplicates are only looked for among entries published this
+    /// close in time.
+    pub window: chrono::Duration,
+}
+
+impl Default for Rules {
+    fn default() -> Self {
+        Self {
+            same_link: true,
+            canonical_urls: true,
+            near_duplicates: true,
+            window: chrono::Duration::days(3),
+        }
+    }
+}
+
+/// A stored copy, as a [`StoryIndex`] names it: keys are the index's own
+/// (the store's sequence numbers); a story's key is its first copy's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCopy {
+    /// The copy's key.
+    pub key: u64,
+    /// Its story's key.
+    pub story: u64,
+    /// Its entry id.
+    pub id: String,
+}
+
+/// The first stored copies with a canonical link, from the entry's own
+/// source and from another.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LinkCopies {
+    /// A copy from the same source.
+    pub same_source: Option<StoredCopy>,
+    /// A copy from another source.
+    pub other_source: Option<StoredCopy>,
+}
+
+/// A near-duplicate candidate an index offers.
+#[derive(Debug, Clone, Copy)]
+pub struct Candidate<'a> {
+    /// The copy's key.
+    pub key: u64,
+    /// Its story's key.
+    pub story: u64,
+    /// Its entry id.
+    pub id: &'a str,
+    /// Its source.
+    pub source: &'a str,
+    /// Its fingerprint.
+    pub fingerprint: &'a Fingerprint,
+}
+
+/// What story assignment asks of the stored copies (the store implements
+/// it with its indexes; tests with a list).
+pub trait StoryIndex {
+    /// Why a lookup failed.
+    type Error;
+    /// The first stored copies whose canonical link is `canon`.
+    fn by_link(&mut self, canon: &str, source: &str) -> Result<LinkCopies, Self::Error>;
+    /// Offers `visit` stored copies that may be near-duplicates of
+    /// `fingerprint` (sharing an LSH band), published within `window` of
+    /// `at`: a bounded number, the likeliest first.
+    fn near(
+        &mut self,
+        fingerprint: &Fingerprint,
+        at: DateTime<Utc>,
+        window: chrono::Duration,
+        visit: &mut dyn FnMut(Candidate<'_>),
+    ) -> Result<(), Self::Error>;
+}
+
+/// Where an entry not stored under its own id belongs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Placement {
+    /// A copy from the same source with the same canonical link: the
+    /// publisher changed the entry's id, and this is that entry.
+    pub same_entry: Option<StoredCopy>,
+    /// The story a new entry joins (its key), and why.
+    pub join: Option<(u64, Merged)>,
+    /// Another story (its key) the new entry also matches: it joins the
+    /// first, and its first copy says why.
+    pub absorb: Option<(u64, Merged)>,
+}
+
+/// Places `entry` (not stored under its id): the same entry under another
+/// id (same link, same source), else the story of a copy from another
+/// source with the same canonical URL, else of the most similar
+/// near-duplicate in the window. A copy that matches one story by URL and
+/// another by text joins the two.
+pub fn place<I: StoryIndex>(
+    entry: &Entry,
+    rules: &Rules,
+    index: &mut I,
+) -> Result<Placement, I::Error> {
+    let mut placement = Placement::default();
+    let by_url = match &entry.canonical {
+        Some(canon) if rules.same_link || rules.canonical_urls => {
+            let found = index.by_link(canon, &entry.source)?;
+            if let (true, Some(same)) = (rules.same_link, found.same_source) {
+                placement.same_entry = Some(same);
+                return Ok(placement);
+            }
+            found.other_source.filter(|_| rules.canonical_urls)
+        }
+        _ => None,
+    };
+    let by_text = match (&entry.fingerprint, rules.near_duplicates) {
+        (Some(fingerprint), true) => nearest(entry, fingerprint, rules, index)?,
+        _ => None,
+    };
+    let text_rule = |similarity: f64| MergeRule::NearDuplicate {
+        similarity: (similarity * 100.0).round().clamp(0.0, 100.0) as u8,
+    };
+    match (by_url, by_text) {
+        (Some(copy), text) => {
+            placement.join = Some((
+                copy.story,
+                Merged {
+                    with: copy.id,
+                    rule: MergeRule::CanonicalUrl,
+                },
+            ));
+            placement.absorb =
+                text.filter(|(_, t)| t.story != copy.story)
+                    .map(|(similarity, t)| {
+                        let link = Merged {
+                            with: entry.id.clone(),
+                            rule: text_rule(similarity),
+                        };
+                        (t.story, link)
+                    });
+        }
+        (None, Some((similarity, copy))) => {
+            placement.join = Some((
+                copy.story,
+                Merged {
+                    with: copy.id,
+                    rule: text_rule(similarity),
+                },
+            ));
+        }
+        (None, None) => {}
+    }
+    Ok(placement)
+}
+
+/// The candidate from another source most like `entry` that passes the
+/// same-story test.
+fn nearest<I: StoryIndex>(
+    entry: &Entry,
+    fingerprint: &Fingerprint,
+    rules: &Rules,
+    index: &mut I,
+) -> Result<Option<(f64, StoredCopy)>, I::Error> {
+    let mut best: Option<(f64, StoredCopy)> = None;
+    let at = entry.published_or_seen();
+    index.near(fingerprint, at, rules.window, &mut |c| {
+        if c.source == entry.source || c.id == entry.id {
+            return;
+        }
+        if let Some(similarity) = same_story(fingerprint, c.fingerprint) {
+            if best.as_ref().is_none_or(|(s, _)| similarity > *s) {
+                best = Some((
+                    similarity,
+                    StoredCopy {
+                        key: c.key,
+                        story: c.story,
+                        id: c.id.to_string(),
+                    },
+                ));
+            }
+        }
+    })?;
+    Ok(best)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -397,7 +584,6 @@ mod tests {
             enclosures: vec![],
             canonical: None,
             fingerprint: None,
-            story: String::new(),
             merged: None,
         }
     }
@@ -562,6 +748,204 @@ mod tests {
                 assert_eq!(e.updated_or_changed(), at("2025-03-01T12:00:00Z"));
             }
             other => panic!("{other:?}"),
+        }
+    }
+
+    /// Stored copies in a list: the index `place` is tested with.
+    #[derive(Default)]
+    struct Listed(Vec<(StoredCopy, String, Entry)>);
+
+    impl Listed {
+        fn add(&mut self, key: u64, story: u64, e: &Entry) {
+            let copy = StoredCopy {
+                key,
+                story,
+                id: e.id.clone(),
+            };
+            self.0.push((copy, e.source.clone(), e.clone()));
+        }
+    }
+
+    impl StoryIndex for Listed {
+        type Error = std::convert::Infallible;
+        fn by_link(&mut self, canon: &str, source: &str) -> Result<LinkCopies, Self::Error> {
+            let mut found = LinkCopies::default();
+            for (copy, from, e) in &self.0 {
+                if e.canonical.as_deref() != Some(canon) {
+                    continue;
+                }
+                let slot = if from == source {
+                    &mut found.same_source
+                } else {
+                    &mut found.other_source
+                };
+                slot.get_or_insert_with(|| copy.clone());
+            }
+            Ok(found)
+        }
+        fn near(
+            &mut self,
+            fingerprint: &Fingerprint,
+            at: DateTime<Utc>,
+            window: chrono::Duration,
+            visit: &mut dyn FnMut(Candidate<'_>),
+        ) -> Result<(), Self::Error> {
+            let bands = band_keys(&fingerprint.minhash);
+            for (copy, from, e) in self.0.iter().rev() {
+                let Some(f) = &e.fingerprint else { continue };
+                let shares = band_keys(&f.minhash).iter().any(|b| bands.contains(b));
+                if shares && (e.published_or_seen() - at).abs() <= window {
+                    visit(Candidate {
+                        key: copy.key,
+                        story: copy.story,
+                        id: &copy.id,
+                        source: from,
+                        fingerprint: f,
+                    });
+                }
+            }
+            Ok(())
+        }
+    }
+
+    const BODY: &str = "Officials met in Doha on Thursday to discuss regional security, maritime \
+                        cooperation and the protection of shipping lanes in the Gulf, a statement said.";
+    const OTHER: &str = "The city council approved a new budget for public libraries on Monday, adding \
+                         evening hours and a mobile branch that will visit outlying villages each week.";
+
+    const DIFFERENT: &str = "Heavy rain flooded several roads in the north of the country overnight, and \
+                             forecasters expect more storms before the weekend, the weather service said.";
+
+    fn copy(source: &str, guid: &str, link: Option<&str>, body: Option<&str>) -> Entry {
+        let mut e = entry("Talks in Doha", "2025-03-27T10:00:00Z");
+        e.source = source.into();
+        e.source_id = guid.into();
+        e.id = entry_id(source, guid);
+        e.canonical = link.and_then(|l| canonical_url(l, &default_tracking()));
+        e.fingerprint = body.and_then(|b| fingerprint("Talks in Doha", b));
+        e
+    }
+
+    #[test]
+    fn placement() {
+        let rules = Rules::default();
+        let a = copy(
+            "a",
+            "1",
+            Some("https://x.example/doha?utm_source=rss"),
+            Some(BODY),
+        );
+        let b_text = copy("b", "2", Some("https://b.example/other-link"), Some(BODY));
+        let c_other = copy("c", "3", Some("https://c.example/budget"), Some(OTHER));
+        let mut index = Listed::default();
+        index.add(10, 10, &a);
+        index.add(11, 11, &c_other);
+
+        struct Case {
+            name: &'static str,
+            entry: Entry,
+            rules: Rules,
+            same_entry: Option<u64>,
+            join: Option<(u64, &'static str)>,
+            absorb: Option<u64>,
+        }
+        let off = |f: fn(&mut Rules)| {
+            let mut r = Rules::default();
+            f(&mut r);
+            r
+        };
+        let cases = [
+            Case {
+                name: "a changed guid under the same link is the same entry",
+                entry: copy("a", "renamed", Some("http://x.example/doha/"), None),
+                rules: rules.clone(),
+                same_entry: Some(10),
+                join: None,
+                absorb: None,
+            },
+            Case {
+                name: "without same_link it is a copy of its own",
+                entry: copy("a", "renamed", Some("http://x.example/doha/"), None),
+                rules: off(|r| r.same_link = false),
+                same_entry: None,
+                join: None,
+                absorb: None,
+            },
+            Case {
+                name: "the same canonical url from another source joins the story",
+                entry: copy("b", "9", Some("https://x.example/doha"), None),
+                rules: rules.clone(),
+                same_entry: None,
+                join: Some((10, "same canonical url")),
+                absorb: None,
+            },
+            Case {
+                name: "canonical urls off: no join by url",
+                entry: copy("b", "9", Some("https://x.example/doha"), None),
+                rules: off(|r| r.canonical_urls = false),
+                same_entry: None,
+                join: None,
+                absorb: None,
+            },
+            Case {
+                name: "the same text from another source joins the story",
+                entry: b_text.clone(),
+                rules: rules.clone(),
+                same_entry: None,
+                join: Some((10, "near-duplicate text")),
+                absorb: None,
+            },
+            Case {
+                name: "near duplicates off: no join by text",
+                entry: b_text.clone(),
+                rules: off(|r| r.near_duplicates = false),
+                same_entry: None,
+                join: None,
+                absorb: None,
+            },
+            Case {
+                name: "the same text from the same source is not a copy",
+                entry: copy("a", "other-guid", None, Some(BODY)),
+                rules: rules.clone(),
+                same_entry: None,
+                join: None,
+                absorb: None,
+            },
+            Case {
+                name: "a different story stays apart",
+                entry: copy("d", "4", Some("https://d.example/x"), Some(DIFFERENT)),
+                rules: rules.clone(),
+                same_entry: None,
+                join: None,
+                absorb: None,
+            },
+            Case {
+                name: "a url match and a text match in two stories join them",
+                entry: copy("d", "5", Some("https://c.example/budget"), Some(BODY)),
+                rules: rules.clone(),
+                same_entry: None,
+                join: Some((11, "same canonical url")),
+                absorb: Some(10),
+            },
+        ];
+        for case in cases {
+            let placed = place(&case.entry, &case.rules, &mut index).unwrap();
+            assert_eq!(
+                placed.same_entry.map(|c| c.key),
+                case.same_entry,
+                "{}",
+                case.name
+            );
+            let join = placed.join.map(|(story, m)| (story, m.rule.to_string()));
+            match (join, case.join) {
+                (None, None) => {}
+                (Some((story, rule)), Some((want, prefix))) => {
+                    assert_eq!(story, want, "{}", case.name);
+                    assert!(rule.starts_with(prefix), "{}: {rule}", case.name);
+                }
+                (got, want) => panic!("{}: joined {got:?}, wanted {want:?}", case.name),
+            }
+            assert_eq!(placed.absorb.map(|(s, _)| s), case.absorb, "{}", case.name);
         }
     }
 }

@@ -47,9 +47,7 @@ pub fn render(
     let (info, items) = match selector {
         Selector::Merged => {
             let info = feed_info(config, "feed.atom", "merged", &config.feed.title);
-            let stories = store.newest_stories(config.feed.max_entries, |e| {
-                configured.contains(e.source.as_str())
-            })?;
+            let stories = store.newest_stories(config.feed.max_entries, &configured)?;
             (info, stories)
         }
         Selector::Output(name) => {
@@ -63,8 +61,7 @@ pub fn render(
                 .map(|s| s.name.as_str())
                 .collect();
             let info = feed_info(config, &format!("feeds/{name}.atom"), name, &out.title);
-            let stories =
-                store.newest_stories(out.max_entries, |e| allowed.contains(e.source.as_str()))?;
+            let stories = store.newest_stories(out.max_entries, &allowed)?;
             (info, stories)
         }
         Selector::Source(name) => {
@@ -73,12 +70,21 @@ pub fn render(
             }
             let title = format!("{} ({name})", config.feed.title);
             let info = feed_info(config, &format!("sources/{name}.atom"), name, &title);
-            let entries = store.newest(config.feed.max_entries, |e| e.source == name)?;
+            let entries = store.source_entries(name, config.feed.max_entries)?;
             (info, entries.into_iter().map(Item::single).collect())
         }
     };
+    // Only the sources the document names: each entry's atom:source.
+    let shown: HashSet<&str> = items
+        .iter()
+        .flat_map(|item| item.copies.iter().map(|e| e.source.as_str()))
+        .collect();
     let mut sources = HashMap::new();
-    for s in &config.sources {
+    for s in config
+        .sources
+        .iter()
+        .filter(|s| shown.contains(s.name.as_str()))
+    {
         let state = store.source_state(&s.name)?.unwrap_or_default();
         sources.insert(
             s.name.clone(),

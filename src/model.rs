@@ -47,9 +47,6 @@ pub struct Entry {
     pub canonical: Option<String>,
     /// MinHash of the text, when it is long enough to compare.
     pub fingerprint: Option<Fingerprint>,
-    /// The story this entry is a copy of: the id of the story's first copy
-    /// (its own id when it is the first).
-    pub story: String,
     /// Why this entry joined another's story, if it did.
     pub merged: Option<Merged>,
 }

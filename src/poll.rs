@@ -17,6 +17,7 @@ use tokio::sync::Semaphore;
 use tracing::{info, instrument, warn};
 
 use crate::config::{DedupConfig, SourceConfig, SourceLocation};
+use crate::dedup::Rules;
 use crate::fetch::{FetchError, Fetched, Fetcher, Meta, Request, Target};
 use crate::model::{IngestCounts, SourceState};
 use crate::normalize::{self, Context};
@@ -105,8 +106,10 @@ pub struct Pipeline {
     cpu: Semaphore,
     /// Longest backoff after failures, and longest TTL floor.
     max_backoff: Duration,
-    /// Deduplication settings, for normalize and the store.
+    /// Deduplication settings, for normalize (tracking parameters).
     dedup: DedupConfig,
+    /// The story rules, for the store.
+    rules: Rules,
 }
 
 impl Pipeline {
@@ -118,6 +121,7 @@ impl Pipeline {
             store,
             cpu: Semaphore::new(cores),
             max_backoff,
+            rules: dedup.rules(),
             dedup,
         }
     }
@@ -310,6 +314,7 @@ async fn run_stages(
     let _cpu = pipeline.cpu.acquire().await.ok();
     let store = pipeline.store.clone();
     let dedup = pipeline.dedup.clone();
+    let rules = pipeline.rules.clone();
     let name = source.name.clone();
     let parse_meta = meta.clone();
     let (counts, seen, title, home_page, encoding, ttl) = tokio::task::spawn_blocking(move || {
@@ -327,7 +332,7 @@ async fn run_stages(
                 tracking: &dedup.tracking_params,
             },
         );
-        let counts = store.ingest(&entries, now, &dedup)?;
+        let counts = store.ingest(&entries, now, &rules)?;
         let title = normalize::feed_title(&parsed.feed);
         let home_page =
             normalize::feed_home_page(&parsed.feed, meta.final_url.as_ref()).map(String::from);

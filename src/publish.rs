@@ -301,7 +301,6 @@ mod tests {
             }],
             canonical: None,
             fingerprint: None,
-            story: "urn:feedmerge:entry:1".into(),
             merged: None,
         };
         let sources = HashMap::from([(

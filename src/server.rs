@@ -45,20 +45,38 @@ pub fn router(state: ServerState) -> Router {
 }
 
 async fn merged_feed(State(state): State<ServerState>) -> Response {
-    feed_response(&state, Selector::Merged)
+    feed_response(state, Wanted::Merged).await
 }
 
 async fn named_feed(State(state): State<ServerState>, Path(file): Path<String>) -> Response {
     match file.strip_suffix(".atom") {
-        Some(name) => feed_response(&state, Selector::Output(name)),
+        Some(name) => feed_response(state, Wanted::Output(name.to_string())).await,
         None => not_found(),
     }
 }
 
 async fn source_feed(State(state): State<ServerState>, Path(file): Path<String>) -> Response {
     match file.strip_suffix(".atom") {
-        Some(name) => feed_response(&state, Selector::Source(name)),
+        Some(name) => feed_response(state, Wanted::Source(name.to_string())).await,
         None => not_found(),
+    }
+}
+
+/// A feed asked for, owned, so it can go to a blocking thread.
+#[derive(Debug)]
+enum Wanted {
+    Merged,
+    Output(String),
+    Source(String),
+}
+
+impl Wanted {
+    fn selector(&self) -> Selector<'_> {
+        match self {
+            Wanted::Merged => Selector::Merged,
+            Wanted::Output(name) => Selector::Output(name),
+            Wanted::Source(name) => Selector::Source(name),
+        }
     }
 }
 
@@ -73,12 +91,25 @@ async fn entry_story(State(state): State<ServerState>, Path(id): Path<String>) -
     }
 }
 
-fn feed_response(state: &ServerState, selector: Selector<'_>) -> Response {
-    match feeds::render(&state.config, &state.store, selector) {
-        Ok(Some(xml)) => ([(header::CONTENT_TYPE, ATOM_CONTENT_TYPE)], xml).into_response(),
-        Ok(None) => not_found(),
+/// Renders a feed on a blocking thread: store reads and rendering never
+/// hold an async worker.
+async fn feed_response(state: ServerState, wanted: Wanted) -> Response {
+    let rendered = tokio::task::spawn_blocking(move || {
+        let result = feeds::render(&state.config, &state.store, wanted.selector());
+        (result, wanted)
+    })
+    .await;
+    match rendered {
+        Ok((Ok(Some(xml)), _)) => {
+            ([(header::CONTENT_TYPE, ATOM_CONTENT_TYPE)], xml).into_response()
+        }
+        Ok((Ok(None), _)) => not_found(),
+        Ok((Err(e), wanted)) => {
+            error!(error = %e, feed = ?wanted, "cannot render feed");
+            (StatusCode::INTERNAL_SERVER_ERROR, "cannot render feed\n").into_response()
+        }
         Err(e) => {
-            error!(error = %e, feed = ?selector, "cannot render feed");
+            error!(error = %e, "render task failed");
             (StatusCode::INTERNAL_SERVER_ERROR, "cannot render feed\n").into_response()
         }
     }
@@ -103,10 +134,12 @@ async fn sources(State(state): State<ServerState>) -> Response {
 }
 
 async fn healthz(State(state): State<ServerState>) -> Response {
+    let health = state.store.health();
     let body = serde_json::json!({
         "status": "ok",
-        "entries": state.store.entry_count(),
+        "entries": health.entries,
         "sources": state.config.sources.len(),
+        "corrupt_values": health.corrupt_values,
     });
     (
         [(header::CONTENT_TYPE, "application/json")],

@@ -104,17 +104,13 @@ pub struct CopyReport {
 
 /// The story of entry (or story) `id`, or `None` when neither is stored.
 pub fn explain(store: &Store, id: &str) -> Result<Option<StoryReport>, StoreError> {
-    let story = match store.entry(id)? {
-        Some(entry) => entry.story,
-        None => id.to_string(),
-    };
-    let copies = store.story(&story)?;
-    if copies.is_empty() {
+    let Some(item) = store.story(id)? else {
         return Ok(None);
-    }
+    };
     Ok(Some(StoryReport {
-        story,
-        copies: copies
+        story: item.id,
+        copies: item
+            .copies
             .into_iter()
             .map(|e| CopyReport {
                 published: e.published_or_seen(),

@@ -181,7 +181,6 @@ fn entry(e: &feed_rs::model::Entry, hints: &EntryHints, facts: &DocumentFacts<'_
         });
     let fingerprint = dedup::fingerprint(&title, &body_text);
     Entry {
-        story: id.clone(),
         merged: None,
         canonical,
         fingerprint,

@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 mod conformance;
 mod dedup_pairs;
 mod manners;
+mod upgrade;
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
 const SCHEMA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/schema/atom.rnc");
@@ -352,7 +353,11 @@ async fn merged_feed_from_good_and_bad_sources() {
 
     // Every bad source has its reason recorded; the good ones have none.
     let config = config::load(&config_path).unwrap();
-    let store = Store::open(&config.storage.path, 1 << 20).unwrap();
+    let store = Store::open(
+        &config.storage.path,
+        feedmerge::store::StoreOptions::with_cache(1 << 20),
+    )
+    .unwrap();
     let error_of = |name: &str| {
         store
             .source_state(name)

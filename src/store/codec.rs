@@ -1,0 +1,730 @@
+//! The stored forms: what the store writes, apart from `model`'s types.
+//!
+//! Every value starts with a format byte naming its form, so a reader
+//! knows what it holds, and the store's schema version (in `meta`) says
+//! which forms a store may hold. Changing a stored form means a new format
+//! byte, a new schema version and a migration (see `migrate`); the
+//! golden-bytes tests below fail when a form changes without one.
+//!
+//! Forms:
+//! - entry, version 2 ([`StoredEntry`], postcard): the entry, its story's
+//!   seq, summary and content packed and compressed together;
+//! - entry, version 1 ([`legacy`], postcard): `{ story_seq, entry }` with
+//!   the domain entry as it was, read only by the migration;
+//! - slot (`ids` values): stored under a seq, or pruned at a time;
+//! - source state (JSON, [`StoredSource`]): few values that grow fields, so
+//!   JSON, which reads old values with new fields defaulted;
+//! - story id (`stories` values): the story's id, compact.
+
+use chrono::{DateTime, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Enclosure, Entry, Fingerprint, MergeRule, Merged, SourceState};
+
+use super::keys::{compact_id, number_at};
+
+/// The schema version this build writes and reads.
+pub(super) const SCHEMA_VERSION: u32 = 2;
+
+/// Format byte of a JSON value (source states).
+const JSON_V1: u8 = 1;
+/// Format byte of a version 1 entry record.
+pub(super) const ENTRY_V1: u8 = 2;
+/// Format byte of a version 2 entry record.
+pub(super) const ENTRY_V2: u8 = 3;
+
+/// Packed text: stored as it is.
+const TEXT_PLAIN: u8 = 0;
+/// Packed text: zstd.
+const TEXT_ZSTD: u8 = 1;
+/// Packed texts shorter than this are not compressed.
+const COMPRESS_FROM: usize = 200;
+/// zstd level: fast; feed HTML compresses well at any level.
+const ZSTD_LEVEL: i32 = 1;
+/// Most bytes a packed text may unpack to (a bound on a corrupt value).
+const MAX_TEXT: usize = 64 << 20;
+
+/// An entry as stored (version 2): the domain entry's fields, its story's
+/// seq (the one story identity), times as seconds and nanoseconds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct StoredEntry {
+    pub story_seq: u64,
+    pub id: String,
+    pub source: String,
+    pub source_id: String,
+    pub title: String,
+    pub link: Option<String>,
+    /// Summary and content, packed ([`pack_texts`]).
+    pub texts: Vec<u8>,
+    pub authors: Vec<String>,
+    pub categories: Vec<String>,
+    pub published: Option<StoredTime>,
+    pub updated: Option<StoredTime>,
+    pub first_seen: StoredTime,
+    pub changed: StoredTime,
+    pub language: Option<String>,
+    pub enclosures: Vec<StoredEnclosure>,
+    pub canonical: Option<String>,
+    pub fingerprint: Option<StoredFingerprint>,
+    pub merged: Option<StoredMerged>,
+}
+
+/// A UTC time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct StoredTime {
+    pub secs: i64,
+    pub nanos: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct StoredEnclosure {
+    pub url: String,
+    pub mime_type: Option<String>,
+    pub length: Option<u64>,
+}
+
+/// A fingerprint: the MinHash as little-endian bytes (random values gain
+/// nothing from varints), the number hashes as they are.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct StoredFingerprint {
+    pub minhash: Vec<u8>,
+    pub numbers: Vec<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct StoredMerged {
+    pub with: String,
+    pub rule: StoredRule,
+}
+
+/// The dedup rule, with its tags fixed here (never reorder: add at the end
+/// with a new version).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) enum StoredRule {
+    CanonicalUrl,
+    NearDuplicate { similarity: u8 },
+}
+
+impl StoredTime {
+    fn of(t: DateTime<Utc>) -> Self {
+        Self {
+            secs: t.timestamp(),
+            nanos: t.timestamp_subsec_nanos(),
+        }
+    }
+
+    fn time(self) -> Result<DateTime<Utc>, String> {
+        Utc.timestamp_opt(self.secs, self.nanos)
+            .single()
+            .ok_or_else(|| format!("time out of range: {}s", self.secs))
+    }
+}
+
+impl StoredFingerprint {
+    pub(super) fn of(f: &Fingerprint) -> Self {
+        Self {
+            minhash: f.minhash.iter().flat_map(|h| h.to_le_bytes()).collect(),
+            numbers: f.numbers.clone(),
+        }
+    }
+
+    pub(super) fn fingerprint(&self) -> Result<Fingerprint, String> {
+        if self.minhash.len() % 4 != 0 {
+            return Err("minhash of odd length".into());
+        }
+        let minhash = self
+            .minhash
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        Ok(Fingerprint {
+            minhash,
+            numbers: self.numbers.clone(),
+        })
+    }
+}
+
+impl StoredRule {
+    fn of(rule: &MergeRule) -> Self {
+        match rule {
+            MergeRule::CanonicalUrl => StoredRule::CanonicalUrl,
+            MergeRule::NearDuplicate { similarity } => StoredRule::NearDuplicate {
+                similarity: *similarity,
+            },
+        }
+    }
+
+    fn rule(&self) -> MergeRule {
+        match self {
+            StoredRule::CanonicalUrl => MergeRule::CanonicalUrl,
+            StoredRule::NearDuplicate { similarity } => MergeRule::NearDuplicate {
+                similarity: *similarity,
+            },
+        }
+    }
+}
+
+impl StoredEntry {
+    /// The stored form of `entry`, a copy in the story whose seq is
+    /// `story_seq`.
+    pub(super) fn of(entry: &Entry, story_seq: u64) -> Result<Self, String> {
+        Ok(Self {
+            story_seq,
+            id: entry.id.clone(),
+            source: entry.source.clone(),
+            source_id: entry.source_id.clone(),
+            title: entry.title.clone(),
+            link: entry.link.clone(),
+            texts: pack_texts(entry.summary.as_deref(), entry.content.as_deref())?,
+            authors: entry.authors.clone(),
+            categories: entry.categories.clone(),
+            published: entry.published.map(StoredTime::of),
+            updated: entry.updated.map(StoredTime::of),
+            first_seen: StoredTime::of(entry.first_seen),
+            changed: StoredTime::of(entry.changed),
+            language: entry.language.clone(),
+            enclosures: entry
+                .enclosures
+                .iter()
+                .map(|e| StoredEnclosure {
+                    url: e.url.clone(),
+                    mime_type: e.mime_type.clone(),
+                    length: e.length,
+                })
+                .collect(),
+            canonical: entry.canonical.clone(),
+            fingerprint: entry.fingerprint.as_ref().map(StoredFingerprint::of),
+            merged: entry.merged.as_ref().map(|m| StoredMerged {
+                with: m.with.clone(),
+                rule: StoredRule::of(&m.rule),
+            }),
+        })
+    }
+
+    /// The domain entry.
+    pub(super) fn entry(&self) -> Result<Entry, String> {
+        let (summary, content) = unpack_texts(&self.texts)?;
+        Ok(Entry {
+            id: self.id.clone(),
+            source: self.source.clone(),
+            source_id: self.source_id.clone(),
+            title: self.title.clone(),
+            link: self.link.clone(),
+            summary,
+            content,
+            authors: self.authors.clone(),
+            categories: self.categories.clone(),
+            published: self.published.map(StoredTime::time).transpose()?,
+            updated: self.updated.map(StoredTime::time).transpose()?,
+            first_seen: self.first_seen.time()?,
+            changed: self.changed.time()?,
+            language: self.language.clone(),
+            enclosures: self
+                .enclosures
+                .iter()
+                .map(|e| Enclosure {
+                    url: e.url.clone(),
+                    mime_type: e.mime_type.clone(),
+                    length: e.length,
+                })
+                .collect(),
+            canonical: self.canonical.clone(),
+            fingerprint: self
+                .fingerprint
+                .as_ref()
+                .map(StoredFingerprint::fingerprint)
+                .transpose()?,
+            merged: self.merged.as_ref().map(|m| Merged {
+                with: m.with.clone(),
+                rule: m.rule.rule(),
+            }),
+        })
+    }
+
+    /// The time the entry is sorted by (as `Entry::published_or_seen`).
+    pub(super) fn sort_time(&self) -> Result<DateTime<Utc>, String> {
+        self.published
+            .or(self.updated)
+            .unwrap_or(self.first_seen)
+            .time()
+    }
+
+    /// When the entry was first stored.
+    pub(super) fn first_seen(&self) -> Result<DateTime<Utc>, String> {
+        self.first_seen.time()
+    }
+}
+
+/// Summary and content in one value: compressed together, since a derived
+/// summary repeats the content's start.
+fn pack_texts(summary: Option<&str>, content: Option<&str>) -> Result<Vec<u8>, String> {
+    let plain = postcard::to_stdvec(&(summary, content)).map_err(|e| e.to_string())?;
+    if plain.len() < COMPRESS_FROM {
+        let mut out = Vec::with_capacity(plain.len() + 1);
+        out.push(TEXT_PLAIN);
+        out.extend_from_slice(&plain);
+        return Ok(out);
+    }
+    let packed = zstd::bulk::compress(&plain, ZSTD_LEVEL).map_err(|e| e.to_string())?;
+    let mut out = Vec::with_capacity(packed.len() + 5);
+    out.push(TEXT_ZSTD);
+    out.extend_from_slice(&(plain.len() as u32).to_be_bytes());
+    out.extend_from_slice(&packed);
+    Ok(out)
+}
+
+type Texts = (Option<String>, Option<String>);
+
+fn unpack_texts(bytes: &[u8]) -> Result<Texts, String> {
+    let plain = match bytes.split_first() {
+        Some((&TEXT_PLAIN, rest)) => return postcard::from_bytes(rest).map_err(|e| e.to_string()),
+        Some((&TEXT_ZSTD, rest)) => {
+            let len = rest
+                .get(..4)
+                .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                .map(u32::from_be_bytes)
+                .ok_or("short packed text")? as usize;
+            if len > MAX_TEXT {
+                return Err(format!("packed text claims {len} bytes"));
+            }
+            zstd::bulk::decompress(&rest[4..], len).map_err(|e| e.to_string())?
+        }
+        Some((kind, _)) => return Err(format!("unknown text packing {kind}")),
+        None => return Err("empty packed text".into()),
+    };
+    postcard::from_bytes(&plain).map_err(|e| e.to_string())
+}
+
+/// Writes an entry record (version 2).
+pub(super) fn encode_entry(stored: &StoredEntry) -> Result<Vec<u8>, String> {
+    postcard::to_extend(stored, vec![ENTRY_V2]).map_err(|e| e.to_string())
+}
+
+/// Reads an entry record of this version.
+pub(super) fn decode_entry(bytes: &[u8]) -> Result<StoredEntry, String> {
+    match bytes.split_first() {
+        Some((&ENTRY_V2, data)) => postcard::from_bytes(data).map_err(|e| e.to_string()),
+        Some((&ENTRY_V1, _)) => Err("entry in the version 1 form (not migrated)".into()),
+        Some((kind, _)) => Err(format!("unknown entry form {kind}")),
+        None => Err("empty value".into()),
+    }
+}
+
+/// What `ids` says of an entry id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Slot {
+    /// Stored under this seq.
+    Stored(u64),
+    /// Pruned at this time (milliseconds since the epoch); it was stored
+    /// under this seq, which its story's copies may still use.
+    Pruned { seq: u64, at_millis: i64 },
+}
+
+/// Format byte of a stored slot.
+const SLOT_STORED: u8 = 1;
+/// Format byte of a pruned slot.
+const SLOT_PRUNED: u8 = 2;
+
+impl Slot {
+    pub(super) fn seq(self) -> u64 {
+        match self {
+            Slot::Stored(seq) | Slot::Pruned { seq, .. } => seq,
+        }
+    }
+
+    pub(super) fn encode(self) -> Vec<u8> {
+        match self {
+            Slot::Stored(seq) => [&[SLOT_STORED][..], &seq.to_be_bytes()].concat(),
+            Slot::Pruned { seq, at_millis } => [
+                &[SLOT_PRUNED][..],
+                &seq.to_be_bytes(),
+                &at_millis.to_be_bytes(),
+            ]
+            .concat(),
+        }
+    }
+
+    pub(super) fn decode(bytes: &[u8]) -> Result<Self, String> {
+        match bytes.split_first() {
+            Some((&SLOT_STORED, rest)) => Ok(Slot::Stored(number_at(rest, 0).ok_or("short slot")?)),
+            Some((&SLOT_PRUNED, rest)) => Ok(Slot::Pruned {
+                seq: number_at(rest, 0).ok_or("short slot")?,
+                at_millis: number_at(rest, 8).ok_or("short slot")? as i64,
+            }),
+            Some((kind, _)) => Err(format!("unknown slot kind {kind}")),
+            None => Err("empty slot".into()),
+        }
+    }
+}
+
+/// Story id value: a feedmerge id's 16 hash bytes, or the id's text.
+const STORY_HASH: u8 = 1;
+const STORY_TEXT: u8 = 2;
+
+pub(super) fn encode_story_id(id: &str) -> Vec<u8> {
+    let compact = compact_id(id);
+    let kind = if compact.len() == 16 && compact != id.as_bytes() {
+        STORY_HASH
+    } else {
+        STORY_TEXT
+    };
+    [&[kind][..], &compact].concat()
+}
+
+pub(super) fn decode_story_id(bytes: &[u8]) -> Result<String, String> {
+    match bytes.split_first() {
+        Some((&STORY_HASH, hash)) if hash.len() == 16 => {
+            let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
+            Ok(format!("{}{hex}", crate::dedup::ENTRY_ID_PREFIX))
+        }
+        Some((&STORY_TEXT, text)) => String::from_utf8(text.to_vec()).map_err(|e| e.to_string()),
+        _ => Err("bad story id".into()),
+    }
+}
+
+/// A source's state as stored (JSON; every field defaults, so values
+/// written before a field existed still read).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub(super) struct StoredSource {
+    last_attempt: Option<DateTime<Utc>>,
+    last_success: Option<DateTime<Utc>>,
+    http_status: Option<u16>,
+    last_error: Option<String>,
+    consecutive_failures: u32,
+    entries_seen: usize,
+    title: Option<String>,
+    home_page: Option<String>,
+    encoding: Option<String>,
+    config_url: String,
+    moved_to: Option<String>,
+    disabled: Option<String>,
+    etag: Option<String>,
+    last_modified: Option<String>,
+    next_due: Option<DateTime<Utc>>,
+    ttl_secs: Option<u64>,
+}
+
+impl StoredSource {
+    fn of(s: &SourceState) -> Self {
+        Self {
+            last_attempt: s.last_attempt,
+            last_success: s.last_success,
+            http_status: s.http_status,
+            last_error: s.last_error.clone(),
+            consecutive_failures: s.consecutive_failures,
+            entries_seen: s.entries_seen,
+            title: s.title.clone(),
+            home_page: s.home_page.clone(),
+            encoding: s.encoding.clone(),
+            config_url: s.config_url.clone(),
+            moved_to: s.moved_to.clone(),
+            disabled: s.disabled.clone(),
+            etag: s.etag.clone(),
+            last_modified: s.last_modified.clone(),
+            next_due: s.next_due,
+            ttl_secs: s.ttl_secs,
+        }
+    }
+
+    fn state(self) -> SourceState {
+        SourceState {
+            last_attempt: self.last_attempt,
+            last_success: self.last_success,
+            http_status: self.http_status,
+            last_error: self.last_error,
+            consecutive_failures: self.consecutive_failures,
+            entries_seen: self.entries_seen,
+            title: self.title,
+            home_page: self.home_page,
+            encoding: self.encoding,
+            config_url: self.config_url,
+            moved_to: self.moved_to,
+            disabled: self.disabled,
+            etag: self.etag,
+            last_modified: self.last_modified,
+            next_due: self.next_due,
+            ttl_secs: self.ttl_secs,
+        }
+    }
+}
+
+/// Writes a source state.
+pub(super) fn encode_source(state: &SourceState) -> Result<Vec<u8>, String> {
+    let mut out = vec![JSON_V1];
+    serde_json::to_writer(&mut out, &StoredSource::of(state)).map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+/// Reads a source state (the same form in versions 1 and 2).
+pub(super) fn decode_source(bytes: &[u8]) -> Result<SourceState, String> {
+    match bytes.split_first() {
+        Some((&JSON_V1, json)) => serde_json::from_slice::<StoredSource>(json)
+            .map(StoredSource::state)
+            .map_err(|e| e.to_string()),
+        Some((kind, _)) => Err(format!("unknown source state form {kind}")),
+        None => Err("empty value".into()),
+    }
+}
+
+/// The version 1 record, kept only for the migration: the domain types as
+/// they were when version 1 was written (postcard reads fields by order, so
+/// these must never change).
+pub(super) mod legacy {
+    use chrono::{DateTime, Utc};
+    use serde::Deserialize;
+
+    use super::{pack_texts, StoredTime, ENTRY_V1};
+    use super::{StoredEnclosure, StoredEntry, StoredFingerprint, StoredMerged, StoredRule};
+
+    #[derive(Debug, Deserialize)]
+    struct RecordV1 {
+        story_seq: u64,
+        entry: EntryV1,
+    }
+
+    #[derive(Debug, Deserialize)]
+    struct EntryV1 {
+        id: String,
+        source: String,
+        source_id: String,
+        title: String,
+        link: Option<String>,
+        summary: Option<String>,
+        content: Option<String>,
+        authors: Vec<String>,
+        categories: Vec<String>,
+        published: Option<DateTime<Utc>>,
+        updated: Option<DateTime<Utc>>,
+        first_seen: DateTime<Utc>,
+        changed: DateTime<Utc>,
+        language: Option<String>,
+        enclosures: Vec<EnclosureV1>,
+        canonical: Option<String>,
+        fingerprint: Option<FingerprintV1>,
+        story: String,
+        merged: Option<MergedV1>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    struct EnclosureV1 {
+        url: String,
+        mime_type: Option<String>,
+        length: Option<u64>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    struct FingerprintV1 {
+        minhash: Vec<u32>,
+        numbers: Vec<u32>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    struct MergedV1 {
+        with: String,
+        rule: RuleV1,
+    }
+
+    #[derive(Debug, Deserialize)]
+    enum RuleV1 {
+        CanonicalUrl,
+        NearDuplicate { similarity: u8 },
+    }
+
+    /// A version 1 record as a version 2 entry, and its story's id.
+    pub(in crate::store) fn upgrade(bytes: &[u8]) -> Result<(StoredEntry, String), String> {
+        let data = match bytes.split_first() {
+            Some((&ENTRY_V1, data)) => data,
+            _ => return Err("not a version 1 record".into()),
+        };
+        let RecordV1 {
+            story_seq,
+            entry: e,
+        } = postcard::from_bytes(data).map_err(|e| e.to_string())?;
+        let stored = StoredEntry {
+            story_seq,
+            id: e.id,
+            source: e.source,
+            source_id: e.source_id,
+            title: e.title,
+            link: e.link,
+            texts: pack_texts(e.summary.as_deref(), e.content.as_deref())?,
+            authors: e.authors,
+            categories: e.categories,
+            published: e.published.map(StoredTime::of),
+            updated: e.updated.map(StoredTime::of),
+            first_seen: StoredTime::of(e.first_seen),
+            changed: StoredTime::of(e.changed),
+            language: e.language,
+            enclosures: e
+                .enclosures
+                .into_iter()
+                .map(|x| StoredEnclosure {
+                    url: x.url,
+                    mime_type: x.mime_type,
+                    length: x.length,
+                })
+                .collect(),
+            canonical: e.canonical,
+            fingerprint: e.fingerprint.map(|f| {
+                StoredFingerprint::of(&crate::model::Fingerprint {
+                    minhash: f.minhash,
+                    numbers: f.numbers,
+                })
+            }),
+            merged: e.merged.map(|m| StoredMerged {
+                with: m.with,
+                rule: match m.rule {
+                    RuleV1::CanonicalUrl => StoredRule::CanonicalUrl,
+                    RuleV1::NearDuplicate { similarity } => {
+                        StoredRule::NearDuplicate { similarity }
+                    }
+                },
+            }),
+        };
+        Ok((stored, e.story))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    fn sample() -> Entry {
+        Entry {
+            id: crate::dedup::entry_id("centcom-ar", "guid-1"),
+            source: "centcom-ar".into(),
+            source_id: "guid-1".into(),
+            title: "اجتماع في الدوحة".into(),
+            link: Some("https://x.example/ssc/1".into()),
+            summary: Some("<p>short</p>".into()),
+            content: Some(format!(
+                "<div dir=\"rtl\"><p>{}</p></div>",
+                "نص الخبر ".repeat(40)
+            )),
+            authors: vec!["A. Writer".into()],
+            categories: vec!["security".into()],
+            published: Some(at("2025-03-27T10:00:00Z")),
+            updated: None,
+            first_seen: at("2025-03-27T10:05:00.123456789Z"),
+            changed: at("2025-03-27T10:05:00.123456789Z"),
+            language: Some("ar".into()),
+            enclosures: vec![Enclosure {
+                url: "https://x.example/ssc/images/1.webp".into(),
+                mime_type: Some("image/webp".into()),
+                length: Some(1234),
+            }],
+            canonical: Some("x.example/ssc/1".into()),
+            fingerprint: Some(Fingerprint {
+                minhash: (0..64).map(|i| i * 0x0101_0101).collect(),
+                numbers: vec![7, 9],
+            }),
+            merged: Some(Merged {
+                with: crate::dedup::entry_id("other", "9"),
+                rule: MergeRule::NearDuplicate { similarity: 61 },
+            }),
+        }
+    }
+
+    #[test]
+    fn an_entry_round_trips() {
+        let e = sample();
+        let stored = StoredEntry::of(&e, 42).unwrap();
+        let bytes = encode_entry(&stored).unwrap();
+        let back = decode_entry(&bytes).unwrap();
+        assert_eq!(back.story_seq, 42);
+        assert_eq!(back.entry().unwrap(), e);
+        // The long content was compressed.
+        assert_eq!(back.texts[0], TEXT_ZSTD);
+        let mut short = e.clone();
+        short.content = None;
+        let stored = StoredEntry::of(&short, 1).unwrap();
+        assert_eq!(stored.texts[0], TEXT_PLAIN);
+        assert_eq!(stored.entry().unwrap(), short);
+    }
+
+    /// The stored forms, byte for byte. When this fails, the stored form
+    /// changed: give it a new format byte, raise `SCHEMA_VERSION` and add a
+    /// migration, then pin the new bytes here.
+    #[test]
+    fn stored_forms_are_pinned() {
+        let mut e = sample();
+        // Compressed bytes depend on the zstd build; pin the plain form.
+        e.content = None;
+        let bytes = encode_entry(&StoredEntry::of(&e, 42).unwrap()).unwrap();
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex, GOLDEN_ENTRY, "entry form changed");
+        let state = SourceState {
+            etag: Some("\"v1\"".into()),
+            last_modified: Some("Thu, 27 Mar 2025 10:00:00 GMT".into()),
+            consecutive_failures: 2,
+            ..SourceState::default()
+        };
+        let json = encode_source(&state).unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&json[1..]),
+            GOLDEN_SOURCE,
+            "source form changed"
+        );
+        assert_eq!(json[0], JSON_V1);
+        assert_eq!(Slot::Stored(5).encode(), [1, 0, 0, 0, 0, 0, 0, 0, 5]);
+        assert_eq!(
+            Slot::Pruned {
+                seq: 5,
+                at_millis: 1
+            }
+            .encode(),
+            [2, 0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0, 1]
+        );
+        let story = encode_story_id(&e.id);
+        assert_eq!(story.len(), 17);
+        assert_eq!(decode_story_id(&story).unwrap(), e.id);
+        assert_eq!(decode_story_id(&encode_story_id("plain")).unwrap(), "plain");
+        assert_eq!(SCHEMA_VERSION, 2);
+    }
+
+    const GOLDEN_ENTRY: &str = concat!(
+        "032a3475726e3a666565646d657267653a656e7472793a3630616661396664303835663762386337",
+        "3265393033623336653933383134390a63656e74636f6d2d617206677569642d311ed8a7d8acd8aa",
+        "d985d8a7d8b920d981d98a20d8a7d984d8afd988d8add8a9011768747470733a2f2f782e6578616d",
+        "706c652f7373632f311000010c3c703e73686f72743c2f703e000109412e20577269746572010873",
+        "6563757269747901c086a9fe0c0000988ba9fe0c959aef3a988ba9fe0c959aef3a01026172012368",
+        "747470733a2f2f782e6578616d706c652f7373632f696d616765732f312e77656270010a696d6167",
+        "652f7765627001d209010f782e6578616d706c652f7373632f310180020000000001010101020202",
+        "02030303030404040405050505060606060707070708080808090909090a0a0a0a0b0b0b0b0c0c0c",
+        "0c0d0d0d0d0e0e0e0e0f0f0f0f101010101111111112121212131313131414141415151515161616",
+        "161717171718181818191919191a1a1a1a1b1b1b1b1c1c1c1c1d1d1d1d1e1e1e1e1f1f1f1f202020",
+        "202121212122222222232323232424242425252525262626262727272728282828292929292a2a2a",
+        "2a2b2b2b2b2c2c2c2c2d2d2d2d2e2e2e2e2f2f2f2f30303030313131313232323233333333343434",
+        "3435353535363636363737373738383838393939393a3a3a3a3b3b3b3b3c3c3c3c3d3d3d3d3e3e3e",
+        "3e3f3f3f3f020709013475726e3a666565646d657267653a656e7472793a38303234633064366238",
+        "66613732376261363035333964643630333162303937013d",
+    );
+    const GOLDEN_SOURCE: &str = concat!(
+        r#"{"last_attempt":null,"last_success":null,"http_status":null,"last_error":null,"#,
+        r#""consecutive_failures":2,"entries_seen":0,"title":null,"home_page":null,"#,
+        r#""encoding":null,"config_url":"","moved_to":null,"disabled":null,"etag":"\"v1\"","#,
+        r#""last_modified":"Thu, 27 Mar 2025 10:00:00 GMT","next_due":null,"ttl_secs":null}"#,
+    );
+
+    #[test]
+    fn bad_values_are_errors_not_panics() {
+        for bytes in [
+            &b""[..],
+            b"\x03",
+            b"\x03\xff\xff\xff",
+            b"\x09abc",
+            b"\x02\x00",
+        ] {
+            assert!(decode_entry(bytes).is_err(), "{bytes:?}");
+        }
+        assert!(unpack_texts(&[TEXT_ZSTD, 0xff, 0xff, 0xff, 0xff, 1, 2]).is_err());
+        assert!(decode_source(b"\x01{not json").is_err());
+        assert!(Slot::decode(b"\x01\x00").is_err());
+        assert!(legacy::upgrade(b"\x02\x00").is_err());
+    }
+}

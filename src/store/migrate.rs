@@ -1,0 +1,233 @@
+//! Schema versions and the migrations between them, run on open.
+//!
+//! The version lives in `meta`. A store without one is either new (then
+//! it gets this version), or version 1 (the seq-keyed layout of the first
+//! release, which had no `meta` tree), or not a feedmerge store at all.
+//! Migrations run in order, each logged, in batches, flushed, and safe to
+//! run again if interrupted: the version is written last.
+
+use std::path::Path;
+
+use tracing::info;
+
+use super::codec::{self, legacy, ENTRY_V2, SCHEMA_VERSION};
+use super::keys::{self, source_key};
+use super::{Store, StoreError, META_ENTRIES, META_VERSION};
+
+/// Records converted per batch.
+const MIGRATE_BATCH: usize = 1_000;
+
+/// The trees of version 2.
+const TREES_V2: &[&str] = &[
+    "meta",
+    "records",
+    "ids",
+    "by_time",
+    "by_source",
+    "by_canon",
+    "by_story",
+    "stories",
+    "tombstones",
+    "sources",
+];
+/// Trees that only version 1 had.
+const TREES_V1_ONLY: &[&str] = &["by_band"];
+
+/// Refuses a path that holds something other than a sled directory,
+/// before sled writes its files among someone else's.
+pub(super) fn check_directory(path: &Path) -> Result<(), StoreError> {
+    let not_a_store = |what: String| StoreError::NotAStore {
+        path: path.to_path_buf(),
+        what,
+    };
+    if path.is_file() {
+        return Err(not_a_store("it is a file".into()));
+    }
+    let Ok(listing) = std::fs::read_dir(path) else {
+        // Missing (sled creates it) or unreadable (sled reports it).
+        return Ok(());
+    };
+    let names: Vec<String> = listing
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let sled_files = names.iter().any(|n| n == "conf" || n == "db");
+    if names.is_empty() || sled_files {
+        return Ok(());
+    }
+    let mut shown: Vec<&str> = names.iter().map(String::as_str).take(3).collect();
+    shown.sort_unstable();
+    Err(not_a_store(format!(
+        "it holds other files: {}{}",
+        shown.join(", "),
+        if names.len() > 3 { ", ..." } else { "" }
+    )))
+}
+
+/// Brings an open store to [`SCHEMA_VERSION`], or says why it cannot.
+pub(super) fn bring_up_to_date(store: &Store) -> Result<(), StoreError> {
+    let version = match store
+        .t
+        .meta
+        .get(META_VERSION)
+        .map_err(|e| store.sled_err(e))?
+    {
+        Some(bytes) => Some(
+            <[u8; 4]>::try_from(&bytes[..])
+                .map(u32::from_be_bytes)
+                .map_err(|_| store.corrupt("meta", "schema version is not 4 bytes".into()))?,
+        ),
+        None => None,
+    };
+    let version = match version {
+        Some(v) => v,
+        None => unversioned(store)?,
+    };
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::TooNew {
+            path: store.path.clone(),
+            found: version,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    if version == 1 {
+        v1_to_v2(store)?;
+    }
+    Ok(())
+}
+
+/// The version of a store without one in `meta`: 1 when it holds version
+/// 1's data, else a new store (given this version), else not ours.
+fn unversioned(store: &Store) -> Result<u32, StoreError> {
+    let names: Vec<String> = store
+        .db
+        .tree_names()
+        .iter()
+        .map(|n| String::from_utf8_lossy(n).into_owned())
+        .collect();
+    // The first development layout kept entries by id in this tree.
+    if names.iter().any(|n| n == "entries") {
+        return Err(StoreError::OldLayout {
+            path: store.path.clone(),
+        });
+    }
+    let has_data = |tree: &sled::Tree| tree.first().map(|f| f.is_some());
+    let sled = |e| store.sled_err(e);
+    let v1_data = has_data(&store.t.records).map_err(sled)?
+        || has_data(&store.t.ids).map_err(sled)?
+        || has_data(&store.t.sources).map_err(sled)?
+        || names.iter().any(|n| TREES_V1_ONLY.contains(&n.as_str()));
+    if v1_data {
+        return Ok(1);
+    }
+    let foreign: Vec<&String> = names
+        .iter()
+        .filter(|n| !n.starts_with("__sled__") && !TREES_V2.contains(&n.as_str()))
+        .collect();
+    let default_tree_used = store.db.first().map_err(sled)?.is_some();
+    if !foreign.is_empty() || default_tree_used {
+        return Err(StoreError::NotAStore {
+            path: store.path.clone(),
+            what: format!("a sled database with other trees: {foreign:?}"),
+        });
+    }
+    let meta = &store.t.meta;
+    meta.insert(META_ENTRIES, &0u64.to_be_bytes())
+        .map_err(sled)?;
+    meta.insert(META_VERSION, &SCHEMA_VERSION.to_be_bytes())
+        .map_err(sled)?;
+    store.db.flush().map_err(sled)?;
+    Ok(SCHEMA_VERSION)
+}
+
+/// Version 1 -> 2: records in the store's own form (summary and content
+/// compressed, no domain types), the story's id once per story
+/// (`stories`) instead of in every copy, `by_source` added, the band index
+/// dropped (near-duplicates are looked up in memory), the count kept.
+fn v1_to_v2(store: &Store) -> Result<(), StoreError> {
+    let sled = |e| store.sled_err(e);
+    info!(store = %store.path.display(), "migrating the store from schema version 1 to 2");
+    let mut count: u64 = 0;
+    let mut skipped: u64 = 0;
+    let mut after: Option<sled::IVec> = None;
+    loop {
+        let range = match &after {
+            Some(last) => store.t.records.range::<&[u8], _>((
+                std::ops::Bound::Excluded(&last[..]),
+                std::ops::Bound::Unbounded,
+            )),
+            None => store.t.records.iter(),
+        };
+        let chunk: Vec<(sled::IVec, sled::IVec)> = range
+            .take(MIGRATE_BATCH)
+            .collect::<Result<_, _>>()
+            .map_err(sled)?;
+        let Some((last, _)) = chunk.last() else {
+            break;
+        };
+        after = Some(last.clone());
+        let (mut records, mut by_source, mut stories) = (
+            sled::Batch::default(),
+            sled::Batch::default(),
+            sled::Batch::default(),
+        );
+        for (key, value) in &chunk {
+            let Some(seq) = keys::number_at(key, 0) else {
+                continue;
+            };
+            let stored = if value.first() == Some(&ENTRY_V2) {
+                // Converted by an earlier, interrupted run.
+                codec::decode_entry(value)
+            } else {
+                legacy::upgrade(value).and_then(|(stored, story_id)| {
+                    let value = codec::encode_entry(&stored)?;
+                    stories.insert(
+                        &keys::record_key(stored.story_seq)[..],
+                        codec::encode_story_id(&story_id),
+                    );
+                    records.insert(key.clone(), value);
+                    Ok(stored)
+                })
+            };
+            let stored = match stored.and_then(|s| s.sort_time().map(|t| (t, s))) {
+                Ok(found) => found,
+                Err(reason) => {
+                    store.skip_corrupt("records", key, &reason);
+                    skipped += 1;
+                    continue;
+                }
+            };
+            let (time, stored) = stored;
+            by_source.insert(
+                source_key(&stored.source, time, seq),
+                &stored.story_seq.to_be_bytes()[..],
+            );
+            count += 1;
+        }
+        // Indexes before records: a record in the new form has its keys.
+        store.t.stories.apply_batch(stories).map_err(sled)?;
+        store.t.by_source.apply_batch(by_source).map_err(sled)?;
+        store.t.records.apply_batch(records).map_err(sled)?;
+    }
+    for tree in TREES_V1_ONLY {
+        store.db.drop_tree(tree).map_err(sled)?;
+    }
+    store
+        .t
+        .meta
+        .insert(META_ENTRIES, &count.to_be_bytes())
+        .map_err(sled)?;
+    store
+        .t
+        .meta
+        .insert(META_VERSION, &2u32.to_be_bytes())
+        .map_err(sled)?;
+    store.db.flush().map_err(sled)?;
+    info!(
+        store = %store.path.display(),
+        entries = count,
+        skipped,
+        "migrated the store to schema version 2"
+    );
+    Ok(())
+}

@@ -1,0 +1,415 @@
+//! The only module that knows sled: entries, their indexes (time, source,
+//! links, stories), tombstones and per-source state, with explicit flushes.
+//!
+//! Each entry gets a sequence number (seq) when first stored (sled's
+//! `generate_id`: increasing, never reused), and every index points at
+//! seqs, so new entries land at the end of every tree but `ids` and
+//! `by_canon`: what ingest reads and writes stays a small, hot part of the
+//! store however large it grows.
+//!
+//! Layout, schema version 2 (numbers big-endian; values start with a format
+//! byte, see [`codec`]):
+//! - `meta`: `version` -> schema version (u32), `entries` -> how many
+//!   entries are stored (u64)
+//! - `records`: seq -> the entry and its story's seq ([`codec::StoredEntry`])
+//! - `ids`: entry id (compact) -> slot: its seq, or when it was pruned (a
+//!   tombstone, so its source cannot bring it back)
+//! - `by_time`: sort time (8) + seq -> source name: newest-first reads of
+//!   everything, and retention
+//! - `by_source`: source name (length-prefixed) + sort time (8) + seq ->
+//!   story seq: a source's entries newest first, and feeds of a few sources
+//!   read only those sources
+//! - `by_canon`: hash of the canonical link (8) + seq -> empty
+//! - `by_story`: story seq + seq -> empty (a story's copies; a story's seq
+//!   is its first copy's)
+//! - `stories`: story seq -> the story's id (its first copy's, kept after
+//!   that copy is pruned)
+//! - `tombstones`: prune time (8) + entry id (compact) -> empty
+//! - `sources`: source name -> source state (JSON)
+//!
+//! Near-duplicate lookups go to an in-memory index of recent entries
+//! ([`window`]), and `ids` / `by_canon` lookups for new entries are
+//! answered by Bloom filters ([`filters`]) without a random read; both are
+//! built on the first ingest after the store opens.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use chrono::Duration;
+use tracing::warn;
+
+mod codec;
+mod filters;
+mod ingest;
+mod keys;
+mod migrate;
+mod query;
+mod retention;
+mod window;
+
+pub use retention::{PruneCounts, Retention};
+
+use filters::Filters;
+use window::NearIndex;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another process (normally a running daemon) holds the store.
+    #[error("store {} is locked by another process (is `feedmerge run` using it?)", path.display())]
+    Locked {
+        /// The store directory.
+        path: PathBuf,
+    },
+    /// sled failed.
+    #[error("store {}: {source}", path.display())]
+    Sled {
+        /// The store directory.
+        path: PathBuf,
+        /// The underlying error.
+        source: sled::Error,
+    },
+    /// A stored value could not be read back where it must be.
+    #[error("store {}: corrupt value in {tree}: {reason}", path.display())]
+    Corrupt {
+        /// The store directory.
+        path: PathBuf,
+        /// The tree holding the value.
+        tree: &'static str,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The directory holds a store in a layout no release used.
+    #[error(
+        "store {} was written by a development build of feedmerge in an older layout; \
+         move it aside (or delete it) and feedmerge will start a new store there",
+        path.display()
+    )]
+    OldLayout {
+        /// The store directory.
+        path: PathBuf,
+    },
+    /// The directory holds something that is not a feedmerge store.
+    #[error(
+        "{} is not a feedmerge store ({what}); point [storage] path at an empty or new \
+         directory, or move these files aside",
+        path.display()
+    )]
+    NotAStore {
+        /// The directory.
+        path: PathBuf,
+        /// What is there.
+        what: String,
+    },
+    /// The store was written by a newer feedmerge.
+    #[error(
+        "store {} has schema version {found}, newer than this feedmerge reads ({supported}); \
+         run the newer feedmerge, or restore a backup made before it ran",
+        path.display()
+    )]
+    TooNew {
+        /// The store directory.
+        path: PathBuf,
+        /// The version found.
+        found: u32,
+        /// The newest version this build reads.
+        supported: u32,
+    },
+}
+
+/// How the store is opened (built from the config by `app`).
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// sled's page cache, in bytes.
+    pub cache_capacity: u64,
+    /// The dedup window: the in-memory near-duplicate index holds entries
+    /// seen or published within twice this.
+    pub window: Duration,
+}
+
+impl StoreOptions {
+    /// Options with a page cache of `cache_capacity` bytes and the default
+    /// window.
+    pub fn with_cache(cache_capacity: u64) -> Self {
+        Self {
+            cache_capacity,
+            window: crate::dedup::Rules::default().window,
+        }
+    }
+}
+
+/// What the store's health check reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreHealth {
+    /// Entries stored.
+    pub entries: u64,
+    /// Stored values found undecodable (skipped and logged) since opening.
+    pub corrupt_values: u64,
+}
+
+/// What only writers touch, under the writer lock: the filters and the
+/// near-duplicate index, built on the first ingest after opening.
+struct WriterState {
+    filters: Filters,
+    near: NearIndex,
+}
+
+/// The trees.
+#[derive(Clone)]
+struct Trees {
+    meta: sled::Tree,
+    records: sled::Tree,
+    ids: sled::Tree,
+    by_time: sled::Tree,
+    by_source: sled::Tree,
+    by_canon: sled::Tree,
+    by_story: sled::Tree,
+    stories: sled::Tree,
+    tombstones: sled::Tree,
+    sources: sled::Tree,
+}
+
+/// An open store. Cloning is cheap and shares the database.
+///
+/// Writes and flushes go through one lock, one at a time: sled 0.34's
+/// transactions and flushes deadlocked when concurrent, and one writer
+/// keeps index updates simple. Flushes are group commits: a caller whose
+/// writes were already covered by a flush that started after them returns
+/// without flushing again.
+#[derive(Clone)]
+pub struct Store {
+    path: PathBuf,
+    options: StoreOptions,
+    db: sled::Db,
+    t: Trees,
+    /// Held for every write and flush.
+    writer: Arc<Mutex<Option<WriterState>>>,
+    /// Held while a flush is arranged; holds the last flush ticket covered.
+    flush_gate: Arc<tokio::sync::Mutex<u64>>,
+    /// Flush tickets handed out so far.
+    tickets: Arc<AtomicU64>,
+    /// Entries stored (kept in `meta`, so no count is a scan).
+    entries: Arc<AtomicU64>,
+    /// Undecodable values met since opening.
+    corrupt: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+/// Attempts to open a locked store before reporting it locked.
+const LOCK_RETRIES: u32 = 10;
+/// Pause between those attempts.
+const LOCK_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// `meta` key of the schema version.
+const META_VERSION: &[u8] = b"version";
+/// `meta` key of the entry count.
+const META_ENTRIES: &[u8] = b"entries";
+
+impl Store {
+    /// Opens (or creates) the store at `path`, migrating a store written by
+    /// an earlier version.
+    pub fn open(path: &Path, options: StoreOptions) -> Result<Self, StoreError> {
+        migrate::check_directory(path)?;
+        let sled_err = |source: sled::Error| match &source {
+            sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
+                StoreError::Locked {
+                    path: path.to_path_buf(),
+                }
+            }
+            _ => StoreError::Sled {
+                path: path.to_path_buf(),
+                source,
+            },
+        };
+        let open = || {
+            sled::Config::new()
+                .path(path)
+                .cache_capacity(options.cache_capacity)
+                // Flushes are explicit (after each poll and at shutdown),
+                // under the writer lock; sled's background flusher would
+                // race them.
+                .flush_every_ms(None)
+                .open()
+                .map_err(sled_err)
+        };
+        // A store closed a moment ago may still be locked while sled's I/O
+        // threads finish; a daemon's lock outlasts this short wait.
+        let mut attempt = 0;
+        let db = loop {
+            match open() {
+                Err(StoreError::Locked { .. }) if attempt < LOCK_RETRIES => {
+                    attempt += 1;
+                    std::thread::sleep(LOCK_RETRY_PAUSE);
+                }
+                other => break other?,
+            }
+        };
+        let tree = |name: &str| db.open_tree(name).map_err(sled_err);
+        let t = Trees {
+            meta: tree("meta")?,
+            records: tree("records")?,
+            ids: tree("ids")?,
+            by_time: tree("by_time")?,
+            by_source: tree("by_source")?,
+            by_canon: tree("by_canon")?,
+            by_story: tree("by_story")?,
+            stories: tree("stories")?,
+            tombstones: tree("tombstones")?,
+            sources: tree("sources")?,
+        };
+        let store = Self {
+            path: path.to_path_buf(),
+            options,
+            db,
+            t,
+            writer: Arc::new(Mutex::new(None)),
+            flush_gate: Arc::new(tokio::sync::Mutex::new(0)),
+            tickets: Arc::new(AtomicU64::new(0)),
+            entries: Arc::new(AtomicU64::new(0)),
+            corrupt: Arc::new(AtomicU64::new(0)),
+        };
+        migrate::bring_up_to_date(&store)?;
+        let count = store
+            .t
+            .meta
+            .get(META_ENTRIES)
+            .map_err(|e| store.sled_err(e))?
+            .and_then(|v| keys::number_at(&v, 0))
+            .unwrap_or(0);
+        store.entries.store(count, Ordering::SeqCst);
+        Ok(store)
+    }
+
+    /// The store directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn sled_err(&self, source: sled::Error) -> StoreError {
+        StoreError::Sled {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn corrupt(&self, tree: &'static str, reason: String) -> StoreError {
+        StoreError::Corrupt {
+            path: self.path.clone(),
+            tree,
+            reason,
+        }
+    }
+
+    /// Notes an undecodable value that a reader skips: logged with its
+    /// tree and key, and counted for the health check.
+    fn skip_corrupt(&self, tree: &'static str, key: &[u8], reason: &str) {
+        self.corrupt.fetch_add(1, Ordering::Relaxed);
+        let key: String = key.iter().map(|b| format!("{b:02x}")).collect();
+        warn!(store = %self.path.display(), tree, key = %key, reason, "skipping an undecodable stored value");
+    }
+
+    /// How many entries are stored (a counter, not a scan).
+    pub fn entry_count(&self) -> u64 {
+        self.entries.load(Ordering::SeqCst)
+    }
+
+    /// Entries stored and undecodable values met.
+    pub fn health(&self) -> StoreHealth {
+        StoreHealth {
+            entries: self.entry_count(),
+            corrupt_values: self.corrupt.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The stored state of source `name`.
+    pub fn source_state(
+        &self,
+        name: &str,
+    ) -> Result<Option<crate::model::SourceState>, StoreError> {
+        match self.t.sources.get(name).map_err(|e| self.sled_err(e))? {
+            Some(bytes) => match codec::decode_source(&bytes) {
+                Ok(state) => Ok(Some(state)),
+                // A source whose state cannot be read starts afresh rather
+                // than failing every poll and page that asks.
+                Err(reason) => {
+                    self.skip_corrupt("sources", name.as_bytes(), &reason);
+                    Ok(None)
+                }
+            },
+            None => Ok(None),
+        }
+    }
+
+    /// Replaces the stored state of source `name`.
+    pub fn put_source_state(
+        &self,
+        name: &str,
+        state: &crate::model::SourceState,
+    ) -> Result<(), StoreError> {
+        let value = codec::encode_source(state).map_err(|r| self.corrupt("sources", r))?;
+        let _writer = self.lock_writer();
+        self.t
+            .sources
+            .insert(name.as_bytes(), value)
+            .map_err(|e| self.sled_err(e))?;
+        Ok(())
+    }
+
+    fn lock_writer(&self) -> MutexGuard<'_, Option<WriterState>> {
+        self.writer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds `delta` to the stored entry count (under the writer lock).
+    fn count_entries(&self, delta: i64) -> Result<(), StoreError> {
+        let now = if delta >= 0 {
+            self.entries.fetch_add(delta as u64, Ordering::SeqCst) + delta as u64
+        } else {
+            let down = delta.unsigned_abs();
+            let before = self.entries.fetch_sub(down, Ordering::SeqCst);
+            before.saturating_sub(down)
+        };
+        self.t
+            .meta
+            .insert(META_ENTRIES, &now.to_be_bytes())
+            .map_err(|e| self.sled_err(e))?;
+        Ok(())
+    }
+
+    /// Makes every write made before this call durable, without blocking
+    /// the async workers. Concurrent callers share one flush where they
+    /// can (group commit).
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        let ticket = self.tickets.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut covered = self.flush_gate.lock().await;
+        if *covered >= ticket {
+            // A flush that started after our writes has finished.
+            return Ok(());
+        }
+        let upto = self.tickets.load(Ordering::SeqCst);
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.flush_blocking())
+            .await
+            .map_err(|e| StoreError::Sled {
+                path: self.path.clone(),
+                source: sled::Error::ReportableBug(format!("flush task failed: {e}")),
+            })??;
+        *covered = upto;
+        Ok(())
+    }
+
+    /// Makes every write made before this call durable, blocking the caller.
+    pub fn flush_blocking(&self) -> Result<(), StoreError> {
+        let _writer = self.lock_writer();
+        self.db.flush().map_err(|e| self.sled_err(e))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,460 @@
+//! The store's unit tests: through its public operations, on real sled
+//! directories.
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
+
+use super::*;
+use crate::dedup::{self, Rules};
+use crate::model::{Entry, MergeRule, SourceState};
+
+/// The copies in the story of `id`, oldest first.
+fn copies(store: &Store, id: &str) -> Vec<Entry> {
+    store
+        .story(id)
+        .unwrap()
+        .map(|i| i.copies)
+        .unwrap_or_default()
+}
+
+/// Every source the tests use.
+fn all() -> HashSet<&'static str> {
+    ["src", "a", "b", "c"].into_iter().collect()
+}
+
+fn at(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+}
+
+fn entry(source_id: &str, title: &str, published: Option<&str>) -> Entry {
+    let now = at("2025-04-01T00:00:00Z");
+    Entry {
+        id: dedup::entry_id("src", source_id),
+        source: "src".into(),
+        source_id: source_id.into(),
+        title: title.into(),
+        link: None,
+        summary: None,
+        content: None,
+        authors: vec![],
+        categories: vec![],
+        published: published.map(at),
+        updated: None,
+        first_seen: now,
+        changed: now,
+        language: None,
+        enclosures: vec![],
+        canonical: None,
+        fingerprint: None,
+        merged: None,
+    }
+}
+
+#[test]
+fn ingest_dedups_and_orders() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), StoreOptions::with_cache(1 << 20)).unwrap();
+    let now = at("2025-04-01T00:00:00Z");
+    let batch = [
+        entry("a", "A", Some("2025-03-01T00:00:00Z")),
+        entry("b", "B", Some("2025-03-03T00:00:00Z")),
+        entry("c", "C", Some("1960-01-01T00:00:00Z")),
+    ];
+    let counts = store.ingest(&batch, now, &Rules::default()).unwrap();
+    assert_eq!((counts.new, counts.updated, counts.unchanged), (3, 0, 0));
+    let counts = store.ingest(&batch, now, &Rules::default()).unwrap();
+    assert_eq!((counts.new, counts.updated, counts.unchanged), (0, 0, 3));
+
+    // A changed title under the same id is updated in place; a moved
+    // date leaves no stale index key behind.
+    let changed = [entry("a", "A2", Some("2025-03-05T00:00:00Z"))];
+    let counts = store.ingest(&changed, now, &Rules::default()).unwrap();
+    assert_eq!((counts.new, counts.updated, counts.unchanged), (0, 1, 0));
+    let titles: Vec<_> = store
+        .source_entries("src", 10)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.title)
+        .collect();
+    assert_eq!(titles, ["A2", "B", "C"]);
+    assert_eq!(store.entry_count(), 3);
+    let limited = store.source_entries("src", 1).unwrap();
+    assert_eq!(limited[0].title, "A2");
+}
+
+#[test]
+fn concurrent_ingests_and_flushes_finish() {
+    // Many writers and flushers at once all finish. (The poll benchmark,
+    // which deadlocked before writes were serialized, is the heavier
+    // check: `cargo bench --bench poll`.)
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), StoreOptions::with_cache(1 << 20)).unwrap();
+    let now = at("2025-04-01T00:00:00Z");
+    std::thread::scope(|scope| {
+        for t in 0..32 {
+            let store = store.clone();
+            scope.spawn(move || {
+                for i in 0..20 {
+                    let batch = [entry(&format!("{t}-{i}"), "x", None)];
+                    store.ingest(&batch, now, &Rules::default()).unwrap();
+                    store
+                        .put_source_state(&format!("s{t}"), &SourceState::default())
+                        .unwrap();
+                    store.flush_blocking().unwrap();
+                }
+            });
+        }
+    });
+    assert_eq!(store.entry_count(), 32 * 20);
+}
+
+#[test]
+fn pruned_entries_stay_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), StoreOptions::with_cache(1 << 20)).unwrap();
+    let rules = Rules::default();
+    let t0 = at("2025-04-01T00:00:00Z");
+    let later = t0 + chrono::Duration::days(95);
+    let a = entry("a", "A", Some("2025-03-01T00:00:00Z"));
+    store.ingest(std::slice::from_ref(&a), t0, &rules).unwrap();
+    // An article from 2020 first seen today is kept for the full period.
+    let recent = [
+        entry("ancient", "Ancient", Some("2020-01-01T00:00:00Z")),
+        entry("b", "B", Some("2025-06-02T00:00:00Z")),
+        entry("c", "C", Some("2025-06-03T00:00:00Z")),
+        entry("d", "D", Some("2025-06-04T00:00:00Z")),
+    ];
+    store.ingest(&recent, later, &rules).unwrap();
+    let by_age = Retention::default();
+    assert_eq!(
+        store.prune(later, &by_age).unwrap().pruned,
+        1,
+        "a is 95 days old"
+    );
+    let by_count = Retention {
+        max_per_source: 2,
+        ..Retention::default()
+    };
+    assert_eq!(store.prune(later, &by_count).unwrap().pruned, 2);
+    let titles: Vec<_> = store
+        .source_entries("src", 10)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.title)
+        .collect();
+    assert_eq!(titles, ["D", "C"]);
+    // The source still lists them all: the pruned ones do not come back.
+    let mut all = recent.to_vec();
+    all.push(a);
+    let counts = store.ingest(&all, later, &rules).unwrap();
+    assert_eq!((counts.new, counts.suppressed, counts.unchanged), (0, 3, 2));
+    assert_eq!(store.entry_count(), 2);
+    // Tombstones expire.
+    let much_later = later + chrono::Duration::days(400);
+    let counts = store.prune(
+        much_later,
+        &Retention {
+            max_age: std::time::Duration::from_secs(1000 * 24 * 3600),
+            ..by_count
+        },
+    );
+    assert_eq!(counts.unwrap().tombstones_expired, 3);
+}
+
+#[test]
+fn stories_join_across_sources() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), StoreOptions::with_cache(1 << 20)).unwrap();
+    let now = at("2025-04-01T00:00:00Z");
+    let rules = Rules::default();
+    let body = "Officials met in Doha on Thursday to discuss regional security, maritime \
+                cooperation and the protection of shipping lanes in the Gulf, a statement said.";
+    let copy = |source: &str, id: &str, link: &str, title: &str| {
+        let mut e = entry(id, title, Some("2025-03-27T10:00:00Z"));
+        e.source = source.into();
+        e.id = dedup::entry_id(source, id);
+        e.link = Some(link.into());
+        e.canonical = dedup::canonical_url(link, &dedup::default_tracking());
+        e.fingerprint = dedup::fingerprint(title, body);
+        e
+    };
+    let a = copy(
+        "a",
+        "1",
+        "https://x.example/story?utm_source=rss",
+        "Talks in Doha",
+    );
+    let b = copy(
+        "b",
+        "77",
+        "http://x.example/story/",
+        "UPDATE: Talks in Doha",
+    );
+    let c = copy(
+        "c",
+        "9",
+        "https://c.example/doha-talks",
+        "Exclusive - Talks in Doha",
+    );
+    for e in [&a, &b, &c] {
+        store.ingest(std::slice::from_ref(e), now, &rules).unwrap();
+    }
+    let story = copies(&store, &a.id);
+    assert_eq!(story.len(), 3);
+    let rule = |source: &str| {
+        story
+            .iter()
+            .find(|e| e.source == source)
+            .and_then(|e| e.merged.clone())
+            .map(|m| m.rule)
+    };
+    assert_eq!(rule("a"), None);
+    assert_eq!(rule("b"), Some(MergeRule::CanonicalUrl));
+    assert!(matches!(rule("c"), Some(MergeRule::NearDuplicate { .. })));
+    let stories = store.newest_stories(10, &all()).unwrap();
+    assert_eq!(stories.len(), 1);
+    assert_eq!(stories[0].id, a.id);
+
+    // A copy that matches one story by URL and another by text joins
+    // them: b's text is too short to compare, so c starts its own
+    // story; a then matches b by URL and c by text.
+    let dir = tempfile::tempdir().unwrap();
+    let union = Store::open(dir.path(), StoreOptions::with_cache(1 << 20)).unwrap();
+    let mut short_b = b.clone();
+    short_b.fingerprint = None;
+    for e in [&short_b, &c, &a] {
+        union.ingest(std::slice::from_ref(e), now, &rules).unwrap();
+    }
+    let stories = union.newest_stories(10, &all()).unwrap();
+    assert_eq!(stories.len(), 1, "{stories:#?}");
+    assert_eq!(stories[0].id, b.id, "the first story's id survives");
+    let firsts = stories[0]
+        .copies
+        .iter()
+        .filter(|e| e.merged.is_none())
+        .count();
+    assert_eq!(firsts, 1);
+
+    // With the layers off, three stories.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), StoreOptions::with_cache(1 << 20)).unwrap();
+    let off = Rules {
+        canonical_urls: false,
+        near_duplicates: false,
+        ..Rules::default()
+    };
+    for e in [&a, &b, &c] {
+        store.ingest(std::slice::from_ref(e), now, &off).unwrap();
+    }
+    assert_eq!(store.newest_stories(10, &all()).unwrap().len(), 3);
+}
+
+/// The `ids` and `by_canon` filters never hide a stored copy: neither
+/// one stored before the store was reopened (read into the filters)
+/// nor one stored since (added to them).
+#[test]
+fn filters_never_hide_a_stored_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = at("2025-04-01T00:00:00Z");
+    let rules = Rules::default();
+    let copy = |source: &str, n: usize| {
+        let mut e = entry(
+            &format!("{n}"),
+            &format!("Story {n}"),
+            Some("2025-03-27T10:00:00Z"),
+        );
+        e.source = source.into();
+        e.id = dedup::entry_id(source, &format!("{n}"));
+        let link = format!("https://x.example/{n}?utm_source=rss");
+        e.canonical = dedup::canonical_url(&link, &dedup::default_tracking());
+        e.link = Some(link);
+        e
+    };
+    let sources = |store: &Store, n: usize| -> Vec<String> {
+        let story = copies(store, &dedup::entry_id("a", &format!("{n}")));
+        story.into_iter().map(|e| e.source).collect()
+    };
+    let batch = |source: &str, range: std::ops::Range<usize>| -> Vec<Entry> {
+        range.map(|n| copy(source, n)).collect()
+    };
+    {
+        let store = Store::open(dir.path(), StoreOptions::with_cache(1 << 20)).unwrap();
+        store.ingest(&batch("a", 0..100), now, &rules).unwrap();
+    }
+    let store = Store::open(dir.path(), StoreOptions::with_cache(1 << 20)).unwrap();
+    store.ingest(&batch("a", 100..200), now, &rules).unwrap();
+    // Every entry is known by its id, from before the reopening and
+    // after (without its link, which would find it too).
+    let mut again = batch("a", 0..200);
+    for e in &mut again {
+        e.canonical = None;
+    }
+    let counts = store.ingest(&again, now, &rules).unwrap();
+    assert_eq!(counts.new, 0);
+    // Other sources' copies find them by canonical link.
+    store.ingest(&batch("b", 50..150), now, &rules).unwrap();
+    for n in [50, 99, 100, 149] {
+        assert_eq!(sources(&store, n), ["a", "b"], "story {n}");
+    }
+    assert_eq!(sources(&store, 10), ["a"]);
+    assert_eq!(store.entry_count(), 300);
+}
+
+#[test]
+fn a_changed_guid_with_the_same_link_is_the_same_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), StoreOptions::with_cache(1 << 20)).unwrap();
+    let now = at("2025-04-01T00:00:00Z");
+    let rules = Rules::default();
+    let mut first = entry("guid-1", "T", None);
+    first.canonical = Some("x.example/post".into());
+    store.ingest(&[first], now, &rules).unwrap();
+    let mut renamed = entry("guid-2", "T", None);
+    renamed.canonical = Some("x.example/post".into());
+    let counts = store.ingest(&[renamed], now, &rules).unwrap();
+    assert_eq!(counts.new, 0);
+    assert_eq!(store.entry_count(), 1);
+}
+
+#[test]
+fn a_story_outlives_its_first_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), StoreOptions::with_cache(1 << 20)).unwrap();
+    let rules = Rules::default();
+    let t0 = at("2025-04-01T00:00:00Z");
+    let copy = |source: &str, seen: DateTime<Utc>| {
+        let mut e = entry("1", "Talks in Doha", Some("2025-03-31T10:00:00Z"));
+        e.source = source.into();
+        e.id = dedup::entry_id(source, "1");
+        e.canonical = Some("x.example/doha".into());
+        (e, seen)
+    };
+    let (first, seen) = copy("a", t0);
+    store
+        .ingest(std::slice::from_ref(&first), seen, &rules)
+        .unwrap();
+    let (second, seen) = copy("b", t0 + chrono::Duration::days(20));
+    store
+        .ingest(std::slice::from_ref(&second), seen, &rules)
+        .unwrap();
+    assert_eq!(copies(&store, &first.id).len(), 2);
+
+    // The first copy ages out; the story keeps its id and its other copy.
+    let later = t0 + chrono::Duration::days(100);
+    assert_eq!(
+        store.prune(later, &Retention::default()).unwrap(),
+        PruneCounts {
+            pruned: 1,
+            tombstones_expired: 0
+        }
+    );
+    assert_eq!(store.entry(&first.id).unwrap(), None);
+    let copies = copies(&store, &first.id);
+    assert_eq!(copies.len(), 1);
+    assert_eq!(copies[0].source, "b");
+    let stories = store.newest_stories(10, &all()).unwrap();
+    assert_eq!(stories.len(), 1);
+    assert_eq!(stories[0].id, first.id);
+    // The source still lists the pruned copy: it stays out.
+    let counts = store.ingest(&[first], later, &rules).unwrap();
+    assert_eq!((counts.new, counts.suppressed), (0, 1));
+}
+
+#[test]
+fn a_store_in_the_first_layout_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = sled::open(dir.path()).unwrap();
+        db.open_tree("entries").unwrap().insert("k", "v").unwrap();
+        db.flush().unwrap();
+    }
+    let err = Store::open(dir.path(), StoreOptions::with_cache(1 << 20)).unwrap_err();
+    assert!(matches!(err, StoreError::OldLayout { .. }), "{err}");
+    assert!(err.to_string().contains(&dir.path().display().to_string()));
+}
+
+#[test]
+fn second_open_reports_the_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let _held = Store::open(dir.path(), StoreOptions::with_cache(1 << 20)).unwrap();
+    let err = Store::open(dir.path(), StoreOptions::with_cache(1 << 20)).unwrap_err();
+    assert!(matches!(err, StoreError::Locked { .. }), "{err}");
+}
+
+#[test]
+fn an_undecodable_record_is_skipped_counted_and_stops_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), StoreOptions::with_cache(1 << 20)).unwrap();
+    let now = at("2025-04-01T00:00:00Z");
+    let batch = [
+        entry("a", "A", Some("2025-03-01T00:00:00Z")),
+        entry("b", "B", Some("2025-03-02T00:00:00Z")),
+        entry("c", "C", Some("2025-03-03T00:00:00Z")),
+    ];
+    store.ingest(&batch, now, &Rules::default()).unwrap();
+    let Some(codec::Slot::Stored(seq)) = store.slot(&batch[1].id).unwrap() else {
+        panic!("b is stored");
+    };
+    store
+        .t
+        .records
+        .insert(keys::record_key(seq), &b"\x03not an entry"[..])
+        .unwrap();
+    let titles: Vec<String> = store
+        .source_entries("src", 10)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.title)
+        .collect();
+    assert_eq!(titles, ["C", "A"]);
+    assert_eq!(store.newest_stories(10, &all()).unwrap().len(), 2);
+    assert!(store.health().corrupt_values >= 1);
+    // Retention goes on past it.
+    let one = Retention {
+        max_per_source: 1,
+        ..Retention::default()
+    };
+    assert_eq!(store.prune(now, &one).unwrap().pruned, 1);
+    let titles: Vec<String> = store
+        .source_entries("src", 10)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.title)
+        .collect();
+    assert_eq!(titles, ["C"]);
+}
+
+#[test]
+fn a_store_from_a_newer_version_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path(), StoreOptions::with_cache(1 << 20)).unwrap();
+        store
+            .t
+            .meta
+            .insert(META_VERSION, &99u32.to_be_bytes())
+            .unwrap();
+        store.flush_blocking().unwrap();
+    }
+    let err = Store::open(dir.path(), StoreOptions::with_cache(1 << 20)).unwrap_err();
+    assert!(matches!(err, StoreError::TooNew { found: 99, .. }), "{err}");
+    assert!(err.to_string().contains("newer"), "{err}");
+}
+
+#[test]
+fn counts_are_counters_kept_across_opening() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = at("2025-04-01T00:00:00Z");
+    {
+        let store = Store::open(dir.path(), StoreOptions::with_cache(1 << 20)).unwrap();
+        let batch = [entry("a", "A", None), entry("b", "B", None)];
+        store.ingest(&batch, now, &Rules::default()).unwrap();
+        store.ingest(&batch, now, &Rules::default()).unwrap();
+        assert_eq!(store.entry_count(), 2);
+        store.flush_blocking().unwrap();
+    }
+    let store = Store::open(dir.path(), StoreOptions::with_cache(1 << 20)).unwrap();
+    assert_eq!(store.entry_count(), 2);
+    assert_eq!(store.t.records.len() as u64, store.entry_count());
+}

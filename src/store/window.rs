@@ -1,0 +1,292 @@
+//! The near-duplicate index, in memory: the LSH bands of recent entries'
+//! fingerprints, so a lookup for an incoming entry reads no sled page.
+//!
+//! Near-duplicates are only looked for among entries published within the
+//! dedup window of each other, and news arrives close to when it is
+//! published, so the entries that matter are the recent ones: those first
+//! seen, or published, within the horizon (twice the window). The index is
+//! rebuilt on the first ingest after the store opens, from the recent end
+//! of `records` and `by_time`, and holds at most [`MAX_RESIDENTS`]
+//! entries (the latest arrivals win).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use chrono::{DateTime, Duration, Utc};
+
+use crate::dedup::{self, Candidate};
+use crate::model::Fingerprint;
+
+/// Most entries the index holds (about 600 bytes each).
+pub(super) const MAX_RESIDENTS: usize = 100_000;
+/// Candidates read per LSH band: bounds a lookup however many entries
+/// share a band (boilerplate, templates).
+const MAX_CANDIDATES_PER_BAND: usize = 8;
+/// Candidates offered per lookup, over all bands. Copies of one story
+/// share many bands, so a true match is met early.
+const MAX_CANDIDATES: usize = 48;
+
+/// One indexed entry.
+struct Resident {
+    story: u64,
+    id: Box<str>,
+    source: Box<str>,
+    /// Sort time (publication, else first seen), milliseconds.
+    at: i64,
+    /// First seen, milliseconds.
+    seen: i64,
+    fingerprint: Fingerprint,
+    /// Which arrival of this seq it is (an entry pruned and stored again
+    /// arrives twice): the queue's older arrival no longer evicts it.
+    arrival: u64,
+}
+
+/// An entry to index.
+pub(super) struct Indexed<'a> {
+    pub seq: u64,
+    pub story: u64,
+    pub id: &'a str,
+    pub source: &'a str,
+    pub at: DateTime<Utc>,
+    pub seen: DateTime<Utc>,
+    pub fingerprint: &'a Fingerprint,
+}
+
+/// The index.
+pub(super) struct NearIndex {
+    residents: HashMap<u64, Resident>,
+    /// Band key -> seqs, in arrival order (may name seqs no longer
+    /// resident: skipped, and swept when they outnumber the live ones).
+    bands: HashMap<[u8; 5], Vec<u64>>,
+    /// Seqs (and their arrival numbers) in arrival order, for eviction.
+    arrivals: VecDeque<(u64, u64)>,
+    /// Arrivals so far.
+    arrived: u64,
+    /// Band slots naming seqs no longer resident.
+    stale: usize,
+    horizon: Duration,
+}
+
+impl NearIndex {
+    pub(super) fn new(window: Duration) -> Self {
+        Self {
+            residents: HashMap::new(),
+            bands: HashMap::new(),
+            arrivals: VecDeque::new(),
+            arrived: 0,
+            stale: 0,
+            horizon: window + window,
+        }
+    }
+
+    /// The oldest time an entry may be (seen or published) and still be
+    /// indexed at `now`.
+    pub(super) fn cutoff(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        now - self.horizon
+    }
+
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.residents.len()
+    }
+
+    #[cfg(test)]
+    pub(super) fn contains(&self, seq: u64) -> bool {
+        self.residents.contains_key(&seq)
+    }
+
+    /// Indexes an entry (or re-indexes it when its text changed), then
+    /// evicts what fell out of the horizon or past the cap.
+    pub(super) fn insert(&mut self, e: Indexed<'_>, now: DateTime<Utc>) {
+        // A re-indexed entry keeps its place in the arrival order.
+        let arrival = match self.residents.remove(&e.seq) {
+            Some(old) => {
+                self.stale += dedup::BANDS;
+                old.arrival
+            }
+            None => {
+                self.arrived += 1;
+                self.arrivals.push_back((e.seq, self.arrived));
+                self.arrived
+            }
+        };
+        for band in dedup::band_keys(&e.fingerprint.minhash) {
+            self.bands.entry(band).or_default().push(e.seq);
+        }
+        self.residents.insert(
+            e.seq,
+            Resident {
+                story: e.story,
+                id: e.id.into(),
+                source: e.source.into(),
+                at: e.at.timestamp_millis(),
+                seen: e.seen.timestamp_millis(),
+                fingerprint: e.fingerprint.clone(),
+                arrival,
+            },
+        );
+        self.evict(now);
+    }
+
+    /// Forgets an entry (pruned, or its text lost its fingerprint).
+    pub(super) fn remove(&mut self, seq: u64) {
+        if self.residents.remove(&seq).is_some() {
+            self.stale += dedup::BANDS;
+            if self.stale > (self.residents.len() + 1024) * dedup::BANDS {
+                self.sweep();
+            }
+        }
+    }
+
+    fn evict(&mut self, now: DateTime<Utc>) {
+        let cutoff = self.cutoff(now).timestamp_millis();
+        while let Some(&(seq, arrival)) = self.arrivals.front() {
+            let current = self.residents.get(&seq).filter(|r| r.arrival == arrival);
+            // Arrival order is first-seen order: once the front is kept, so
+            // is everything after it.
+            if let Some(r) = current {
+                if self.residents.len() <= MAX_RESIDENTS && r.seen.max(r.at) >= cutoff {
+                    break;
+                }
+            }
+            self.arrivals.pop_front();
+            if current_is_some(self, seq, arrival) {
+                self.remove(seq);
+            }
+        }
+    }
+
+    fn sweep(&mut self) {
+        let residents = &self.residents;
+        self.bands.retain(|_, seqs| {
+            seqs.retain(|s| residents.contains_key(s));
+            !seqs.is_empty()
+        });
+        self.arrivals
+            .retain(|(s, a)| residents.get(s).is_some_and(|r| r.arrival == *a));
+        self.stale = 0;
+    }
+
+    /// Offers `visit` the entries sharing a band with `fingerprint` and
+    /// published within `window` of `at`, latest arrivals first, at most
+    /// [`MAX_CANDIDATES`].
+    pub(super) fn candidates(
+        &self,
+        fingerprint: &Fingerprint,
+        at: DateTime<Utc>,
+        window: Duration,
+        visit: &mut dyn FnMut(Candidate<'_>),
+    ) {
+        let (at, window) = (at.timestamp_millis(), window.num_milliseconds());
+        let mut offered = HashSet::new();
+        for band in dedup::band_keys(&fingerprint.minhash) {
+            let Some(seqs) = self.bands.get(&band) else {
+                continue;
+            };
+            let mut from_band = 0;
+            for &seq in seqs.iter().rev() {
+                if from_band >= MAX_CANDIDATES_PER_BAND || offered.len() >= MAX_CANDIDATES {
+                    break;
+                }
+                let Some(r) = self.residents.get(&seq) else {
+                    continue;
+                };
+                if (r.at - at).abs() > window || !offered.insert(seq) {
+                    continue;
+                }
+                from_band += 1;
+                visit(Candidate {
+                    key: seq,
+                    story: r.story,
+                    id: &r.id,
+                    source: &r.source,
+                    fingerprint: &r.fingerprint,
+                });
+            }
+        }
+    }
+}
+
+/// Whether `seq`'s resident is the one from arrival `arrival`.
+fn current_is_some(index: &NearIndex, seq: u64, arrival: u64) -> bool {
+    index
+        .residents
+        .get(&seq)
+        .is_some_and(|r| r.arrival == arrival)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fp(seed: u32) -> Fingerprint {
+        Fingerprint {
+            minhash: (0..64).map(|i| i * 7 + seed).collect(),
+            numbers: vec![],
+        }
+    }
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn finds_recent_band_mates_within_the_window_only() {
+        let now = at("2025-04-01T00:00:00Z");
+        let mut index = NearIndex::new(Duration::days(3));
+        let f = fp(1);
+        let entry = |seq, when: &str| Indexed {
+            seq,
+            story: seq,
+            id: "id",
+            source: "a",
+            at: at(when),
+            seen: now,
+            fingerprint: &f,
+        };
+        index.insert(entry(1, "2025-03-31T00:00:00Z"), now);
+        index.insert(entry(2, "2025-03-20T00:00:00Z"), now);
+        let mut found = Vec::new();
+        index.candidates(
+            &f,
+            at("2025-03-31T12:00:00Z"),
+            Duration::days(3),
+            &mut |c| found.push(c.key),
+        );
+        assert_eq!(found, [1]);
+        // Another fingerprint shares no band.
+        let mut none = 0;
+        index.candidates(&fp(999), now, Duration::days(3), &mut |_| none += 1);
+        assert_eq!(none, 0);
+        // Indexed again in another story (two stories became one).
+        index.insert(
+            Indexed {
+                story: 7,
+                ..entry(1, "2025-03-31T00:00:00Z")
+            },
+            now,
+        );
+        let mut stories = Vec::new();
+        index.candidates(&f, now, Duration::days(3), &mut |c| stories.push(c.story));
+        assert_eq!(stories, [7]);
+        index.remove(1);
+        assert!(!index.contains(1));
+        // Entries seen and published long before now leave.
+        let later = now + Duration::days(30);
+        let g = fp(5);
+        index.insert(
+            Indexed {
+                seq: 3,
+                story: 3,
+                id: "id3",
+                source: "b",
+                at: later,
+                seen: later,
+                fingerprint: &g,
+            },
+            later,
+        );
+        assert!(!index.contains(2));
+        assert!(index.contains(3));
+        assert_eq!(index.len(), 1);
+    }
+}

@@ -1,0 +1,216 @@
+//! A store written by the previous release opens in this one with
+//! everything kept.
+//!
+//! `tests/fixtures/store-v1.tar.gz` is a sled directory written by the
+//! release before schema version 2 (the seq-keyed layout, no `meta` tree):
+//! the real daemon's `fetch` polled the fixture feeds from a loopback
+//! server at 127.0.0.1:39245 (ETag and Last-Modified on every answer),
+//! stories joined across sources by URL and by text, and a prune with
+//! `max_per_source = 2` left two tombstones. `store-v1.json` is what that
+//! release read back from it.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use feedmerge::dedup::Rules;
+use feedmerge::model::{Entry, SourceState};
+use feedmerge::store::{Store, StoreOptions};
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+struct Manifest {
+    entries: Vec<Entry>,
+    entry_count: u64,
+    stories: BTreeMap<String, Vec<String>>,
+    sources: BTreeMap<String, SourceState>,
+    tombstoned: Tombstoned,
+}
+
+#[derive(Deserialize)]
+struct Tombstoned {
+    ids: Vec<String>,
+    entries: Vec<Entry>,
+}
+
+fn fixture(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+fn manifest() -> Manifest {
+    let text = std::fs::read_to_string(fixture("store-v1.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// The previous release's store, unpacked into `dir`.
+fn unpack_v1(dir: &Path) {
+    let status = std::process::Command::new("tar")
+        .arg("-xzf")
+        .arg(fixture("store-v1.tar.gz"))
+        .arg("-C")
+        .arg(dir)
+        .status()
+        .expect("tar runs");
+    assert!(status.success());
+}
+
+fn open(dir: &Path) -> Store {
+    Store::open(dir, StoreOptions::with_cache(1 << 20)).unwrap()
+}
+
+#[test]
+fn a_store_from_the_previous_release_opens_with_everything_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    unpack_v1(dir.path());
+    let m = manifest();
+    let store = open(dir.path());
+    assert_eq!(store.entry_count(), m.entry_count);
+    for want in &m.entries {
+        let got = store.entry(&want.id).unwrap();
+        assert_eq!(got.as_ref(), Some(want), "entry {}", want.id);
+    }
+    for (story, ids) in &m.stories {
+        let item = store.story(story).unwrap().expect("story kept");
+        assert_eq!(&item.id, story);
+        let mut got: Vec<String> = item.copies.into_iter().map(|e| e.id).collect();
+        got.sort();
+        assert_eq!(&got, ids, "story {story}");
+    }
+    for (name, state) in &m.sources {
+        let got = store.source_state(name).unwrap();
+        assert_eq!(got.as_ref(), Some(state), "source {name}");
+    }
+    let sources: HashSet<&str> = m.sources.keys().map(String::as_str).collect();
+    let merged = store.newest_stories(100, &sources).unwrap();
+    assert_eq!(merged.len(), m.stories.len());
+    // Each source's feed holds its entries, newest first.
+    for name in &sources {
+        let own: Vec<String> = store
+            .source_entries(name, 100)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.id)
+            .collect();
+        let expected: Vec<String> = m
+            .entries
+            .iter()
+            .filter(|e| e.source == *name)
+            .map(|e| e.id.clone())
+            .collect();
+        assert_eq!(own, expected, "source {name}");
+    }
+    // Tombstones still keep pruned entries out.
+    for id in &m.tombstoned.ids {
+        assert_eq!(store.entry(id).unwrap(), None);
+    }
+    let now = chrono::Utc::now();
+    let counts = store
+        .ingest(&m.tombstoned.entries, now, &Rules::default())
+        .unwrap();
+    assert_eq!((counts.new, counts.suppressed), (0, m.tombstoned.ids.len()));
+    store.flush_blocking().unwrap();
+    drop(store);
+
+    // Opened again, the store is at the new version: nothing runs twice
+    // and nothing is lost.
+    let store = open(dir.path());
+    assert_eq!(store.entry_count(), m.entry_count);
+    for want in &m.entries {
+        assert_eq!(store.entry(&want.id).unwrap().as_ref(), Some(want));
+    }
+}
+
+/// Validators seen by the loopback server, by path.
+type Seen = Arc<Mutex<Vec<(String, Option<String>, Option<String>)>>>;
+
+async fn answer_304(State(seen): State<Seen>, uri: Uri, headers: HeaderMap) -> Response {
+    let value = |name| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(String::from)
+    };
+    let (etag, since) = (
+        value(header::IF_NONE_MATCH),
+        value(header::IF_MODIFIED_SINCE),
+    );
+    let conditional = etag.is_some();
+    seen.lock()
+        .unwrap()
+        .push((uri.path().to_string(), etag, since));
+    if conditional {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "expected a conditional GET",
+        )
+            .into_response()
+    }
+}
+
+/// After the upgrade, the first poll of every source is still conditional:
+/// the ETag and Last-Modified the previous release stored are sent back.
+#[tokio::test]
+async fn the_first_poll_after_upgrading_is_conditional() {
+    let m = manifest();
+    // The previous release polled this address; its states belong to it.
+    let addr: SocketAddr = "127.0.0.1:39245".parse().unwrap();
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .expect("port 39245 on loopback is free (the fixture's source URLs name it)");
+    let seen: Seen = Arc::default();
+    let router = Router::new()
+        .fallback(answer_304)
+        .with_state(Arc::clone(&seen));
+    let server = tokio::spawn(async move { axum::serve(listener, router).await });
+
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("store");
+    std::fs::create_dir(&store_dir).unwrap();
+    unpack_v1(&store_dir);
+    let mut text = String::from("[storage]\npath = \"store\"\n");
+    for (name, state) in &m.sources {
+        text.push_str(&format!(
+            "[[sources]]\nname = \"{name}\"\nurl = \"{}\"\n",
+            state.config_url
+        ));
+    }
+    let path = dir.path().join("feedmerge.toml");
+    std::fs::write(&path, text).unwrap();
+    let config = feedmerge::config::load(&path).unwrap();
+    let reports = feedmerge::app::fetch_once(config, None).await.unwrap();
+    for report in &reports {
+        assert!(report.to_string().ends_with("not modified"), "{report}");
+    }
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), m.sources.len());
+    for (name, state) in &m.sources {
+        let path = state
+            .config_url
+            .trim_start_matches("http://127.0.0.1:39245");
+        let (_, etag, since) = seen.iter().find(|(p, _, _)| p == path).expect("polled");
+        assert_eq!(etag, &state.etag, "{name}");
+        assert_eq!(since, &state.last_modified, "{name}");
+    }
+    server.abort();
+}
+
+#[test]
+fn what_is_not_a_store_is_refused_with_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "mine").unwrap();
+    let err = Store::open(dir.path(), StoreOptions::with_cache(1 << 20)).unwrap_err();
+    let message = err.to_string();
+    assert!(message.contains("not a feedmerge store"), "{message}");
+    assert!(message.contains("notes.txt"), "{message}");
+    // Nothing was written among the files that are there.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+}
