@@ -10,6 +10,7 @@
 //! error is logged with the source's name and written to its state, and
 //! nothing already stored is touched.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -103,7 +104,7 @@ pub struct Pipeline {
     store: Store,
     /// One permit per core for the CPU stage (parse, normalize, store), so
     /// a round of thousands of polls does not become thousands of threads.
-    cpu: Semaphore,
+    cpu: Arc<Semaphore>,
     /// Longest backoff after failures, and longest TTL floor.
     max_backoff: Duration,
     /// Deduplication settings, for normalize (tracking parameters).
@@ -119,7 +120,7 @@ impl Pipeline {
         Self {
             fetcher,
             store,
-            cpu: Semaphore::new(cores),
+            cpu: Arc::new(Semaphore::new(cores)),
             max_backoff,
             rules: dedup.rules(),
             dedup,
@@ -311,7 +312,9 @@ async fn run_stages(
 
     // Parsing, normalizing and the store transaction are CPU and disk work:
     // keep them off the async workers, one poll per core at a time.
-    let _cpu = pipeline.cpu.acquire().await.ok();
+    // The permit covers parsing and normalizing; the store's writes are
+    // serialized by its own lock, and a poll waiting for it holds no core.
+    let cpu = Arc::clone(&pipeline.cpu).acquire_owned().await.ok();
     let store = pipeline.store.clone();
     let dedup = pipeline.dedup.clone();
     let rules = pipeline.rules.clone();
@@ -332,6 +335,7 @@ async fn run_stages(
                 tracking: &dedup.tracking_params,
             },
         );
+        drop(cpu);
         let counts = store.ingest(&entries, now, &rules)?;
         let title = normalize::feed_title(&parsed.feed);
         let home_page =

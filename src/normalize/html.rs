@@ -2,6 +2,7 @@
 //! wrapping, and HTML to plain text.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::sync::OnceLock;
 
 use ammonia::UrlRelative;
@@ -16,6 +17,35 @@ use super::language;
 /// absolute against `base` (or dropped when there is none); tracking pixels
 /// removed; XML-forbidden characters dropped.
 pub fn sanitize(html: &str, base: Option<&Url>) -> String {
+    BASE.with_borrow_mut(|b| *b = base.cloned());
+    let cleaned = SANITIZER.with(|builder| builder.clean(html).to_string());
+    BASE.with_borrow_mut(|b| *b = None);
+    let cleaned = without_tracking_pixels(&cleaned);
+    super::clean_text(cleaned.trim())
+}
+
+thread_local! {
+    /// The base URL of the HTML [`sanitize`] is cleaning on this thread:
+    /// the sanitizer is built once per thread, and its URL callbacks read
+    /// the base from here.
+    static BASE: RefCell<Option<Url>> = const { RefCell::new(None) };
+    /// The sanitizer (building one costs more than cleaning a short entry).
+    static SANITIZER: ammonia::Builder<'static> = sanitizer();
+    /// A builder that keeps no tag at all, for plain text.
+    static STRIPPER: ammonia::Builder<'static> = ammonia::Builder::empty();
+}
+
+/// A relative URL resolved against [`BASE`]; `None` drops it.
+fn against_base(url: &str) -> Option<Cow<'_, str>> {
+    BASE.with_borrow(|base| {
+        let joined = base.as_ref()?.join(url).ok()?;
+        Some(Cow::Owned(String::from(joined)))
+    })
+}
+
+/// The sanitizer's policy; relative URLs resolve against [`BASE`] (and go
+/// when there is none).
+fn sanitizer() -> ammonia::Builder<'static> {
     let mut builder = ammonia::Builder::default();
     builder
         .add_generic_attributes(["dir", "lang"])
@@ -24,19 +54,17 @@ pub fn sanitize(html: &str, base: Option<&Url>) -> String {
         .add_tag_attributes("source", ["srcset", "src", "type", "media", "sizes"])
         .add_tag_attributes("video", ["src", "poster", "controls", "width", "height"])
         .add_tag_attributes("audio", ["src", "controls"]);
-    builder.url_relative(match base {
-        Some(base) => UrlRelative::RewriteWithBase(base.clone()),
-        None => UrlRelative::Deny,
-    });
-    let base_for_filter = base.cloned();
-    builder.attribute_filter(move |_element, attribute, value| match attribute {
-        "srcset" => Some(Cow::Owned(absolute_srcset(value, base_for_filter.as_ref()))),
-        "poster" => absolute_http(value, base_for_filter.as_ref()).map(Cow::Owned),
+    builder.url_relative(UrlRelative::Custom(Box::new(against_base)));
+    builder.attribute_filter(|_element, attribute, value| match attribute {
+        "srcset" => Some(Cow::Owned(
+            BASE.with_borrow(|base| absolute_srcset(value, base.as_ref())),
+        )),
+        "poster" => BASE
+            .with_borrow(|base| absolute_http(value, base.as_ref()))
+            .map(Cow::Owned),
         _ => Some(Cow::Borrowed(value)),
     });
-    let cleaned = builder.clean(html).to_string();
-    let cleaned = without_tracking_pixels(&cleaned);
-    super::clean_text(cleaned.trim())
+    builder
 }
 
 /// `value` as an absolute http(s) URL, or `None`.
@@ -113,7 +141,7 @@ pub fn with_direction(html: String, language: Option<&str>) -> String {
 /// HTML to plain text: tags dropped (script and style with their content),
 /// entities decoded, whitespace collapsed.
 pub fn plain_text(html: &str) -> String {
-    let stripped = ammonia::Builder::empty().clean(html).to_string();
+    let stripped = STRIPPER.with(|builder| builder.clean(html).to_string());
     let decoded = stripped
         .replace("&nbsp;", "\u{a0}")
         .replace("&lt;", "<")

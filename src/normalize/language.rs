@@ -26,22 +26,73 @@ const MIN_DETECT_CHARS: usize = 40;
 
 /// The language of `text`, when whatlang is confident and the text long
 /// enough; as an ISO 639-1 tag where one exists.
+#[cfg(test)]
 pub fn detect(text: &str) -> Option<String> {
+    let sample = sample(text)?;
+    detect_sample(sample)
+}
+
+/// The part of `text` detection reads, or `None` when it is too short.
+fn sample(text: &str) -> Option<&str> {
     if text.chars().filter(|c| c.is_alphabetic()).count() < MIN_DETECT_CHARS {
         return None;
     }
-    // A few hundred characters tell the language as well as a whole
-    // article, at a fraction of the cost.
-    let sample = match text.char_indices().nth(DETECT_CHARS) {
+    Some(match text.char_indices().nth(DETECT_CHARS) {
         Some((cut, _)) => &text[..cut],
         None => text,
-    };
+    })
+}
+
+fn detect_sample(sample: &str) -> Option<String> {
     let info = whatlang::detect(sample)?;
     if !info.is_reliable() {
         return None;
     }
     let code = info.lang().code();
     Some(iso639_1(code).unwrap_or(code).to_string())
+}
+
+/// Entries of one document detected in a row with the same language (and
+/// script) before the rest of the document in that script takes it
+/// without detection.
+const SETTLE_AFTER: usize = 3;
+
+/// Language detection over the entries of one document.
+///
+/// Detection is the costliest step of normalizing (whatlang scores every
+/// language's trigrams), and a feed that declares no language is almost
+/// always in one language: once [`SETTLE_AFTER`] entries in a row come out
+/// as one language, later entries written in the same script take it after
+/// a script check alone. An entry in another script is detected on its own.
+#[derive(Debug, Default)]
+pub struct DocumentLanguage {
+    last: Option<(whatlang::Script, String)>,
+    streak: usize,
+}
+
+impl DocumentLanguage {
+    /// The language of `text`, an entry of this document.
+    pub fn detect(&mut self, text: &str) -> Option<String> {
+        let sample = sample(text)?;
+        let script = whatlang::detect_script(sample)?;
+        if self.streak >= SETTLE_AFTER {
+            if let Some((settled, lang)) = &self.last {
+                if *settled == script {
+                    return Some(lang.clone());
+                }
+            }
+        }
+        let lang = detect_sample(sample);
+        match (&lang, &self.last) {
+            (Some(l), Some((s, last))) if *s == script && l == last => self.streak += 1,
+            (Some(l), _) => {
+                self.last = Some((script, l.clone()));
+                self.streak = 1;
+            }
+            (None, _) => self.streak = 0,
+        }
+        lang
+    }
 }
 
 /// ISO 639-3 codes whatlang returns, to their ISO 639-1 form.
@@ -176,5 +227,26 @@ mod tests {
         for tag in ["en", "fr", "ja", "arn"] {
             assert!(!is_rtl(tag), "{tag}");
         }
+    }
+
+    #[test]
+    fn a_document_settles_on_its_language() {
+        let english = "The council met on Monday to approve the budget for schools, roads and the new library in the town centre.";
+        let french = "Le conseil municipal s'est réuni lundi pour approuver le budget des écoles, des routes et de la nouvelle bibliothèque.";
+        let arabic = "اجتمع المجلس البلدي يوم الاثنين للموافقة على ميزانية المدارس والطرق والمكتبة الجديدة في وسط المدينة";
+        let mut doc = DocumentLanguage::default();
+        for _ in 0..SETTLE_AFTER {
+            assert_eq!(doc.detect(english).as_deref(), Some("en"));
+        }
+        // Settled: the same script takes the document's language...
+        assert_eq!(doc.detect(french).as_deref(), Some("en"));
+        // ...another script is detected on its own, and starts over.
+        assert_eq!(doc.detect(arabic).as_deref(), Some("ar"));
+        assert_eq!(doc.detect(french).as_deref(), Some("fr"));
+        // Before settling, each entry is detected.
+        let mut doc = DocumentLanguage::default();
+        assert_eq!(doc.detect(english).as_deref(), Some("en"));
+        assert_eq!(doc.detect(french).as_deref(), Some("fr"));
+        assert_eq!(doc.detect("too short"), None);
     }
 }

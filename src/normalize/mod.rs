@@ -77,14 +77,20 @@ pub fn normalize_with_hints(feed: &Feed, hints: &[EntryHints], ctx: &Context<'_>
             .collect(),
     };
     let none = EntryHints::default();
+    let mut detected = language::DocumentLanguage::default();
     feed.entries
         .iter()
         .enumerate()
-        .map(|(i, e)| entry(e, hints.get(i).unwrap_or(&none), &facts))
+        .map(|(i, e)| entry(e, hints.get(i).unwrap_or(&none), &facts, &mut detected))
         .collect()
 }
 
-fn entry(e: &feed_rs::model::Entry, hints: &EntryHints, facts: &DocumentFacts<'_>) -> Entry {
+fn entry(
+    e: &feed_rs::model::Entry,
+    hints: &EntryHints,
+    facts: &DocumentFacts<'_>,
+    detected: &mut language::DocumentLanguage,
+) -> Entry {
     let ctx = facts.ctx;
     // feed-rs keeps the xml:base of <content>; the entry's own (or
     // inherited) one comes from the hints.
@@ -145,7 +151,7 @@ fn entry(e: &feed_rs::model::Entry, hints: &EntryHints, facts: &DocumentFacts<'_
         .or(e.language.as_deref())
         .and_then(language::language_tag)
         .or_else(|| facts.language.clone())
-        .or_else(|| language::detect(&format!("{title}. {body_text}")));
+        .or_else(|| detected.detect(&format!("{title}. {body_text}")));
     let content = content.map(|c| html::with_direction(c, language.as_deref()));
     let summary = summary.map(|s| html::with_direction(s, language.as_deref()));
 

@@ -62,13 +62,25 @@ pub enum StoreError {
         /// The store directory.
         path: PathBuf,
     },
-    /// sled failed.
-    #[error("store {}: {source}", path.display())]
-    Sled {
+    /// The database underneath failed (I/O, mostly).
+    #[error("store {}: {reason}", path.display())]
+    Backend {
         /// The store directory.
         path: PathBuf,
-        /// The underlying error.
-        source: sled::Error,
+        /// What failed.
+        reason: String,
+    },
+    /// The database underneath found its own files damaged.
+    #[error(
+        "store {} is damaged ({reason}); restore it from a backup, or move it aside and \
+         feedmerge will start a new store (the sources are polled again)",
+        path.display()
+    )]
+    Damaged {
+        /// The store directory.
+        path: PathBuf,
+        /// What the database said.
+        reason: String,
     },
     /// A stored value could not be read back where it must be.
     #[error("store {}: corrupt value in {tree}: {reason}", path.display())]
@@ -201,6 +213,21 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// A sled error as the store reports it: no sled type leaves the store.
+fn backend_error(path: &Path, source: sled::Error) -> StoreError {
+    let path = path.to_path_buf();
+    match source {
+        sled::Error::Corruption { .. } => StoreError::Damaged {
+            path,
+            reason: source.to_string(),
+        },
+        other => StoreError::Backend {
+            path,
+            reason: other.to_string(),
+        },
+    }
+}
+
 /// Attempts to open a locked store before reporting it locked.
 const LOCK_RETRIES: u32 = 10;
 /// Pause between those attempts.
@@ -222,10 +249,7 @@ impl Store {
                     path: path.to_path_buf(),
                 }
             }
-            _ => StoreError::Sled {
-                path: path.to_path_buf(),
-                source,
-            },
+            _ => backend_error(path, source),
         };
         let open = || {
             sled::Config::new()
@@ -292,10 +316,7 @@ impl Store {
     }
 
     fn sled_err(&self, source: sled::Error) -> StoreError {
-        StoreError::Sled {
-            path: self.path.clone(),
-            source,
-        }
+        backend_error(&self.path, source)
     }
 
     fn corrupt(&self, tree: &'static str, reason: String) -> StoreError {
@@ -395,9 +416,9 @@ impl Store {
         let store = self.clone();
         tokio::task::spawn_blocking(move || store.flush_blocking())
             .await
-            .map_err(|e| StoreError::Sled {
+            .map_err(|e| StoreError::Backend {
                 path: self.path.clone(),
-                source: sled::Error::ReportableBug(format!("flush task failed: {e}")),
+                reason: format!("flush task failed: {e}"),
             })??;
         *covered = upto;
         Ok(())
