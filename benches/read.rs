@@ -250,7 +250,9 @@ fn get(port: u16, path: &str) -> Option<(u16, usize)> {
 
 /// One daemon run's figures.
 struct DaemonRun {
+    answer_ms: f64,
     start_ms: f64,
+    healthz_ms: f64,
     feed_ms: Vec<f64>,
     source_ms: f64,
     rss_mb: f64,
@@ -267,6 +269,22 @@ fn daemon_run(config_path: &Path, port: u16, log: &Path) -> DaemonRun {
         .stderr(log)
         .spawn()
         .expect("start daemon");
+    // First any answer (an unknown feed: 404 without reading the store),
+    // then /healthz, which counts the stored entries.
+    loop {
+        if get(port, "/feeds/none.atom").is_some() {
+            break;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("daemon exited before serving: {status}");
+        }
+        assert!(
+            started.elapsed() < StdDuration::from_secs(120),
+            "daemon did not answer within 120 s"
+        );
+        std::thread::sleep(StdDuration::from_millis(2));
+    }
+    let answer_ms = started.elapsed().as_secs_f64() * 1e3;
     loop {
         if let Some((200, _)) = get(port, "/healthz") {
             break;
@@ -281,6 +299,12 @@ fn daemon_run(config_path: &Path, port: u16, log: &Path) -> DaemonRun {
         std::thread::sleep(StdDuration::from_millis(2));
     }
     let start_ms = started.elapsed().as_secs_f64() * 1e3;
+    let t = Instant::now();
+    assert!(
+        matches!(get(port, "/healthz"), Some((200, _))),
+        "GET /healthz"
+    );
+    let healthz_ms = t.elapsed().as_secs_f64() * 1e3;
     let feed_ms = (0..REQUESTS)
         .map(|_| {
             let t = Instant::now();
@@ -306,7 +330,9 @@ fn daemon_run(config_path: &Path, port: u16, log: &Path) -> DaemonRun {
     let status = child.wait().expect("daemon exit");
     assert!(status.success(), "daemon stopped cleanly: {status}");
     DaemonRun {
+        answer_ms,
         start_ms,
+        healthz_ms,
         feed_ms,
         source_ms,
         rss_mb,
@@ -392,6 +418,11 @@ fn main() {
         "daemon start to serving (spawn → GET /healthz 200), {STARTS} starts: median {start_ms:.0} ms \
          (runs {})",
         list(&starts)
+    );
+    println!(
+        "  first HTTP answer (a 404): median {:.0} ms; a later GET /healthz alone: median {:.0} ms",
+        common::median(runs.iter().map(|r| r.answer_ms).collect()),
+        common::median(runs.iter().map(|r| r.healthz_ms).collect())
     );
     println!(
         "  GET /feed.atom over HTTP: median {:.1} ms; GET /sources/{TINY}.atom: median {:.1} ms",
