@@ -689,6 +689,11 @@ fn orchestrate() {
         common::mb(feed_bytes)
     );
     stories(&first_config);
+    // For profiling the first poll alone: `PIPELINE_FIRST_ONLY=1`.
+    if std::env::var_os("PIPELINE_FIRST_ONLY").is_some() {
+        let _ = server.kill();
+        return;
+    }
 
     // Re-poll: 2,000 feeds, first polled once (not measured), then again in a
     // fresh process with every source answering 304.
@@ -765,8 +770,11 @@ fn orchestrate() {
 /// stored entry, its entries and its links to other copies.
 fn stories(config_path: &Path) {
     let config = feedmerge::config::load(config_path).expect("config");
-    let store = feedmerge::store::Store::open(&config.storage.path, config.storage.cache_capacity)
-        .expect("open store");
+    let store = feedmerge::store::Store::open(
+        &config.storage.path,
+        feedmerge::store::StoreOptions::with_cache(config.storage.cache_capacity),
+    )
+    .expect("open store");
     let xml = feedmerge::feeds::render(&config, &store, feedmerge::feeds::Selector::Merged)
         .expect("render")
         .expect("merged feed");

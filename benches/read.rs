@@ -31,7 +31,7 @@ use chrono::{DateTime, Duration, Utc};
 use common::{Rng, Script, Vocabulary};
 use feedmerge::config::{Config, DedupConfig};
 use feedmerge::feeds::{self, Selector};
-use feedmerge::store::Store;
+use feedmerge::store::{Store, StoreOptions};
 
 /// Sources holding the bulk of the entries.
 const SOURCES: usize = 200;
@@ -68,7 +68,6 @@ fn store_batch(store: &Store, batch: &[Generated], now: DateTime<Utc>, rules: &D
         .map(|g| {
             let id = dedup::entry_id(&g.source, &g.guid);
             Entry {
-                story: id.clone(),
                 id,
                 source: g.source.clone(),
                 source_id: g.guid.clone(),
@@ -90,7 +89,7 @@ fn store_batch(store: &Store, batch: &[Generated], now: DateTime<Utc>, rules: &D
             }
         })
         .collect();
-    store.ingest(&entries, now, rules).expect("ingest");
+    store.ingest(&entries, now, &rules.rules()).expect("ingest");
     store.flush_blocking().expect("flush");
 }
 
@@ -172,7 +171,7 @@ fn write_config(root: &Path, listen: u16, dead: u16) -> PathBuf {
 fn open_filled(config: &Config, size: u64) -> (Store, Option<f64>) {
     let dir = &config.storage.path;
     if dir.exists() {
-        let store = Store::open(dir, CACHE_BYTES).expect("open store");
+        let store = Store::open(dir, StoreOptions::with_cache(CACHE_BYTES)).expect("open store");
         if store.entry_count() as u64 == size + 3 {
             return (store, None);
         }
@@ -185,7 +184,7 @@ fn open_filled(config: &Config, size: u64) -> (Store, Option<f64>) {
         drop(store);
         std::fs::remove_dir_all(dir).expect("remove old store");
     }
-    let store = Store::open(dir, CACHE_BYTES).expect("open store");
+    let store = Store::open(dir, StoreOptions::with_cache(CACHE_BYTES)).expect("open store");
     let vocab = Vocabulary::load();
     let now = Utc::now();
     let rules = config.dedup.clone();

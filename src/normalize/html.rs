@@ -152,6 +152,42 @@ pub fn plain_text(html: &str) -> String {
     collapse_whitespace(&decoded)
 }
 
+/// The plain text of HTML that [`sanitize`] wrote: the same as
+/// [`plain_text`], without parsing it again. Sanitized HTML is
+/// html5ever's serialization: no comments, no script or style, attribute
+/// values in double quotes (where `>` may appear), text with `&`, `<`, `>`
+/// escaped; so dropping every tag is a scan.
+pub fn sanitized_text(html: &str) -> String {
+    let mut text = String::with_capacity(html.len());
+    let (mut in_tag, mut in_quotes) = (false, false);
+    let mut start = 0;
+    for (i, c) in html.char_indices() {
+        match (in_tag, in_quotes, c) {
+            (false, _, '<') => {
+                text.push_str(&html[start..i]);
+                in_tag = true;
+            }
+            (true, false, '"') | (true, true, '"') => in_quotes = !in_quotes,
+            (true, false, '>') => {
+                in_tag = false;
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    if !in_tag {
+        text.push_str(&html[start..]);
+    }
+    let decoded = text
+        .replace("&nbsp;", "\u{a0}")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&amp;", "&");
+    collapse_whitespace(&decoded)
+}
+
 /// Whether text given as plain looks like HTML after all (a tag or an
 /// entity), as RSS titles often do.
 pub fn looks_like_html(text: &str) -> bool {
@@ -210,6 +246,22 @@ pub fn summary_from_text(text: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sanitized_text_is_plain_text_without_a_parse() {
+        let base = Url::parse("https://example.org/a/b").unwrap();
+        for html in [
+            "<p>One &amp; two</p><p>three&nbsp;four</p>",
+            "<a href=\"/x?a=1&b=2\" title=\"a > b\">link</a> after",
+            "<div dir=\"rtl\"><p>اجتماع في الدوحة</p></div>",
+            "<table><tr><td>cell</td></tr></table> x &lt;tag&gt;",
+            "<figure><img src=\"/i.webp\" alt='q \"x\" >'><figcaption>cap</figcaption></figure>",
+            "plain <b>bold</b> <script>gone()</script> &quot;q&quot; it&#39;s",
+        ] {
+            let clean = sanitize(html, Some(&base));
+            assert_eq!(sanitized_text(&clean), plain_text(&clean), "{clean}");
+        }
+    }
 
     fn summary_from(content_html: &str) -> Option<String> {
         summary_from_text(&plain_text(content_html))

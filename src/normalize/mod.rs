@@ -133,7 +133,7 @@ fn entry(
             Some(html::sanitize(&html, html_base.as_ref()))
         })
         .filter(|s| !s.trim().is_empty());
-    let content_text = content.as_deref().map(html::plain_text);
+    let content_text = content.as_deref().map(html::sanitized_text);
     let summary = e
         .summary
         .as_ref()
@@ -142,7 +142,7 @@ fn entry(
         .or_else(|| content_text.as_deref().and_then(html::summary_from_text));
     // The text that language detection and the fingerprint read.
     let body_text = content_text
-        .or_else(|| summary.as_deref().map(html::plain_text))
+        .or_else(|| summary.as_deref().map(html::sanitized_text))
         .unwrap_or_default();
 
     let language = hints
