@@ -236,9 +236,14 @@ pub async fn poll_source(pipeline: &Pipeline, source: &SourceConfig, due: Due) -
         }
     }
     let recorded = store.put_source_state(&source.name, &state);
-    let flushed = match recorded {
-        Ok(()) => store.flush().await,
-        Err(e) => Err(e),
+    // A 304 changes nothing but times in the source's state: the next flush
+    // (any poll that stores, retention, shutdown) makes it durable, and a
+    // crash before then only repeats a poll. Everything else is flushed
+    // before the poll reports.
+    let flushed = match (recorded, &outcome) {
+        (Ok(()), Ok(PollOutcome::NotModified)) => Ok(()),
+        (Ok(()), _) => store.flush().await,
+        (Err(e), _) => Err(e),
     };
     let outcome = match (outcome, flushed) {
         (Ok(_), Err(e)) => Err(PollError::Store(e)),

@@ -142,7 +142,13 @@ pub fn with_direction(html: String, language: Option<&str>) -> String {
 /// entities decoded, whitespace collapsed.
 pub fn plain_text(html: &str) -> String {
     let stripped = STRIPPER.with(|builder| builder.clean(html).to_string());
-    let decoded = stripped
+    serialized_text(&stripped)
+}
+
+/// Text as html5ever serializes it, entities decoded and whitespace
+/// collapsed.
+fn serialized_text(text: &str) -> String {
+    let decoded = text
         .replace("&nbsp;", "\u{a0}")
         .replace("&lt;", "<")
         .replace("&gt;", ">")
@@ -178,14 +184,7 @@ pub fn sanitized_text(html: &str) -> String {
     if !in_tag {
         text.push_str(&html[start..]);
     }
-    let decoded = text
-        .replace("&nbsp;", "\u{a0}")
-        .replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&quot;", "\"")
-        .replace("&#39;", "'")
-        .replace("&amp;", "&");
-    collapse_whitespace(&decoded)
+    serialized_text(&text)
 }
 
 /// Whether text given as plain looks like HTML after all (a tag or an

@@ -13,7 +13,7 @@ use super::codec::{self, Slot, StoredEntry};
 use super::filters::{Filters, KeyFilter};
 use super::keys::{self, canon_hash, canon_key, compact_id, source_key, story_key, time_key};
 use super::window::{Indexed, NearIndex, MAX_RESIDENTS};
-use super::{Store, StoreError, WriterState};
+use super::{Batches, Store, StoreError, WriterState};
 
 /// One write an ingest makes: the entry under `seq` in story `story_seq`,
 /// replacing `old`.
@@ -301,25 +301,14 @@ impl Store {
         })
     }
 
-    /// Writes what an ingest planned, one batch per tree: indexes first,
-    /// then ids, records last. A crash in between leaves index keys whose
-    /// record is missing or older, which every reader skips or tolerates,
-    /// never a record no index finds. (Per-tree batches cost a fraction of
-    /// one multi-tree transaction, and the writer lock already keeps writes
-    /// from interleaving.)
+    /// Writes what an ingest planned, one batch per tree ([`Batches`]).
     fn write(
         &self,
         plans: &[Plan],
         state: &mut WriterState,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let mut records = sled::Batch::default();
-        let mut ids = sled::Batch::default();
-        let mut by_time = sled::Batch::default();
-        let mut by_source = sled::Batch::default();
-        let mut by_canon = sled::Batch::default();
-        let mut by_story = sled::Batch::default();
-        let mut stories = sled::Batch::default();
+        let mut b = Batches::default();
         let mut added = 0i64;
         for plan in plans {
             let Plan {
@@ -333,16 +322,17 @@ impl Store {
             let time = new.published_or_seen();
             if let Some(old) = old {
                 if old.story_seq != story_seq {
-                    by_story.remove(&story_key(old.story_seq, seq)[..]);
+                    b.by_story.remove(&story_key(old.story_seq, seq)[..]);
                 }
                 let old_time = old.entry.published_or_seen();
                 if keys::ordered_millis(old_time) != keys::ordered_millis(time) {
-                    by_time.remove(&time_key(old_time, seq)[..]);
-                    by_source.remove(source_key(&old.entry.source, old_time, seq));
+                    b.by_time.remove(&time_key(old_time, seq)[..]);
+                    b.by_source
+                        .remove(source_key(&old.entry.source, old_time, seq));
                 }
                 if let Some(canon) = &old.entry.canonical {
                     if new.canonical.as_ref() != Some(canon) {
-                        by_canon.remove(&canon_key(canon, seq)[..]);
+                        b.by_canon.remove(&canon_key(canon, seq)[..]);
                     }
                 }
             } else {
@@ -350,41 +340,33 @@ impl Store {
             }
             let stored = StoredEntry::of(new, story_seq).map_err(|r| self.corrupt("records", r))?;
             let value = codec::encode_entry(&stored).map_err(|r| self.corrupt("records", r))?;
-            records.insert(&keys::record_key(seq)[..], value);
+            b.records.insert(&keys::record_key(seq)[..], value);
             let id = compact_id(&new.id);
             state.filters.ids.add(&id);
-            ids.insert(id, Slot::Stored(seq).encode());
-            by_time.insert(&time_key(time, seq)[..], new.source.as_bytes());
-            by_source.insert(
+            b.ids.insert(id, Slot::Stored(seq).encode());
+            b.by_time
+                .insert(&time_key(time, seq)[..], new.source.as_bytes());
+            b.by_source.insert(
                 source_key(&new.source, time, seq),
                 &story_seq.to_be_bytes()[..],
             );
             if let Some(canon) = &new.canonical {
                 state.filters.canons.add(&canon_hash(canon));
-                by_canon.insert(&canon_key(canon, seq)[..], &[][..]);
+                b.by_canon.insert(&canon_key(canon, seq)[..], &[][..]);
             }
-            by_story.insert(&story_key(story_seq, seq)[..], &[][..]);
+            b.by_story.insert(&story_key(story_seq, seq)[..], &[][..]);
             if *starts_story {
-                stories.insert(&keys::record_key(seq)[..], codec::encode_story_id(&new.id));
+                b.stories
+                    .insert(&keys::record_key(seq)[..], codec::encode_story_id(&new.id));
             }
             // A story emptied by an absorption no longer names anything.
             if let Some(old) = old {
                 if old.story_seq != story_seq {
-                    stories.remove(&keys::record_key(old.story_seq)[..]);
+                    b.stories.remove(&keys::record_key(old.story_seq)[..]);
                 }
             }
         }
-        for (tree, batch) in [
-            (&self.t.by_time, by_time),
-            (&self.t.by_source, by_source),
-            (&self.t.by_canon, by_canon),
-            (&self.t.by_story, by_story),
-            (&self.t.stories, stories),
-            (&self.t.ids, ids),
-            (&self.t.records, records),
-        ] {
-            tree.apply_batch(batch).map_err(|e| self.sled_err(e))?;
-        }
+        self.apply(b)?;
         if added != 0 {
             self.count_entries(added)?;
         }

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 
 use super::codec::{self, Slot};
 use super::keys::{self, canon_key, compact_id, source_key, story_key, time_key, tombstone_key};
-use super::{Store, StoreError};
+use super::{Batches, Store, StoreError};
 
 /// Entries removed per hold of the writer lock.
 const PRUNE_BATCH: usize = 500;
@@ -130,13 +130,7 @@ impl Store {
     /// many were there. One hold of the writer lock.
     fn prune_batch(&self, seqs: &[u64], now: DateTime<Utc>) -> Result<usize, StoreError> {
         let mut writer = self.lock_writer();
-        let mut records = sled::Batch::default();
-        let mut ids = sled::Batch::default();
-        let mut by_time = sled::Batch::default();
-        let mut by_source = sled::Batch::default();
-        let mut by_canon = sled::Batch::default();
-        let mut by_story = sled::Batch::default();
-        let mut tombstones = sled::Batch::default();
+        let mut b = Batches::default();
         let mut stories = Vec::new();
         let at_millis = now.timestamp_millis();
         let mut removed = 0;
@@ -146,35 +140,25 @@ impl Store {
             };
             let entry = &stored.entry;
             let time = entry.published_or_seen();
-            records.remove(&keys::record_key(seq)[..]);
-            by_time.remove(&time_key(time, seq)[..]);
-            by_source.remove(source_key(&entry.source, time, seq));
+            b.records.remove(&keys::record_key(seq)[..]);
+            b.by_time.remove(&time_key(time, seq)[..]);
+            b.by_source.remove(source_key(&entry.source, time, seq));
             if let Some(canon) = &entry.canonical {
-                by_canon.remove(&canon_key(canon, seq)[..]);
+                b.by_canon.remove(&canon_key(canon, seq)[..]);
             }
-            by_story.remove(&story_key(stored.story_seq, seq)[..]);
-            ids.insert(
+            b.by_story.remove(&story_key(stored.story_seq, seq)[..]);
+            b.ids.insert(
                 compact_id(&entry.id),
                 Slot::Pruned { seq, at_millis }.encode(),
             );
-            tombstones.insert(tombstone_key(now, &entry.id), &[][..]);
+            b.tombstones.insert(tombstone_key(now, &entry.id), &[][..]);
             stories.push(stored.story_seq);
             if let Some(state) = writer.as_mut() {
                 state.near.remove(seq);
             }
             removed += 1;
         }
-        for (tree, batch) in [
-            (&self.t.by_time, by_time),
-            (&self.t.by_source, by_source),
-            (&self.t.by_canon, by_canon),
-            (&self.t.by_story, by_story),
-            (&self.t.ids, ids),
-            (&self.t.tombstones, tombstones),
-            (&self.t.records, records),
-        ] {
-            tree.apply_batch(batch).map_err(|e| self.sled_err(e))?;
-        }
+        self.apply(b)?;
         // A story with no copy left no longer needs its id.
         for story in stories {
             let empty = self
