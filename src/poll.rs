@@ -298,6 +298,10 @@ async fn run_stages(
             max_body: source.max_body_size,
             user_agent: &source.user_agent,
             headers: &source.headers,
+            headers_for: match &source.location {
+                SourceLocation::Http(url) => Some(url),
+                SourceLocation::File(_) => None,
+            },
             etag: state.etag.as_deref(),
             last_modified: state.last_modified.as_deref(),
         })

@@ -248,6 +248,12 @@ async fn scripted(State(script): State<Arc<Script>>, uri: Uri, headers: HeaderMa
             (StatusCode::FOUND, [(header::LOCATION, location)]).into_response()
         }
         "public" => feed_response(rss("public", &[("public-1", "public one")], "")),
+        "secret" => {
+            let port = script.other_port.load(Ordering::SeqCst);
+            let location = format!("http://127.0.0.1:{port}/secret-elsewhere");
+            (StatusCode::MOVED_PERMANENTLY, [(header::LOCATION, location)]).into_response()
+        }
+        "secret-elsewhere" => feed_response(rss("secret", &[("secret-1", "secret one")], "")),
         "ttl" => feed_response(rss("ttl", &[("ttl-1", "ttl one")], "<ttl>60</ttl>")),
         "flaky" => {
             if script.healed.load(Ordering::SeqCst) {
@@ -663,4 +669,46 @@ async fn backoff_ttl_and_per_host_limit() {
     assert_eq!(online.len(), paths.len());
     let ttl = online.iter().find(|s| s.name == "ttl").unwrap();
     assert!(ttl.next_due.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moved_source_keeps_its_secrets() {
+    let script = Arc::new(Script::default());
+    let (base, _stop) = start_scripted(Arc::clone(&script)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = scripted_config(dir.path(), &base, &["secret"], "");
+    let text = std::fs::read_to_string(&config_path).unwrap().replace(
+        &format!("url = \"{base}/secret\"\n"),
+        &format!("url = \"{base}/secret\"\nheaders = {{ Authorization = \"Bearer secret\" }}\n"),
+    );
+    std::fs::write(&config_path, text).unwrap();
+
+    // The first poll: the configured origin gets the header, the 301's
+    // target (another port, so another origin) does not.
+    let reports = fetch(&config_path).await;
+    assert!(
+        reports["secret"].ends_with("1 new, 0 updated, 0 unchanged"),
+        "{}",
+        reports["secret"]
+    );
+    assert_eq!(
+        script.headers("secret")[header::AUTHORIZATION],
+        "Bearer secret"
+    );
+    assert!(script
+        .headers("secret-elsewhere")
+        .get(header::AUTHORIZATION)
+        .is_none());
+    // Later polls go straight to the stored move, and still without it.
+    for poll in 2..=4 {
+        let reports = fetch(&config_path).await;
+        assert!(reports["secret"].starts_with("secret: "), "{reports:?}");
+        assert_eq!(script.hits("secret-elsewhere"), poll);
+        let seen = script.headers("secret-elsewhere");
+        assert!(
+            seen.get(header::AUTHORIZATION).is_none(),
+            "poll {poll} sent the secret to the moved origin"
+        );
+    }
+    assert_eq!(script.hits("secret"), 1);
 }
