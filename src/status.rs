@@ -6,7 +6,8 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::config::Config;
+use crate::config::{Config, SourceLocation};
+use crate::publish::without_userinfo;
 use crate::store::{Store, StoreError};
 
 /// One source's status.
@@ -14,7 +15,8 @@ use crate::store::{Store, StoreError};
 pub struct SourceStatus {
     /// The source's name.
     pub name: String,
-    /// The URL in the config.
+    /// The URL in the config, without userinfo; for a file, `file:` and the
+    /// file's name only.
     pub url: String,
     /// The URL polled now: where it permanently moved, else `url`.
     pub current_url: String,
@@ -45,21 +47,34 @@ pub struct SourceStatus {
 pub fn statuses(config: &Config, store: &Store) -> Result<Vec<SourceStatus>, StoreError> {
     let mut out = Vec::with_capacity(config.sources.len());
     for source in &config.sources {
-        let url = source.location.to_string();
+        let configured = source.location.to_string();
         let state = store.source_state(&source.name)?.unwrap_or_default();
         // State recorded for another URL no longer applies: the next poll
         // starts that source over.
-        let current = state.config_url == url;
-        let moved_to = state.moved_to.clone().filter(|_| current);
+        let current = state.config_url == configured;
+        let url = shown_location(&source.location);
+        let moved_to = state
+            .moved_to
+            .as_deref()
+            .filter(|_| current)
+            .map(without_userinfo);
+        // Messages may quote the URL (with its userinfo) or the file's path.
+        let scrub = |text: &str| {
+            let text = match &source.location {
+                SourceLocation::File(path) => text.replace(&path.display().to_string(), &url),
+                SourceLocation::Http(_) => text.to_string(),
+            };
+            without_userinfo(&text)
+        };
         out.push(SourceStatus {
             name: source.name.clone(),
             current_url: moved_to.unwrap_or_else(|| url.clone()),
-            url,
-            disabled: state.disabled.clone().filter(|_| current),
+            disabled: state.disabled.as_deref().filter(|_| current).map(scrub),
             last_attempt: state.last_attempt,
             last_success: state.last_success,
             http_status: state.http_status,
-            last_error: state.last_error.clone(),
+            last_error: state.last_error.as_deref().map(scrub),
+            url,
             consecutive_failures: if current {
                 state.consecutive_failures
             } else {
@@ -72,6 +87,21 @@ pub fn statuses(config: &Config, store: &Store) -> Result<Vec<SourceStatus>, Sto
         });
     }
     Ok(out)
+}
+
+/// A source's location as the API and `feedmerge sources` show it: an
+/// http(s) URL without its userinfo; for a file, only its name (the path
+/// says where the operator keeps things).
+fn shown_location(location: &SourceLocation) -> String {
+    match location {
+        SourceLocation::Http(url) => without_userinfo(url.as_str()),
+        SourceLocation::File(path) => format!(
+            "file:{}",
+            path.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        ),
+    }
 }
 
 /// Which copies a story holds, and why each joined it.
