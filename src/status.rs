@@ -155,27 +155,52 @@ pub fn explain(store: &Store, id: &str) -> Result<Option<StoryReport>, StoreErro
     }))
 }
 
-/// `report` as text, one paragraph per copy.
+/// `text` safe for a terminal: control characters (C0, DEL, C1, and so
+/// newlines inside a cell) written as `\u{..}` escapes, so a feed or a
+/// server cannot move the cursor, retitle the window or fake a line.
+fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            match c {
+                '\r' => out.push_str("\\r"),
+                '\n' => out.push_str("\\n"),
+                _ => out.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// `report` as text, one paragraph per copy (no control characters but
+/// its own newlines).
 pub fn explain_text(report: &StoryReport) -> String {
-    let mut out = format!("story {} ({} copies)\n", report.story, report.copies.len());
+    let mut out = format!(
+        "story {} ({} copies)\n",
+        printable(&report.story),
+        report.copies.len()
+    );
     for copy in &report.copies {
         out.push_str(&format!(
             "\n{}\n  source:    {}\n  title:     {}\n  link:      {}\n  published: {}\n  joined:    {}\n",
-            copy.id,
-            copy.source,
-            copy.title,
-            copy.link.as_deref().unwrap_or("-"),
+            printable(&copy.id),
+            printable(&copy.source),
+            printable(&copy.title),
+            printable(copy.link.as_deref().unwrap_or("-")),
             copy.published.to_rfc3339_opts(SecondsFormat::Secs, true),
-            match (&copy.rule, &copy.matched) {
+            printable(&match (&copy.rule, &copy.matched) {
                 (Some(rule), Some(with)) => format!("{rule}, matching {with}"),
                 _ => "first copy".to_string(),
-            }
+            })
         ));
     }
     out
 }
 
-/// A fixed-width table of `statuses`, one line per source.
+/// A fixed-width table of `statuses`, one line per source, with no control
+/// characters but the line ends.
 pub fn table(statuses: &[SourceStatus]) -> String {
     let time = |t: Option<DateTime<Utc>>| {
         t.map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true))
@@ -214,7 +239,7 @@ pub fn table(statuses: &[SourceStatus]) -> String {
             notes.push(format!("moved to {}", s.current_url));
         }
         rows.push([
-            s.name.clone(),
+            printable(&s.name),
             state.into(),
             s.http_status
                 .map(|c| c.to_string())
@@ -223,7 +248,7 @@ pub fn table(statuses: &[SourceStatus]) -> String {
             s.consecutive_failures.to_string(),
             time(s.next_due),
             s.entries_seen.to_string(),
-            notes.join("; "),
+            printable(&notes.join("; ")),
         ]);
     }
     let mut widths = [0usize; 8];
@@ -284,7 +309,7 @@ mod tests {
             entries_seen: 0,
             ..ok.clone()
         };
-        let text = table(&[ok, gone]);
+        let text = table(&[ok.clone(), gone]);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
             lines[0],
@@ -292,5 +317,53 @@ mod tests {
         );
         assert_eq!(lines[1], "centcom-ar  ok        200   2025-03-27T10:00:00Z  0      -         3        moved to https://b/feed");
         assert_eq!(lines[2], "old         disabled  410   -                     1      -         0        gone (http 410)");
+    }
+
+    #[test]
+    fn terminal_output_has_no_control_characters() {
+        let at = DateTime::parse_from_rfc3339("2025-03-27T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let status = SourceStatus {
+            name: "evil".into(),
+            url: "https://a/feed".into(),
+            current_url: "https://b/\u{1b}]0;pwned\u{7}".into(),
+            disabled: None,
+            last_attempt: Some(at),
+            last_success: None,
+            http_status: Some(500),
+            last_error: Some("http 500\u{1b}[2J\u{9b}31m\r\nfake line".into()),
+            consecutive_failures: 1,
+            next_due: None,
+            entries_seen: 0,
+            title: None,
+            encoding: None,
+        };
+        let text = table(&[status]);
+        assert_eq!(text.lines().count(), 2, "{text:?}");
+        assert!(text.lines().nth(1).unwrap().ends_with(
+            "http 500\\u{1b}[2J\\u{9b}31m\\r\\nfake line; moved to https://b/\\u{1b}]0;pwned\\u{7}"
+        ), "{text:?}");
+        let report = StoryReport {
+            story: "s\u{9b}".into(),
+            copies: vec![CopyReport {
+                id: "i".into(),
+                source: "evil".into(),
+                title: "bad\u{85}\u{1b}[31mtitle".into(),
+                link: Some("https://x/\u{7}".into()),
+                published: at,
+                rule: None,
+                matched: None,
+            }],
+        };
+        let text = explain_text(&report);
+        assert!(
+            !text.chars().any(|c| c.is_control() && c != '\n'),
+            "{text:?}"
+        );
+        assert!(
+            text.contains("title:     bad\\u{85}\\u{1b}[31mtitle"),
+            "{text}"
+        );
     }
 }
