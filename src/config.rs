@@ -245,6 +245,9 @@ pub struct SourceConfig {
     pub respect_ttl: bool,
     /// Extra request headers (values may be secrets: never log them).
     pub headers: Vec<(String, String)>,
+    /// Whether the source's URL appears in published feeds (its
+    /// `atom:source` self link). Userinfo is never published either way.
+    pub publish_url: bool,
 }
 
 /// One more published feed, served at `/feeds/NAME.atom`.
@@ -403,6 +406,7 @@ struct RawSource {
     headers: BTreeMap<String, Spanned<String>>,
     #[serde(default)]
     headers_from_env: BTreeMap<String, Spanned<String>>,
+    publish_url: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -633,6 +637,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
                 .unwrap_or_else(|| defaults.user_agent.clone()),
             respect_ttl: s.respect_ttl.unwrap_or(defaults.respect_ttl),
             headers,
+            publish_url: s.publish_url.unwrap_or(true),
         });
     }
 
@@ -814,6 +819,17 @@ mod tests {
     }
 
     #[test]
+    fn a_source_can_keep_its_url_unpublished() {
+        let text = format!(
+            "{MINIMAL}[[sources]]\nname = \"a\"\nurl = \"http://a/\"\n\
+             [[sources]]\nname = \"b\"\nurl = \"http://b/?key=k\"\npublish_url = false\n"
+        );
+        let config = parse(&text, Path::new("conf/x.toml")).unwrap();
+        let published: Vec<bool> = config.sources.iter().map(|s| s.publish_url).collect();
+        assert_eq!(published, [true, false]);
+    }
+
+    #[test]
     fn sources_are_checked() {
         let source = |body: &str| format!("{MINIMAL}[[sources]]\n{body}");
         check_err(
@@ -830,7 +846,7 @@ mod tests {
         );
         check_err(
             &source("name = \"a\"\nurl = \"http://a/\"\ncolour = \"red\"\n"),
-            "conf/x.toml:6:1: unknown field `colour`, expected one of `name`, `url`, `schedule`, `tags`, `timeout`, `connect_timeout`, `max_body_size`, `user_agent`, `respect_ttl`, `headers`, `headers_from_env`",
+            "conf/x.toml:6:1: unknown field `colour`, expected one of `name`, `url`, `schedule`, `tags`, `timeout`, `connect_timeout`, `max_body_size`, `user_agent`, `respect_ttl`, `headers`, `headers_from_env`, `publish_url`",
         );
         check_err(
             &format!(

@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 
-use crate::config::Config;
+use crate::config::{Config, SourceLocation};
 use crate::model::Item;
 use crate::publish::{self, FeedInfo, PublishError, SourceInfo};
 use crate::store::{Store, StoreError};
@@ -91,7 +91,14 @@ pub fn render(
             SourceInfo {
                 name: s.name.clone(),
                 title: state.title,
-                url: s.location.url().map(String::from),
+                // A file's path is never published, nor a URL the config
+                // keeps private; userinfo is dropped from the rest.
+                url: match &s.location {
+                    SourceLocation::Http(url) if s.publish_url => {
+                        Some(publish::without_userinfo(url.as_str()))
+                    }
+                    _ => None,
+                },
                 home_page: state.home_page,
             },
         );

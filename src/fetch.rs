@@ -114,9 +114,12 @@ pub struct Request<'a> {
     pub max_body: u64,
     /// `User-Agent` to send.
     pub user_agent: &'a str,
-    /// Extra headers, sent only to the target's own origin (never across a
-    /// redirect to another host).
+    /// Extra headers, sent only to the origin of [`Request::headers_for`].
     pub headers: &'a [(String, String)],
+    /// The URL written in the config: `headers` go only to its origin
+    /// (scheme, host and port), whatever the target is after a stored move
+    /// and wherever a redirect leads. `None` sends them nowhere.
+    pub headers_for: Option<&'a Url>,
     /// `ETag` from the last response, for `If-None-Match`.
     pub etag: Option<&'a str>,
     /// `Last-Modified` from the last response, for `If-Modified-Since`.
@@ -249,7 +252,7 @@ impl Fetcher {
                     "application/atom+xml, application/rss+xml, application/feed+json, \
                      application/xml;q=0.9, text/xml;q=0.9, application/json;q=0.8, */*;q=0.5",
                 );
-            if url.origin() == start.origin() {
+            if sends_headers(request.headers_for, &url) {
                 for (name, value) in request.headers {
                     builder = builder.header(name.as_str(), value.as_str());
                 }
@@ -330,6 +333,17 @@ impl Fetcher {
             return Ok(Fetched::Document { body, meta });
         }
     }
+}
+
+/// Whether a source's configured headers may go to `url`: only when it has
+/// the same origin (scheme, host and port) as the URL written in the config,
+/// `configured`. So never to a host the source moved or redirected to, and
+/// never over http when the config says https.
+fn sends_headers(configured: Option<&Url>, url: &Url) -> bool {
+    configured.is_some_and(|configured| {
+        let origin = configured.origin();
+        origin.is_tuple() && origin == url.origin()
+    })
 }
 
 /// Reads a response body, stopping with an error past `max_body` decoded
@@ -447,6 +461,7 @@ mod tests {
             max_body,
             user_agent: "test",
             headers: &[],
+            headers_for: None,
             etag: None,
             last_modified: None,
         }
@@ -498,6 +513,43 @@ mod tests {
         );
         assert_eq!(max_age("no-cache"), None);
         assert_eq!(max_age("max-age=abc"), None);
+    }
+
+    #[test]
+    fn configured_headers_go_only_to_the_configured_origin() {
+        let check = |configured: Option<&str>, url: &str, expected: bool| {
+            let configured = configured.map(|c| Url::parse(c).unwrap());
+            let url = Url::parse(url).unwrap();
+            assert_eq!(
+                sends_headers(configured.as_ref(), &url),
+                expected,
+                "{configured:?} -> {url}"
+            );
+        };
+        let config = Some("https://feeds.example/a?x=1");
+        check(config, "https://feeds.example/a?x=1", true);
+        check(config, "https://feeds.example/other", true);
+        check(config, "https://feeds.example:443/b", true);
+        check(config, "http://feeds.example/a?x=1", false);
+        check(config, "https://feeds.example:8443/a", false);
+        check(config, "https://elsewhere.example/a", false);
+        check(config, "https://sub.feeds.example/a", false);
+        check(
+            Some("http://127.0.0.1:8000/a"),
+            "http://127.0.0.1:8001/a",
+            false,
+        );
+        check(
+            Some("http://127.0.0.1:8000/a"),
+            "http://127.0.0.2:8000/a",
+            false,
+        );
+        check(
+            Some("http://127.0.0.1:8000/a"),
+            "http://127.0.0.1:8000/b",
+            true,
+        );
+        check(None, "https://feeds.example/a", false);
     }
 
     #[test]

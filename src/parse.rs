@@ -573,10 +573,13 @@ fn parse_rfc822(text: &str) -> Option<DateTime<Utc>> {
         ),
         _ => return None,
     };
-    let mut year: i32 = year.parse().ok()?;
-    if year < 100 {
-        year += if year < 70 { 2000 } else { 1900 };
-    }
+    // Negative years are not news; two-digit years are 1970-2069.
+    let year: i32 = match year.parse().ok()? {
+        y @ 0..=69 => y + 2000,
+        y @ 70..=99 => y + 1900,
+        y @ 100.. => y,
+        _ => return None,
+    };
     let date = NaiveDate::from_ymd_opt(year, month_no, day)?;
     let (time, zone) = match rest {
         [] => ("00:00:00", None),
@@ -599,7 +602,8 @@ fn parse_rfc822(text: &str) -> Option<DateTime<Utc>> {
         None => 0,
         Some(z) => zone_offset(z)?,
     };
-    let utc = naive - chrono::Duration::minutes(i64::from(offset_minutes));
+    // Checked: a date at the end of chrono's range plus an offset is past it.
+    let utc = naive.checked_sub_signed(chrono::Duration::minutes(i64::from(offset_minutes)))?;
     Some(utc.and_utc())
 }
 
@@ -637,6 +641,9 @@ fn zone_offset(zone: &str) -> Option<i32> {
     }
     let hours: i32 = digits[..2].parse().ok()?;
     let minutes: i32 = digits[2..].parse().ok()?;
+    if hours > 23 || minutes > 59 {
+        return None;
+    }
     Some(sign * (hours * 60 + minutes))
 }
 
@@ -818,6 +825,79 @@ mod tests {
         check("not a date", None);
         check("", None);
         check("Thu, 32 Mar 2025 10:00:00 GMT", None);
+    }
+
+    #[test]
+    fn hostile_dates_are_no_dates() {
+        let check = |text: &str, expected: Option<&str>| {
+            let got = std::panic::catch_unwind(|| parse_date(text).map(|t| t.to_rfc3339()));
+            let got = got.unwrap_or_else(|_| panic!("{text:?} panics"));
+            assert_eq!(got.as_deref(), expected, "{text:?}");
+        };
+        // Past the largest year chrono holds (262142), and an offset that
+        // pushes the largest one past it.
+        check("31 Dec 262143 23:59 -2359", None);
+        check("31 Dec 262142 23:59 -2359", None);
+        check("Fri, 31 Dec 262142 23:59:59 -2359", None);
+        check(
+            "31 Dec 262142 00:00 -2359",
+            Some("+262142-12-31T23:59:00+00:00"),
+        );
+        check("1 Jan -262144 00:00 +2359", None);
+        check("1 Jan -262143 00:00 +2359", None);
+        // Years far out of range, negative, zero, and ones that overflow
+        // the two-digit-year rule.
+        check("1 Jan 99999999999 00:00 GMT", None);
+        check("1 Jan -2147483648 00:00 GMT", None);
+        check("1 Jan 2147483647 00:00 GMT", None);
+        check("1 Jan 0 00:00 GMT", Some("2000-01-01T00:00:00+00:00"));
+        check("1 Jan 0000 00:00 GMT", Some("2000-01-01T00:00:00+00:00"));
+        check("1 Jan -5 00:00 GMT", None);
+        // Huge offsets, hours and minutes.
+        check("1 Jan 2025 00:00 +9999", None);
+        check("1 Jan 2025 00:00 -99999999", None);
+        check("1 Jan 2025 99999999999:00 GMT", None);
+        check("1 Jan 2025 23:99:99 GMT", None);
+        check("99999999999 Jan 2025 00:00 GMT", None);
+        // ISO forms at the edges.
+        check("+262143-12-31T23:59:59-23:59", None);
+        check("262143-12-31T23:59:59-2359", None);
+        check("262143-12-31 23:59:59", None);
+        check("-262144-01-01T00:00:00+23:59", None);
+        check(
+            "0000-01-01T00:00:00+23:59",
+            Some("-0001-12-31T00:01:00+00:00"),
+        );
+    }
+
+    #[test]
+    fn a_feed_with_a_hostile_date_keeps_its_entries() {
+        let doc = "<rss version=\"2.0\"><channel><title>t</title>\
+            <item><guid>1</guid><title>one</title><pubDate>31 Dec 262142 23:59 -2359</pubDate></item>\
+            <item><guid>2</guid><title>two</title><pubDate>Thu, 27 Mar 2025 10:00:00 GMT</pubDate></item>\
+            </channel></rss>";
+        let parsed = parse(doc.as_bytes(), None, None).unwrap();
+        let entries: Vec<_> = parsed
+            .feed
+            .entries
+            .iter()
+            .map(|e| {
+                (
+                    e.title.as_ref().map(|t| t.content.clone()),
+                    e.published.map(|d| d.to_rfc3339()),
+                )
+            })
+            .collect();
+        assert_eq!(
+            entries,
+            [
+                (Some("one".to_string()), None),
+                (
+                    Some("two".to_string()),
+                    Some("2025-03-27T10:00:00+00:00".to_string())
+                )
+            ]
+        );
     }
 
     #[test]

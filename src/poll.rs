@@ -303,6 +303,10 @@ async fn run_stages(
             max_body: source.max_body_size,
             user_agent: &source.user_agent,
             headers: &source.headers,
+            headers_for: match &source.location {
+                SourceLocation::Http(url) => Some(url),
+                SourceLocation::File(_) => None,
+            },
             etag: state.etag.as_deref(),
             last_modified: state.last_modified.as_deref(),
         })
@@ -324,7 +328,13 @@ async fn run_stages(
     let dedup = pipeline.dedup.clone();
     let rules = pipeline.rules.clone();
     let name = source.name.clone();
-    let parse_meta = meta.clone();
+    // Relative links resolve against the document's URL: without its
+    // userinfo, or the source's password would be in every entry's link.
+    let mut parse_meta = meta.clone();
+    if let Some(url) = parse_meta.final_url.as_mut() {
+        let _ = url.set_username("");
+        let _ = url.set_password(None);
+    }
     let (counts, seen, title, home_page, encoding, ttl) = tokio::task::spawn_blocking(move || {
         let meta = parse_meta;
         let parsed = parse::parse(&body, meta.content_type.as_deref(), meta.final_url.as_ref())?;

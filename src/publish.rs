@@ -33,10 +33,40 @@ pub struct SourceInfo {
     pub name: String,
     /// The source's own title, when known.
     pub title: Option<String>,
-    /// Where the source is polled (its `rel="self"` when http).
+    /// Where the source is polled (its `rel="self"` when http), `None` when
+    /// the source's URL is not published. Userinfo is dropped when written.
     pub url: Option<String>,
     /// The source's home page, when known.
     pub home_page: Option<String>,
+}
+
+/// `text` with the userinfo (`user:password@`) of every URL in it removed:
+/// what we publish, serve from the API or print never carries a source's
+/// credentials. Works on a URL alone and on URLs inside a message (an error
+/// naming the URL it failed on).
+pub fn without_userinfo(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let (head, tail) = rest.split_at(at + 3);
+        out.push_str(head);
+        // The authority ends where the path, query or fragment starts, or
+        // where the URL does.
+        let end = tail
+            .find(|c: char| {
+                matches!(c, '/' | '?' | '#' | '"' | '\'' | '<' | '>' | ')' | ']')
+                    || c.is_whitespace()
+            })
+            .unwrap_or(tail.len());
+        let authority = &tail[..end];
+        match authority.rfind('@') {
+            Some(user_end) => out.push_str(&authority[user_end + 1..]),
+            None => out.push_str(authority),
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Why a document could not be written.
@@ -240,7 +270,7 @@ fn atom_source(entry: &Entry, source: Option<&SourceInfo>, updated: DateTime<Utc
         }
         if let Some(url) = info.url.as_ref().filter(|u| u.starts_with("http")) {
             links.push(Link {
-                href: url.clone(),
+                href: without_userinfo(url),
                 rel: "self".into(),
                 ..Link::default()
             });
@@ -272,6 +302,33 @@ fn escape(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn userinfo_never_survives() {
+        let check = |text: &str, expected: &str| assert_eq!(without_userinfo(text), expected);
+        check(
+            "http://user:hunter2@127.0.0.1:8080/feed",
+            "http://127.0.0.1:8080/feed",
+        );
+        check("https://token@feeds.example", "https://feeds.example");
+        check(
+            "https://a:b@c@feeds.example/x?y=@z",
+            "https://feeds.example/x?y=@z",
+        );
+        check(
+            "https://medium.com/@someone/feed",
+            "https://medium.com/@someone/feed",
+        );
+        check("https://feeds.example/feed", "https://feeds.example/feed");
+        check(
+            "error sending request for url (http://u:p@h/feed): refused; also https://x:y@g/",
+            "error sending request for url (http://h/feed): refused; also https://g/",
+        );
+        check("redirect loop at http://u:p@h", "redirect loop at http://h");
+        check("no url here: a@b", "no url here: a@b");
+        check("", "");
+        check("://@", "://");
+    }
 
     fn at(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)

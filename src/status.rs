@@ -6,7 +6,8 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::config::Config;
+use crate::config::{Config, SourceLocation};
+use crate::publish::without_userinfo;
 use crate::store::{Store, StoreError};
 
 /// One source's status.
@@ -14,7 +15,8 @@ use crate::store::{Store, StoreError};
 pub struct SourceStatus {
     /// The source's name.
     pub name: String,
-    /// The URL in the config.
+    /// The URL in the config, without userinfo; for a file, `file:` and the
+    /// file's name only.
     pub url: String,
     /// The URL polled now: where it permanently moved, else `url`.
     pub current_url: String,
@@ -45,21 +47,34 @@ pub struct SourceStatus {
 pub fn statuses(config: &Config, store: &Store) -> Result<Vec<SourceStatus>, StoreError> {
     let mut out = Vec::with_capacity(config.sources.len());
     for source in &config.sources {
-        let url = source.location.to_string();
+        let configured = source.location.to_string();
         let state = store.source_state(&source.name)?.unwrap_or_default();
         // State recorded for another URL no longer applies: the next poll
         // starts that source over.
-        let current = state.config_url == url;
-        let moved_to = state.moved_to.clone().filter(|_| current);
+        let current = state.config_url == configured;
+        let url = shown_location(&source.location);
+        let moved_to = state
+            .moved_to
+            .as_deref()
+            .filter(|_| current)
+            .map(without_userinfo);
+        // Messages may quote the URL (with its userinfo) or the file's path.
+        let scrub = |text: &str| {
+            let text = match &source.location {
+                SourceLocation::File(path) => text.replace(&path.display().to_string(), &url),
+                SourceLocation::Http(_) => text.to_string(),
+            };
+            without_userinfo(&text)
+        };
         out.push(SourceStatus {
             name: source.name.clone(),
             current_url: moved_to.unwrap_or_else(|| url.clone()),
-            url,
-            disabled: state.disabled.clone().filter(|_| current),
+            disabled: state.disabled.as_deref().filter(|_| current).map(scrub),
             last_attempt: state.last_attempt,
             last_success: state.last_success,
             http_status: state.http_status,
-            last_error: state.last_error.clone(),
+            last_error: state.last_error.as_deref().map(scrub),
+            url,
             consecutive_failures: if current {
                 state.consecutive_failures
             } else {
@@ -72,6 +87,21 @@ pub fn statuses(config: &Config, store: &Store) -> Result<Vec<SourceStatus>, Sto
         });
     }
     Ok(out)
+}
+
+/// A source's location as the API and `feedmerge sources` show it: an
+/// http(s) URL without its userinfo; for a file, only its name (the path
+/// says where the operator keeps things).
+fn shown_location(location: &SourceLocation) -> String {
+    match location {
+        SourceLocation::Http(url) => without_userinfo(url.as_str()),
+        SourceLocation::File(path) => format!(
+            "file:{}",
+            path.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        ),
+    }
 }
 
 /// Which copies a story holds, and why each joined it.
@@ -125,27 +155,52 @@ pub fn explain(store: &Store, id: &str) -> Result<Option<StoryReport>, StoreErro
     }))
 }
 
-/// `report` as text, one paragraph per copy.
+/// `text` safe for a terminal: control characters (C0, DEL, C1, and so
+/// newlines inside a cell) written as `\u{..}` escapes, so a feed or a
+/// server cannot move the cursor, retitle the window or fake a line.
+fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            match c {
+                '\r' => out.push_str("\\r"),
+                '\n' => out.push_str("\\n"),
+                _ => out.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// `report` as text, one paragraph per copy (no control characters but
+/// its own newlines).
 pub fn explain_text(report: &StoryReport) -> String {
-    let mut out = format!("story {} ({} copies)\n", report.story, report.copies.len());
+    let mut out = format!(
+        "story {} ({} copies)\n",
+        printable(&report.story),
+        report.copies.len()
+    );
     for copy in &report.copies {
         out.push_str(&format!(
             "\n{}\n  source:    {}\n  title:     {}\n  link:      {}\n  published: {}\n  joined:    {}\n",
-            copy.id,
-            copy.source,
-            copy.title,
-            copy.link.as_deref().unwrap_or("-"),
+            printable(&copy.id),
+            printable(&copy.source),
+            printable(&copy.title),
+            printable(copy.link.as_deref().unwrap_or("-")),
             copy.published.to_rfc3339_opts(SecondsFormat::Secs, true),
-            match (&copy.rule, &copy.matched) {
+            printable(&match (&copy.rule, &copy.matched) {
                 (Some(rule), Some(with)) => format!("{rule}, matching {with}"),
                 _ => "first copy".to_string(),
-            }
+            })
         ));
     }
     out
 }
 
-/// A fixed-width table of `statuses`, one line per source.
+/// A fixed-width table of `statuses`, one line per source, with no control
+/// characters but the line ends.
 pub fn table(statuses: &[SourceStatus]) -> String {
     let time = |t: Option<DateTime<Utc>>| {
         t.map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true))
@@ -184,7 +239,7 @@ pub fn table(statuses: &[SourceStatus]) -> String {
             notes.push(format!("moved to {}", s.current_url));
         }
         rows.push([
-            s.name.clone(),
+            printable(&s.name),
             state.into(),
             s.http_status
                 .map(|c| c.to_string())
@@ -193,7 +248,7 @@ pub fn table(statuses: &[SourceStatus]) -> String {
             s.consecutive_failures.to_string(),
             time(s.next_due),
             s.entries_seen.to_string(),
-            notes.join("; "),
+            printable(&notes.join("; ")),
         ]);
     }
     let mut widths = [0usize; 8];
@@ -254,7 +309,7 @@ mod tests {
             entries_seen: 0,
             ..ok.clone()
         };
-        let text = table(&[ok, gone]);
+        let text = table(&[ok.clone(), gone]);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
             lines[0],
@@ -262,5 +317,53 @@ mod tests {
         );
         assert_eq!(lines[1], "centcom-ar  ok        200   2025-03-27T10:00:00Z  0      -         3        moved to https://b/feed");
         assert_eq!(lines[2], "old         disabled  410   -                     1      -         0        gone (http 410)");
+    }
+
+    #[test]
+    fn terminal_output_has_no_control_characters() {
+        let at = DateTime::parse_from_rfc3339("2025-03-27T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let status = SourceStatus {
+            name: "evil".into(),
+            url: "https://a/feed".into(),
+            current_url: "https://b/\u{1b}]0;pwned\u{7}".into(),
+            disabled: None,
+            last_attempt: Some(at),
+            last_success: None,
+            http_status: Some(500),
+            last_error: Some("http 500\u{1b}[2J\u{9b}31m\r\nfake line".into()),
+            consecutive_failures: 1,
+            next_due: None,
+            entries_seen: 0,
+            title: None,
+            encoding: None,
+        };
+        let text = table(&[status]);
+        assert_eq!(text.lines().count(), 2, "{text:?}");
+        assert!(text.lines().nth(1).unwrap().ends_with(
+            "http 500\\u{1b}[2J\\u{9b}31m\\r\\nfake line; moved to https://b/\\u{1b}]0;pwned\\u{7}"
+        ), "{text:?}");
+        let report = StoryReport {
+            story: "s\u{9b}".into(),
+            copies: vec![CopyReport {
+                id: "i".into(),
+                source: "evil".into(),
+                title: "bad\u{85}\u{1b}[31mtitle".into(),
+                link: Some("https://x/\u{7}".into()),
+                published: at,
+                rule: None,
+                matched: None,
+            }],
+        };
+        let text = explain_text(&report);
+        assert!(
+            !text.chars().any(|c| c.is_control() && c != '\n'),
+            "{text:?}"
+        );
+        assert!(
+            text.contains("title:     bad\\u{85}\\u{1b}[31mtitle"),
+            "{text}"
+        );
     }
 }

@@ -380,11 +380,14 @@ fn is_plain(media_type: &impl std::fmt::Display) -> bool {
     essence.eq_ignore_ascii_case("text/plain")
 }
 
-/// Drops characters XML 1.0 forbids, so they never reach the output.
+/// Drops characters XML 1.0 forbids and every other control character (C0,
+/// DEL and C1, U+0080 to U+009F), so none reaches a published document or a
+/// terminal. Tab, newline and carriage return stay.
 pub fn clean_text(text: &str) -> String {
     text.chars()
         .filter(|&c| {
-            matches!(c, '\t' | '\n' | '\r') || (c >= '\u{20}' && c != '\u{fffe}' && c != '\u{ffff}')
+            matches!(c, '\t' | '\n' | '\r')
+                || !(c.is_control() || c == '\u{fffe}' || c == '\u{ffff}')
         })
         .collect()
 }
@@ -392,6 +395,31 @@ pub fn clean_text(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_characters_are_dropped() {
+        let check = |text: &str, expected: &str| assert_eq!(clean_text(text), expected, "{text:?}");
+        check("plain title", "plain title");
+        check("tab\tnew\nline\r", "tab\tnew\nline\r");
+        check("nul\u{0}bell\u{7}esc\u{1b}[31mred", "nulbellesc[31mred");
+        check("del\u{7f}", "del");
+        check("c1\u{80}\u{85}\u{9b}31m\u{9f}end", "c131mend");
+        check("\u{fffe}\u{ffff}", "");
+        check(
+            "\u{a0}nbsp and é, مرحبا, \u{200f}rlm",
+            "\u{a0}nbsp and é, مرحبا, \u{200f}rlm",
+        );
+    }
+
+    #[test]
+    fn titles_lose_their_control_characters() {
+        let doc = "<rss version=\"2.0\"><channel><title>t</title><item><guid>1</guid>\
+            <title>bad\u{9b}2J &#x85;&#155;title</title>\
+            <description>&lt;p&gt;x\u{9d}y&lt;/p&gt;</description></item></channel></rss>";
+        let entries = entries_with(doc, "https://example.org/feed", None);
+        assert_eq!(entries[0].title, "bad2J title");
+        assert_eq!(entries[0].summary.as_deref(), Some("<p>xy</p>"));
+    }
 
     fn entries_with(doc: &str, url: &str, http_language: Option<&str>) -> Vec<Entry> {
         let url = Url::parse(url).unwrap();

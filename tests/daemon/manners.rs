@@ -248,6 +248,17 @@ async fn scripted(State(script): State<Arc<Script>>, uri: Uri, headers: HeaderMa
             (StatusCode::FOUND, [(header::LOCATION, location)]).into_response()
         }
         "public" => feed_response(rss("public", &[("public-1", "public one")], "")),
+        "with-password" => feed_response(
+            "<?xml version=\"1.0\"?><rss version=\"2.0\"><channel><title>pw</title><link>/home</link>\
+             <item><guid>pw-1</guid><title>password one</title><link>/articles/1</link>\
+             <description>&lt;a href=\"/articles/2\"&gt;two&lt;/a&gt;</description></item></channel></rss>",
+        ),
+        "secret" => {
+            let port = script.other_port.load(Ordering::SeqCst);
+            let location = format!("http://127.0.0.1:{port}/secret-elsewhere");
+            (StatusCode::MOVED_PERMANENTLY, [(header::LOCATION, location)]).into_response()
+        }
+        "secret-elsewhere" => feed_response(rss("secret", &[("secret-1", "secret one")], "")),
         "ttl" => feed_response(rss("ttl", &[("ttl-1", "ttl one")], "<ttl>60</ttl>")),
         "flaky" => {
             if script.healed.load(Ordering::SeqCst) {
@@ -663,4 +674,128 @@ async fn backoff_ttl_and_per_host_limit() {
     assert_eq!(online.len(), paths.len());
     let ttl = online.iter().find(|s| s.name == "ttl").unwrap();
     assert!(ttl.next_due.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moved_source_keeps_its_secrets() {
+    let script = Arc::new(Script::default());
+    let (base, _stop) = start_scripted(Arc::clone(&script)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = scripted_config(dir.path(), &base, &["secret"], "");
+    let text = std::fs::read_to_string(&config_path).unwrap().replace(
+        &format!("url = \"{base}/secret\"\n"),
+        &format!("url = \"{base}/secret\"\nheaders = {{ Authorization = \"Bearer secret\" }}\n"),
+    );
+    std::fs::write(&config_path, text).unwrap();
+
+    // The first poll: the configured origin gets the header, the 301's
+    // target (another port, so another origin) does not.
+    let reports = fetch(&config_path).await;
+    assert!(
+        reports["secret"].ends_with("1 new, 0 updated, 0 unchanged"),
+        "{}",
+        reports["secret"]
+    );
+    assert_eq!(
+        script.headers("secret")[header::AUTHORIZATION],
+        "Bearer secret"
+    );
+    assert!(script
+        .headers("secret-elsewhere")
+        .get(header::AUTHORIZATION)
+        .is_none());
+    // Later polls go straight to the stored move, and still without it.
+    for poll in 2..=4 {
+        let reports = fetch(&config_path).await;
+        assert!(reports["secret"].starts_with("secret: "), "{reports:?}");
+        assert_eq!(script.hits("secret-elsewhere"), poll);
+        let seen = script.headers("secret-elsewhere");
+        assert!(
+            seen.get(header::AUTHORIZATION).is_none(),
+            "poll {poll} sent the secret to the moved origin"
+        );
+    }
+    assert_eq!(script.hits("secret"), 1);
+}
+
+fn assert_valid_atom_unless_api(path: &str, body: &str) {
+    if path.ends_with(".atom") {
+        assert_valid_atom(body);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn published_documents_and_the_api_carry_no_passwords_or_paths() {
+    let script = Arc::new(Script::default());
+    let (base, _stop) = start_scripted(Arc::clone(&script)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let with_password = base.replace("http://", "http://user:hunter2@");
+    let config_path = scripted_config(dir.path(), &with_password, &["with-password"], "");
+    let feeds = dir.path().join("private-feeds");
+    std::fs::create_dir(&feeds).unwrap();
+    std::fs::write(
+        feeds.join("local.xml"),
+        rss("local", &[("local-1", "local one")], ""),
+    )
+    .unwrap();
+    let mut text = std::fs::read_to_string(&config_path).unwrap();
+    text.push_str("[[sources]]\nname = \"local\"\nurl = \"file:private-feeds/local.xml\"\n");
+    // A source whose URL stays out of what is published.
+    text.push_str(&format!(
+        "[[sources]]\nname = \"hidden\"\nurl = \"{base}/public\"\npublish_url = false\n"
+    ));
+    std::fs::write(&config_path, text).unwrap();
+
+    let running = start_daemon(&config_path).await;
+    let mut documents = Vec::new();
+    for path in [
+        "feed.atom",
+        "sources/with-password.atom",
+        "sources/local.atom",
+        "sources/hidden.atom",
+        "api/sources",
+    ] {
+        let (status, _, body) = http_get(&format!("{}/{path}", running.base)).await;
+        assert_eq!(status, 200, "{path}");
+        documents.push((path, body));
+    }
+    running.stop().await;
+    // The source was polled with its password (basic auth).
+    assert!(script
+        .headers("with-password")
+        .get(header::AUTHORIZATION)
+        .is_some());
+    assert!(
+        documents[0].1.contains("password one"),
+        "{}",
+        documents[0].1
+    );
+    assert!(documents[0].1.contains("local one"), "{}", documents[0].1);
+    let folder = feeds.to_str().unwrap();
+    for (path, body) in &documents {
+        assert!(
+            !body.contains("hunter2"),
+            "{path} shows the password:\n{body}"
+        );
+        assert!(
+            !body.contains(folder),
+            "{path} shows the file's path:\n{body}"
+        );
+        assert_valid_atom_unless_api(path, body);
+    }
+    // The hidden source's entries are published, its URL is not (the API,
+    // for the operator, still shows it).
+    let hidden = format!("{base}/public");
+    assert!(documents[0].1.contains("public one"));
+    for (path, body) in &documents[..4] {
+        assert!(
+            !body.contains(&hidden),
+            "{path} shows a hidden URL:\n{body}"
+        );
+    }
+    assert!(documents[4].1.contains(&hidden));
+    // The password's source keeps a self link, without the password.
+    assert!(documents[1]
+        .1
+        .contains(&format!("href=\"{base}/with-password\" rel=\"self\"")));
 }
