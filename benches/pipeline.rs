@@ -692,6 +692,7 @@ fn orchestrate() {
     // For profiling the first poll alone: `PIPELINE_FIRST_ONLY=1`.
     if std::env::var_os("PIPELINE_FIRST_ONLY").is_some() {
         let _ = server.kill();
+        let _ = server.wait();
         return;
     }
 

@@ -172,7 +172,7 @@ fn open_filled(config: &Config, size: u64) -> (Store, Option<f64>) {
     let dir = &config.storage.path;
     if dir.exists() {
         let store = Store::open(dir, StoreOptions::with_cache(CACHE_BYTES)).expect("open store");
-        if store.entry_count() as u64 == size + 3 {
+        if store.entry_count() == size + 3 {
             return (store, None);
         }
         println!(
