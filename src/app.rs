@@ -195,10 +195,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         store: store.clone(),
     });
     let server_stop = shutdown.clone();
+    let limits = config.server.clone();
     let server = tracker.spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(server_stop.cancelled_owned())
-            .await
+        server::serve(listener, router, &limits, server_stop).await;
+        Ok::<(), std::io::Error>(())
     });
     info!(addr = %local_addr, sources = config.sources.len(), "serving feeds");
 

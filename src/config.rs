@@ -73,6 +73,13 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Public base URL for self links; always ends with `/`.
     pub base_url: Option<Url>,
+    /// Longest wait for a request's headers, from the first byte awaited;
+    /// it also closes idle keep-alive connections.
+    pub header_read_timeout: Duration,
+    /// Longest time to answer one request.
+    pub request_timeout: Duration,
+    /// Most connections open at once; more wait in the listen backlog.
+    pub max_connections: usize,
 }
 
 /// The sled store's settings.
@@ -315,6 +322,11 @@ struct RawServer {
     listen: Option<Spanned<String>>,
     /// Public base URL for self links.
     base_url: Option<Spanned<String>>,
+    #[serde(default, with = "humantime_serde")]
+    header_read_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    request_timeout: Option<Duration>,
+    max_connections: Option<Spanned<usize>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -419,6 +431,9 @@ struct RawOutputFeed {
 }
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_MAX_CONNECTIONS: usize = 512;
 const DEFAULT_SCHEDULE: &str = "0 */15 * * * *";
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -671,7 +686,25 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
 
     Ok(Config {
         path: path.to_path_buf(),
-        server: ServerConfig { listen, base_url },
+        server: ServerConfig {
+            listen,
+            base_url,
+            header_read_timeout: raw
+                .server
+                .header_read_timeout
+                .unwrap_or(DEFAULT_HEADER_READ_TIMEOUT)
+                .max(Duration::from_millis(100)),
+            request_timeout: raw
+                .server
+                .request_timeout
+                .unwrap_or(DEFAULT_REQUEST_TIMEOUT)
+                .max(Duration::from_millis(100)),
+            max_connections: at_least_one(
+                &raw.server.max_connections,
+                "server.max_connections",
+                DEFAULT_MAX_CONNECTIONS,
+            )?,
+        },
         storage: StorageConfig {
             path: base_dir.join(&raw.storage.path),
             cache_capacity: raw

@@ -5,17 +5,34 @@
 //! (one source's own copies), `GET /api/sources` (each source's status),
 //! `GET /api/entries/ID` (which copies a story merged, and why),
 //! `GET /healthz`. Unknown names are 404.
+//!
+//! [`serve`] runs the routes on hyper with limits axum's own `serve` does
+//! not set: a header-read timeout (which also closes idle keep-alive
+//! connections), a cap on open connections, a request timeout, a cap on the
+//! request head's size and the URI's length, and GET and HEAD only.
 
+use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
+use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, Method, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use tracing::error;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower_service::Service;
+use tracing::{error, warn};
 
-use crate::config::Config;
+use crate::config::{Config, ServerConfig};
 use crate::feeds::{self, Selector};
 use crate::status;
 use crate::store::Store;
@@ -30,6 +47,101 @@ pub struct ServerState {
     pub config: Arc<Config>,
     /// The open store.
     pub store: Store,
+}
+
+/// Longest request URI accepted, in bytes; longer ones get 414.
+pub const MAX_URI_BYTES: usize = 8 * 1024;
+
+/// Largest request head (request line and headers) read, in bytes; past it
+/// hyper answers 431 and closes the connection.
+pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+
+/// Why a request is refused before it reaches the routes, if it is: a method
+/// other than GET and HEAD (405, whatever the path), a URI longer than
+/// [`MAX_URI_BYTES`] (414).
+fn refusal(method: &Method, uri_len: usize) -> Option<StatusCode> {
+    if method != Method::GET && method != Method::HEAD {
+        Some(StatusCode::METHOD_NOT_ALLOWED)
+    } else if uri_len > MAX_URI_BYTES {
+        Some(StatusCode::URI_TOO_LONG)
+    } else {
+        None
+    }
+}
+
+/// Serves `router` on `listener` within `limits` until `shutdown`; then
+/// stops accepting, lets the requests in progress finish, and returns.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: &ServerConfig,
+    shutdown: CancellationToken,
+) {
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let connections = TaskTracker::new();
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(MAX_HEAD_BYTES)
+        .keep_alive(true);
+    let request_timeout = limits.request_timeout;
+    loop {
+        // At the cap, connections wait in the listen backlog, not in memory.
+        let permit = tokio::select! {
+            () = shutdown.cancelled() => break,
+            permit = Arc::clone(&permits).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+        };
+        let stream = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors, most likely: wait, do not spin.
+                    warn!(error = %e, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let router = router.clone();
+        let service = service_fn(move |request: Request<Incoming>| {
+            let mut router = router.clone();
+            async move {
+                let uri_len = request.uri().to_string().len();
+                if let Some(status) = refusal(request.method(), uri_len) {
+                    let mut response = status.into_response();
+                    if status == StatusCode::METHOD_NOT_ALLOWED {
+                        response
+                            .headers_mut()
+                            .insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
+                    }
+                    return Ok::<_, Infallible>(response);
+                }
+                let request = request.map(Body::new);
+                match tokio::time::timeout(request_timeout, router.call(request)).await {
+                    Ok(response) => response,
+                    Err(_) => Ok(StatusCode::SERVICE_UNAVAILABLE.into_response()),
+                }
+            }
+        });
+        let connection = builder.serve_connection(TokioIo::new(stream), service);
+        let stop = shutdown.clone();
+        connections.spawn(async move {
+            let _permit = permit;
+            let mut connection = std::pin::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => return,
+                () = stop.cancelled() => connection.as_mut().graceful_shutdown(),
+            }
+            let _ = connection.await;
+        });
+    }
+    connections.close();
+    connections.wait().await;
 }
 
 /// The daemon's routes.
@@ -146,4 +258,34 @@ async fn healthz(State(state): State<ServerState>) -> Response {
         body.to_string(),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod limits_tests {
+    use super::*;
+
+    #[test]
+    fn only_short_gets_and_heads_reach_the_routes() {
+        let check = |method: Method, len: usize, expected: Option<StatusCode>| {
+            assert_eq!(refusal(&method, len), expected, "{method} {len}");
+        };
+        check(Method::GET, 11, None);
+        check(Method::HEAD, MAX_URI_BYTES, None);
+        check(
+            Method::GET,
+            MAX_URI_BYTES + 1,
+            Some(StatusCode::URI_TOO_LONG),
+        );
+        for method in [
+            Method::POST,
+            Method::PUT,
+            Method::DELETE,
+            Method::OPTIONS,
+            Method::PATCH,
+            Method::TRACE,
+            Method::CONNECT,
+        ] {
+            check(method, 1, Some(StatusCode::METHOD_NOT_ALLOWED));
+        }
+    }
 }

@@ -896,3 +896,73 @@ mod plain_http {
             .unwrap_or_default())
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_closes_slow_huge_and_unwanted_requests() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("feedmerge.toml");
+    std::fs::write(
+        &config_path,
+        "[server]\nlisten = \"127.0.0.1:0\"\nheader_read_timeout = \"1s\"\n[storage]\npath = \"store\"\n",
+    )
+    .unwrap();
+    let running = start_daemon(&config_path).await;
+    let addr = running.base.trim_start_matches("http://").to_string();
+
+    // Slowloris: a request line and never the end of the headers.
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(b"GET /feed.atom HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut buf)).await;
+    assert!(
+        closed.is_ok(),
+        "a request whose headers never end stays open"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // A 70 KB header: an error or a close, not a 200.
+    let mut huge = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let request = format!(
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
+        "a".repeat(70_000)
+    );
+    let _ = huge.write_all(request.as_bytes()).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), huge.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(!answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+    // A long URI: 414.
+    let long = format!("{}/feed.atom?{}", running.base, "q".repeat(9000));
+    let (status, _, _) = http_get(&long).await;
+    assert_eq!(status, StatusCode::URI_TOO_LONG);
+
+    // GET and HEAD only, on known routes and unknown paths alike.
+    let client = ::reqwest::Client::new();
+    for path in ["/feed.atom", "/api/sources", "/no-such-path"] {
+        let response = client
+            .post(format!("{}{path}", running.base))
+            .body("x")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 405, "POST {path}");
+    }
+    let head = client
+        .head(format!("{}/healthz", running.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status().as_u16(), 200);
+    let (status, _, _) = http_get(&format!("{}/healthz", running.base)).await;
+    assert_eq!(status, StatusCode::OK);
+    running.stop().await;
+}
