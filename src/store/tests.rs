@@ -18,6 +18,12 @@ fn copies(store: &Store, id: &str) -> Vec<Entry> {
         .unwrap_or_default()
 }
 
+/// The titles of source "src", newest first.
+fn titles(store: &Store) -> Vec<String> {
+    let entries = store.source_entries("src", 10).unwrap();
+    entries.into_iter().map(|e| e.title).collect()
+}
+
 /// Every source the tests use.
 fn all() -> HashSet<&'static str> {
     ["src", "a", "b", "c"].into_iter().collect()
@@ -71,13 +77,7 @@ fn ingest_dedups_and_orders() {
     let changed = [entry("a", "A2", Some("2025-03-05T00:00:00Z"))];
     let counts = store.ingest(&changed, now, &Rules::default()).unwrap();
     assert_eq!((counts.new, counts.updated, counts.unchanged), (0, 1, 0));
-    let titles: Vec<_> = store
-        .source_entries("src", 10)
-        .unwrap()
-        .into_iter()
-        .map(|e| e.title)
-        .collect();
-    assert_eq!(titles, ["A2", "B", "C"]);
+    assert_eq!(titles(&store), ["A2", "B", "C"]);
     assert_eq!(store.entry_count(), 3);
     let limited = store.source_entries("src", 1).unwrap();
     assert_eq!(limited[0].title, "A2");
@@ -137,13 +137,7 @@ fn pruned_entries_stay_out() {
         ..Retention::default()
     };
     assert_eq!(store.prune(later, &by_count).unwrap().pruned, 2);
-    let titles: Vec<_> = store
-        .source_entries("src", 10)
-        .unwrap()
-        .into_iter()
-        .map(|e| e.title)
-        .collect();
-    assert_eq!(titles, ["D", "C"]);
+    assert_eq!(titles(&store), ["D", "C"]);
     // The source still lists them all: the pruned ones do not come back.
     let mut all = recent.to_vec();
     all.push(a);
@@ -401,13 +395,7 @@ fn an_undecodable_record_is_skipped_counted_and_stops_nothing() {
         .records
         .insert(keys::record_key(seq), &b"\x03not an entry"[..])
         .unwrap();
-    let titles: Vec<String> = store
-        .source_entries("src", 10)
-        .unwrap()
-        .into_iter()
-        .map(|e| e.title)
-        .collect();
-    assert_eq!(titles, ["C", "A"]);
+    assert_eq!(titles(&store), ["C", "A"]);
     assert_eq!(store.newest_stories(10, &all()).unwrap().len(), 2);
     assert!(store.health().corrupt_values >= 1);
     // Retention goes on past it.
@@ -416,13 +404,7 @@ fn an_undecodable_record_is_skipped_counted_and_stops_nothing() {
         ..Retention::default()
     };
     assert_eq!(store.prune(now, &one).unwrap().pruned, 1);
-    let titles: Vec<String> = store
-        .source_entries("src", 10)
-        .unwrap()
-        .into_iter()
-        .map(|e| e.title)
-        .collect();
-    assert_eq!(titles, ["C"]);
+    assert_eq!(titles(&store), ["C"]);
 }
 
 #[test]
