@@ -124,7 +124,6 @@ fn open_store(config: &Config) -> anyhow::Result<Store> {
 fn store_options(config: &Config) -> StoreOptions {
     StoreOptions {
         cache_capacity: config.storage.cache_capacity,
-        window: config.dedup.rules().window,
     }
 }
 

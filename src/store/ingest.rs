@@ -54,22 +54,23 @@ impl StoryIndex for Lookup<'_> {
             let Some(seq) = keys::trailing_seq(&key) else {
                 continue;
             };
-            let Some(stored) = self.store.stored(seq)? else {
+            // The stored form has all a match needs: no text to unpack.
+            let Some(record) = self.store.record(seq)? else {
                 continue;
             };
             // The hash may collide: the link itself decides.
-            if stored.entry.canonical.as_deref() != Some(canon) {
+            if record.canonical.as_deref() != Some(canon) {
                 continue;
             }
-            let slot = if stored.entry.source == source {
+            let slot = if record.source == source {
                 &mut found.same_source
             } else {
                 &mut found.other_source
             };
             slot.get_or_insert(StoredCopy {
                 key: seq,
-                story: stored.story_seq,
-                id: stored.entry.id,
+                story: record.story_seq,
+                id: record.id,
             });
             if found.same_source.is_some() && found.other_source.is_some() {
                 break;
@@ -105,7 +106,7 @@ impl Store {
         let mut writer = self.lock_writer();
         let state = match writer.take() {
             Some(state) => state,
-            None => self.writer_state(now)?,
+            None => self.writer_state(now, rules.window)?,
         };
         let state = writer.insert(state);
         let mut counts = IngestCounts::default();
@@ -224,7 +225,11 @@ impl Store {
     /// The filters and the near-duplicate index, read in on the first
     /// ingest since the store opened: one read of `ids` and `by_canon`, and
     /// of the recent end of `records` and `by_time`.
-    fn writer_state(&self, now: DateTime<Utc>) -> Result<WriterState, StoreError> {
+    fn writer_state(
+        &self,
+        now: DateTime<Utc>,
+        window: chrono::Duration,
+    ) -> Result<WriterState, StoreError> {
         let (mut ids, mut canons) = (KeyFilter::default(), KeyFilter::default());
         for key in self.t.ids.iter().keys() {
             ids.add(&key.map_err(|e| self.sled_err(e))?);
@@ -233,7 +238,7 @@ impl Store {
             let key = key.map_err(|e| self.sled_err(e))?;
             canons.add(key.get(..8).unwrap_or(&key));
         }
-        let mut near = NearIndex::new(self.options.window);
+        let mut near = NearIndex::new(window);
         let cutoff = near.cutoff(now);
         let mut recent = Vec::new();
         // Latest arrivals first, then the latest published: what was seen

@@ -36,7 +36,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use chrono::Duration;
 use tracing::warn;
 
 mod codec;
@@ -135,19 +134,12 @@ pub enum StoreError {
 pub struct StoreOptions {
     /// sled's page cache, in bytes.
     pub cache_capacity: u64,
-    /// The dedup window: the in-memory near-duplicate index holds entries
-    /// seen or published within twice this.
-    pub window: Duration,
 }
 
 impl StoreOptions {
-    /// Options with a page cache of `cache_capacity` bytes and the default
-    /// window.
+    /// Options with a page cache of `cache_capacity` bytes.
     pub fn with_cache(cache_capacity: u64) -> Self {
-        Self {
-            cache_capacity,
-            window: crate::dedup::Rules::default().window,
-        }
+        Self { cache_capacity }
     }
 }
 
@@ -192,7 +184,6 @@ struct Trees {
 #[derive(Clone)]
 pub struct Store {
     path: PathBuf,
-    options: StoreOptions,
     db: sled::Db,
     t: Trees,
     /// Held for every write and flush.
@@ -327,7 +318,6 @@ impl Store {
         };
         let store = Self {
             path: path.to_path_buf(),
-            options,
             db,
             t,
             writer: Arc::new(Mutex::new(None)),

@@ -140,16 +140,19 @@ impl NearIndex {
     fn evict(&mut self, now: DateTime<Utc>) {
         let cutoff = self.cutoff(now).timestamp_millis();
         while let Some(&(seq, arrival)) = self.arrivals.front() {
+            // A slot whose entry left, or arrived again since, is stale.
             let current = self.residents.get(&seq).filter(|r| r.arrival == arrival);
             // Arrival order is first-seen order: once the front is kept, so
             // is everything after it.
-            if let Some(r) = current {
-                if self.residents.len() <= MAX_RESIDENTS && r.seen.max(r.at) >= cutoff {
-                    break;
-                }
+            let kept = current.is_some_and(|r| {
+                self.residents.len() <= MAX_RESIDENTS && r.seen.max(r.at) >= cutoff
+            });
+            if kept {
+                break;
             }
+            let evict = current.is_some();
             self.arrivals.pop_front();
-            if current_is_some(self, seq, arrival) {
+            if evict {
                 self.remove(seq);
             }
         }
@@ -204,14 +207,6 @@ impl NearIndex {
             }
         }
     }
-}
-
-/// Whether `seq`'s resident is the one from arrival `arrival`.
-fn current_is_some(index: &NearIndex, seq: u64, arrival: u64) -> bool {
-    index
-        .residents
-        .get(&seq)
-        .is_some_and(|r| r.arrival == arrival)
 }
 
 #[cfg(test)]
