@@ -18,8 +18,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
+use url::Url;
 
-use crate::config::{Config, RetentionConfig, SourceConfig};
+use crate::config::{Config, RetentionConfig, SourceConfig, SourceLocation};
 use crate::feeds::Selector;
 use crate::fetch::Fetcher;
 use crate::poll::{self, Due, Pipeline, PollReport};
@@ -137,8 +138,16 @@ fn retention(config: &RetentionConfig) -> Retention {
     }
 }
 
+/// A source's URL as written in the config, for an http(s) source.
+fn source_url(source: &SourceConfig) -> Option<&Url> {
+    match &source.location {
+        SourceLocation::Http(url) => Some(url),
+        SourceLocation::File(_) => None,
+    }
+}
+
 fn new_poller(config: Arc<Config>, store: Store) -> Poller {
-    let fetcher = Fetcher::new(&config.poll);
+    let fetcher = Fetcher::new(&config.poll, config.sources.iter().filter_map(source_url));
     Poller {
         pipeline: Pipeline::new(
             fetcher,

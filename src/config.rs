@@ -112,6 +112,10 @@ pub struct PollConfig {
     pub jitter: Duration,
     /// Longest wait after failures (exponential backoff cap).
     pub max_backoff: Duration,
+    /// Whether any host may be a private or local address. Off by default:
+    /// only hosts written in the sources' URLs may be, so a redirect or a
+    /// stored move cannot reach the operator's network.
+    pub allow_private_networks: bool,
 }
 
 /// Deduplication settings.
@@ -356,6 +360,7 @@ struct RawPoll {
     jitter: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     max_backoff: Option<Duration>,
+    allow_private_networks: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -545,6 +550,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         per_host: at_least_one(&raw.poll.per_host, "poll.per_host", DEFAULT_PER_HOST)?,
         jitter: raw.poll.jitter.unwrap_or(DEFAULT_JITTER),
         max_backoff: raw.poll.max_backoff.unwrap_or(DEFAULT_MAX_BACKOFF),
+        allow_private_networks: raw.poll.allow_private_networks.unwrap_or(false),
     };
 
     let dedup_defaults = DedupConfig::default();

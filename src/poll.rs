@@ -176,7 +176,7 @@ pub async fn poll_source(pipeline: &Pipeline, source: &SourceConfig, due: Due) -
 
     let outcome = run_stages(pipeline, source, &mut state, now).await;
     match &outcome {
-        Ok(result) => {
+        Ok(_) => {
             state.last_success = Some(now);
             state.last_error = None;
             state.consecutive_failures = 0;
@@ -187,17 +187,6 @@ pub async fn poll_source(pipeline: &Pipeline, source: &SourceConfig, due: Due) -
                 }
                 _ => None,
             };
-            match result {
-                PollOutcome::Stored(c) => {
-                    info!(
-                        new = c.new,
-                        updated = c.updated,
-                        unchanged = c.unchanged,
-                        "poll done"
-                    )
-                }
-                _ => info!("not modified"),
-            }
         }
         Err(e) => {
             state.last_error = Some(e.to_string());
@@ -253,6 +242,17 @@ pub async fn poll_source(pipeline: &Pipeline, source: &SourceConfig, due: Due) -
         }
         (outcome, Ok(())) => outcome,
     };
+    // Reported only now: a poll's entries count as stored once flushed.
+    match &outcome {
+        Ok(PollOutcome::Stored(c)) => info!(
+            new = c.new,
+            updated = c.updated,
+            unchanged = c.unchanged,
+            "poll done"
+        ),
+        Ok(PollOutcome::NotModified) => info!("not modified"),
+        _ => {}
+    }
     report(outcome)
 }
 
@@ -311,12 +311,12 @@ async fn run_stages(
             last_modified: state.last_modified.as_deref(),
         })
         .await?;
-    let (body, meta) = match fetched {
+    let (body, meta, slot) = match fetched {
         Fetched::NotModified(meta) => {
             note_meta(state, &meta, now);
             return Ok(PollOutcome::NotModified);
         }
-        Fetched::Document { body, meta } => (body, meta),
+        Fetched::Document { body, meta, slot } => (body, meta, slot),
     };
 
     // Parsing, normalizing and the store transaction are CPU and disk work:
@@ -324,6 +324,7 @@ async fn run_stages(
     // The permit covers parsing and normalizing; the store's writes are
     // serialized by its own lock, and a poll waiting for it holds no core.
     let cpu = Arc::clone(&pipeline.cpu).acquire_owned().await.ok();
+    drop(slot);
     let store = pipeline.store.clone();
     let dedup = pipeline.dedup.clone();
     let rules = pipeline.rules.clone();

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 mod conformance;
 mod dedup_pairs;
+mod guard;
 mod manners;
 mod upgrade;
 

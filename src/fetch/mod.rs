@@ -6,7 +6,9 @@
 //! permanent move is reported), and limits on fetches in flight, overall and
 //! per host. And a hard one to kill: a total timeout (a server dripping one
 //! byte at a time cannot hold a poll) and a cap on the decoded body (a gzip
-//! bomb stops at the cap, not when memory runs out).
+//! bomb stops at the cap, not when memory runs out). And one that cannot be
+//! steered: the [`guard`] keeps feeds, redirects and stored moves off
+//! private networks the config does not name.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -23,6 +25,10 @@ use tokio::time::Instant;
 use url::Url;
 
 use crate::config::PollConfig;
+
+mod guard;
+
+pub use guard::{is_private, Guard, Refused};
 
 /// Redirects followed before giving up.
 pub const MAX_REDIRECTS: usize = 5;
@@ -65,6 +71,21 @@ pub enum FetchError {
     /// A redirect without a usable `Location`.
     #[error("bad redirect: {0}")]
     BadRedirect(String),
+    /// The private-network guard refused the address.
+    #[error(transparent)]
+    Refused(#[from] Refused),
+    /// No fetch slot for the host came free in time: other fetches to it
+    /// are slow or hung.
+    #[error(
+        "waited {} s for a fetch slot to {host} (other fetches to it are slow)",
+        waited.as_secs_f32()
+    )]
+    Queued {
+        /// The host (and port).
+        host: String,
+        /// How long the fetch waited.
+        waited: Duration,
+    },
     /// The request failed (DNS, connect, TLS, protocol, decoding...).
     #[error("{0}")]
     Request(String),
@@ -149,7 +170,7 @@ pub struct Meta {
 }
 
 /// The result of a successful fetch.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub enum Fetched {
     /// 304: the document did not change since the validators were issued.
     NotModified(Meta),
@@ -159,8 +180,16 @@ pub enum Fetched {
         body: Vec<u8>,
         /// What the server said about it.
         meta: Meta,
+        /// The fetch's in-flight slot, still held: drop it once the body
+        /// is in the hands of the CPU stage, so fetched bodies waiting for
+        /// a core are bounded by the fetches in flight.
+        slot: Slot,
     },
 }
+
+/// One of the fetcher's in-flight slots; dropping it frees the slot.
+#[derive(Debug)]
+pub struct Slot(#[allow(dead_code)] Option<OwnedSemaphorePermit>);
 
 /// A reusable HTTP client with feedmerge's settings and fetch limits.
 #[derive(Debug, Clone)]
@@ -170,16 +199,29 @@ pub struct Fetcher {
     in_flight: Arc<Semaphore>,
     per_host: usize,
     hosts: Arc<Mutex<HashMap<String, Arc<Semaphore>>>>,
+    /// The private-network guard; `None` when the config turns it off.
+    guard: Option<Guard>,
 }
 
 impl Fetcher {
-    /// A fetcher with `poll`'s limits on fetches in flight.
-    pub fn new(poll: &PollConfig) -> Self {
+    /// A fetcher with `poll`'s limits on fetches in flight, letting the
+    /// hosts of `configured` (the sources' URLs as written in the config)
+    /// be private.
+    pub fn new<'a>(poll: &PollConfig, configured: impl IntoIterator<Item = &'a Url>) -> Self {
         Self {
             clients: Arc::default(),
             in_flight: Arc::new(Semaphore::new(poll.max_in_flight)),
             per_host: poll.per_host,
             hosts: Arc::default(),
+            guard: (!poll.allow_private_networks).then(|| Guard::new(configured)),
+        }
+    }
+
+    /// Replaces the hosts that may be private with those of `configured`
+    /// (after a config reload).
+    pub fn name_hosts<'a>(&self, configured: impl IntoIterator<Item = &'a Url>) {
+        if let Some(guard) = &self.guard {
+            guard.name_hosts(configured);
         }
     }
 
@@ -188,26 +230,45 @@ impl Fetcher {
         if let Some(client) = clients.get(&connect_timeout) {
             return Ok(client.clone());
         }
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(connect_timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| FetchError::Client(chain(&e)))?;
+            .redirect(reqwest::redirect::Policy::none());
+        if let Some(guard) = &self.guard {
+            builder = builder.dns_resolver(Arc::new(guard::GuardedResolver(guard.clone())));
+        }
+        let client = builder.build().map_err(|e| FetchError::Client(chain(&e)))?;
         clients.insert(connect_timeout, client.clone());
         Ok(client)
     }
 
-    async fn host_permit(&self, url: &Url) -> Option<OwnedSemaphorePermit> {
-        let key = format!("{}:{}", url.host_str()?, url.port_or_known_default()?);
+    /// Waits, at most `wait`, for a slot to `url`'s host and then for one
+    /// of the overall slots. The host's comes first, so fetches queued
+    /// behind a slow host hold none of the slots other hosts need.
+    async fn permits(&self, url: &Url, wait: Duration) -> Result<Permits, FetchError> {
+        let host = match (url.host_str(), url.port_or_known_default()) {
+            (Some(host), Some(port)) => format!("{host}:{port}"),
+            _ => url.as_str().to_string(),
+        };
         let semaphore = {
             let mut hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
             Arc::clone(
                 hosts
-                    .entry(key)
+                    .entry(host.clone())
                     .or_insert_with(|| Arc::new(Semaphore::new(self.per_host))),
             )
         };
-        semaphore.acquire_owned().await.ok()
+        let in_flight = Arc::clone(&self.in_flight);
+        let both = async move {
+            let host = semaphore.acquire_owned().await.ok();
+            let overall = in_flight.acquire_owned().await.ok();
+            Permits {
+                _host: host,
+                overall,
+            }
+        };
+        tokio::time::timeout(wait, both)
+            .await
+            .map_err(|_| FetchError::Queued { host, waited: wait })
     }
 
     /// Fetches `request.target`.
@@ -224,10 +285,9 @@ impl Fetcher {
 
     async fn fetch_http(&self, start: &Url, request: &Request<'_>) -> Result<Fetched, FetchError> {
         let client = self.client(request.connect_timeout)?;
-        let _in_flight = self.in_flight.acquire().await.ok();
         let timeout = request.timeout;
-        // The clock starts once the first host permit is held: waiting
-        // behind other fetches to the same host is not this fetch's time.
+        // The clock starts once the first slots are held: waiting behind
+        // other fetches is not this fetch's time, and has its own bound.
         let mut started: Option<Instant> = None;
         let remaining = |started: Instant| {
             let left = (started + timeout).saturating_duration_since(Instant::now());
@@ -242,7 +302,10 @@ impl Fetcher {
         let mut visited = vec![start.clone()];
         let mut all_permanent = true;
         loop {
-            let _host = self.host_permit(&url).await;
+            if let Some(guard) = &self.guard {
+                guard.check_url(&url)?;
+            }
+            let mut permits = self.permits(&url, timeout).await?;
             let started = *started.get_or_insert_with(Instant::now);
             let mut builder = client
                 .get(url.clone())
@@ -266,7 +329,7 @@ impl Fetcher {
             let response = tokio::time::timeout(remaining(started)?, builder.send())
                 .await
                 .map_err(|_| FetchError::Timeout(timeout))?
-                .map_err(|e| FetchError::Request(chain(&e)))?;
+                .map_err(request_error)?;
             let status = response.status();
 
             if status.is_redirection() && status != StatusCode::NOT_MODIFIED {
@@ -330,9 +393,32 @@ impl Fetcher {
                 tokio::time::timeout(remaining(started)?, read_capped(response, request.max_body))
                     .await
                     .map_err(|_| FetchError::Timeout(timeout))??;
-            return Ok(Fetched::Document { body, meta });
+            return Ok(Fetched::Document {
+                body,
+                meta,
+                slot: Slot(permits.overall.take()),
+            });
         }
     }
+}
+
+/// The slots one fetch holds: its host's, and one of the overall ones.
+struct Permits {
+    _host: Option<OwnedSemaphorePermit>,
+    overall: Option<OwnedSemaphorePermit>,
+}
+
+/// A failed request as a [`FetchError`]: the guard's refusal (which reqwest
+/// wraps as a connect error) as itself, anything else as one line.
+fn request_error(err: reqwest::Error) -> FetchError {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&err);
+    while let Some(inner) = cause {
+        if let Some(refused) = inner.downcast_ref::<Refused>() {
+            return FetchError::Refused(refused.clone());
+        }
+        cause = inner.source();
+    }
+    FetchError::Request(chain(&err))
 }
 
 /// Whether a source's configured headers may go to `url`: only when it has
@@ -422,6 +508,7 @@ async fn fetch_file(path: &Path, max_body: u64) -> Result<Fetched, FetchError> {
             final_url: Url::from_file_path(path).ok(),
             ..Meta::default()
         },
+        slot: Slot(None),
     })
 }
 
@@ -450,6 +537,7 @@ mod tests {
             per_host: 2,
             jitter: Duration::ZERO,
             max_backoff: Duration::from_secs(3600),
+            allow_private_networks: false,
         }
     }
 
@@ -472,7 +560,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("feed.xml");
         std::fs::write(&path, vec![b'x'; 100]).unwrap();
-        let fetcher = Fetcher::new(&poll_config());
+        let fetcher = Fetcher::new(&poll_config(), []);
         let target = Target::File(path.clone());
         match fetcher.fetch(&request(&target, 100)).await.unwrap() {
             Fetched::Document { body, .. } => assert_eq!(body.len(), 100),
@@ -483,6 +571,115 @@ mod tests {
         let missing = Target::File(dir.path().join("missing.xml"));
         let err = fetcher.fetch(&request(&missing, 99)).await.unwrap_err();
         assert!(err.to_string().starts_with("cannot read "), "{err}");
+    }
+
+    /// A listener that accepts connections and never answers.
+    async fn hung_host() -> (Url, tokio::task::JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = Url::parse(&format!("http://{}/feed", listener.local_addr().unwrap())).unwrap();
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        (url, task)
+    }
+
+    /// A listener that answers every request with a tiny feed at once.
+    async fn quick_host() -> (Url, tokio::task::JoinHandle<()>) {
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = Url::parse(&format!("http://{}/feed", listener.local_addr().unwrap())).unwrap();
+        let task = tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let _ = socket.read(&mut buf).await;
+                    let _ = socket
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                        )
+                        .await;
+                });
+            }
+        });
+        (url, task)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn fetches_queued_behind_a_hung_host_leave_other_hosts_alone() {
+        let (hung, _hung_task) = hung_host().await;
+        let (quick, _quick_task) = quick_host().await;
+        let fetcher = Fetcher::new(
+            &PollConfig {
+                max_in_flight: 2,
+                per_host: 1,
+                ..poll_config()
+            },
+            [&hung, &quick],
+        );
+        let hung_target = Target::Http(hung.clone());
+        let mut stuck = Vec::new();
+        for _ in 0..6 {
+            let fetcher = fetcher.clone();
+            let target = hung_target.clone();
+            stuck.push(tokio::spawn(async move {
+                let mut req = request(&target, 1 << 20);
+                req.timeout = Duration::from_secs(30);
+                fetcher.fetch(&req).await.map(|_| ())
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Six fetches wait on the hung host; only one of them holds an
+        // overall slot, so the other host still has one.
+        let target = Target::Http(quick.clone());
+        let quick_request = request(&target, 1 << 20);
+        let quick_fetch = fetcher.fetch(&quick_request);
+        let fetched = tokio::time::timeout(Duration::from_secs(10), quick_fetch)
+            .await
+            .expect("the quick host waited behind the hung one")
+            .unwrap();
+        assert!(matches!(fetched, Fetched::Document { ref body, .. } if body == b"ok"));
+        for task in stuck {
+            task.abort();
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn waiting_for_a_host_slot_is_bounded_by_the_timeout() {
+        let (hung, _hung_task) = hung_host().await;
+        let fetcher = Fetcher::new(
+            &PollConfig {
+                per_host: 1,
+                ..poll_config()
+            },
+            [&hung],
+        );
+        let target = Target::Http(hung.clone());
+        let holder = {
+            let fetcher = fetcher.clone();
+            let target = target.clone();
+            tokio::spawn(async move {
+                let mut req = request(&target, 1 << 20);
+                req.timeout = Duration::from_secs(30);
+                fetcher.fetch(&req).await.map(|_| ())
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut req = request(&target, 1 << 20);
+        req.timeout = Duration::from_millis(500);
+        let err = tokio::time::timeout(Duration::from_secs(10), fetcher.fetch(&req))
+            .await
+            .expect("the wait for a host slot was not bounded")
+            .unwrap_err();
+        assert!(matches!(err, FetchError::Queued { .. }), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("waited 0.5 s for a fetch slot to 127.0.0.1:"),
+            "{err}"
+        );
+        holder.abort();
     }
 
     #[test]
