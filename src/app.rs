@@ -154,6 +154,7 @@ fn new_poller(config: Arc<Config>, store: Store) -> Poller {
             store,
             config.poll.max_backoff,
             config.dedup.clone(),
+            config.intake.limits(),
         ),
         config,
         busy: Mutex::new(HashSet::new()),

@@ -56,6 +56,8 @@ pub struct Config {
     pub poll: PollConfig,
     /// Which deduplication layers run, and how.
     pub dedup: DedupConfig,
+    /// What one fetched document may bring in.
+    pub intake: IntakeConfig,
     /// How long entries are kept.
     pub retention: RetentionConfig,
     /// Defaults for every source.
@@ -154,7 +156,55 @@ impl DedupConfig {
             same_link: self.same_link,
             canonical_urls: self.canonical_urls,
             near_duplicates: self.near_duplicates,
-            window: chrono::Duration::from_std(self.window).unwrap_or(chrono::Duration::days(3)),
+            // A century is forever here, and keeps date arithmetic in range.
+            window: chrono::Duration::from_std(self.window.min(CENTURY))
+                .unwrap_or(chrono::Duration::days(3)),
+        }
+    }
+}
+
+/// What one fetched document may bring in (`[intake]`): bounds on what a
+/// body within its size cap can still hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IntakeConfig {
+    /// Deepest element nesting read; a deeper document is refused.
+    pub max_depth: usize,
+    /// Entries taken from one document (the first ones).
+    pub max_entries: usize,
+    /// Longest title, author name or category, in bytes.
+    pub max_title: usize,
+    /// Longest summary or content, in bytes.
+    pub max_text: usize,
+    /// Longest URL or id, in bytes.
+    pub max_url: usize,
+    /// Most links, authors, categories or media items of one entry.
+    pub max_list: usize,
+}
+
+impl Default for IntakeConfig {
+    fn default() -> Self {
+        let limits = crate::parse::Limits::default();
+        Self {
+            max_depth: limits.max_depth,
+            max_entries: limits.max_entries,
+            max_title: limits.max_title,
+            max_text: limits.max_text,
+            max_url: limits.max_url,
+            max_list: limits.max_list,
+        }
+    }
+}
+
+impl IntakeConfig {
+    /// The limits parse applies.
+    pub fn limits(&self) -> crate::parse::Limits {
+        crate::parse::Limits {
+            max_depth: self.max_depth,
+            max_entries: self.max_entries,
+            max_title: self.max_title,
+            max_text: self.max_text,
+            max_url: self.max_url,
+            max_list: self.max_list,
         }
     }
 }
@@ -310,6 +360,8 @@ struct RawConfig {
     #[serde(default)]
     dedup: RawDedup,
     #[serde(default)]
+    intake: RawIntake,
+    #[serde(default)]
     retention: RawRetention,
     #[serde(default)]
     defaults: RawDefaults,
@@ -376,6 +428,17 @@ struct RawDedup {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawIntake {
+    max_depth: Option<Spanned<usize>>,
+    max_entries: Option<Spanned<usize>>,
+    max_title: Option<Spanned<ByteSize>>,
+    max_text: Option<Spanned<ByteSize>>,
+    max_url: Option<Spanned<ByteSize>>,
+    max_list: Option<Spanned<usize>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawRetention {
     #[serde(default, with = "humantime_serde")]
     max_age: Option<Duration>,
@@ -435,6 +498,8 @@ struct RawOutputFeed {
     max_entries: Option<Spanned<usize>>,
 }
 
+/// The longest window the story rules use.
+const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -571,6 +636,47 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
             .map(|list| list.iter().map(|p| p.to_ascii_lowercase()).collect())
             .unwrap_or(dedup_defaults.tracking_params),
         window: raw.dedup.window.unwrap_or(dedup_defaults.window),
+    };
+    let bytes = |value: &Option<Spanned<ByteSize>>, key: &str, default: usize| match value {
+        Some(v) if v.get_ref().as_u64() == 0 => Err(located(
+            v.span().start,
+            format!("{key}: must be at least 1 byte"),
+        )),
+        Some(v) => Ok(usize::try_from(v.get_ref().as_u64()).unwrap_or(usize::MAX)),
+        None => Ok(default),
+    };
+    let intake_defaults = IntakeConfig::default();
+    let intake = IntakeConfig {
+        max_depth: at_least_one(
+            &raw.intake.max_depth,
+            "intake.max_depth",
+            intake_defaults.max_depth,
+        )?,
+        max_entries: at_least_one(
+            &raw.intake.max_entries,
+            "intake.max_entries",
+            intake_defaults.max_entries,
+        )?,
+        max_title: bytes(
+            &raw.intake.max_title,
+            "intake.max_title",
+            intake_defaults.max_title,
+        )?,
+        max_text: bytes(
+            &raw.intake.max_text,
+            "intake.max_text",
+            intake_defaults.max_text,
+        )?,
+        max_url: bytes(
+            &raw.intake.max_url,
+            "intake.max_url",
+            intake_defaults.max_url,
+        )?,
+        max_list: at_least_one(
+            &raw.intake.max_list,
+            "intake.max_list",
+            intake_defaults.max_list,
+        )?,
     };
     let kept = RetentionConfig::default();
     let retention = RetentionConfig {
@@ -725,6 +831,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         },
         poll,
         dedup,
+        intake,
         retention,
         defaults,
         sources,

@@ -184,6 +184,10 @@ pub struct SourceState {
     /// `Cache-Control: max-age`), from the last document.
     #[serde(default)]
     pub ttl_secs: Option<u64>,
+    /// What the last parsed document had to give up to the intake limits,
+    /// one line each (empty when it fit).
+    #[serde(default)]
+    pub notes: Vec<String>,
 }
 
 /// One published entry: a story and the copies of it this feed shows

@@ -28,6 +28,95 @@ pub enum ParseError {
     /// feed-rs panicked on the document.
     #[error("feed parser crashed on this document: {0}")]
     Panicked(String),
+    /// Elements nest deeper than the limit: refused before parsing.
+    #[error("elements nest deeper than {limit} levels ([intake] max_depth)")]
+    TooDeep {
+        /// The limit.
+        limit: usize,
+    },
+}
+
+/// What one document may bring in. A body within its size cap can still
+/// hold tens of thousands of tiny items or one enormous title; these bound
+/// what is parsed, normalized and stored of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Deepest element nesting read; a deeper document is refused.
+    pub max_depth: usize,
+    /// Entries taken from one document (the first ones, which feeds list
+    /// newest first); the rest are left out.
+    pub max_entries: usize,
+    /// Longest title, author name or category, in bytes; longer ones are cut.
+    pub max_title: usize,
+    /// Longest summary or content, in bytes; longer ones are cut (the
+    /// sanitizer closes what the cut left open).
+    pub max_text: usize,
+    /// Longest URL or id, in bytes; a longer URL is dropped (a cut one would
+    /// lead elsewhere), a longer id is replaced by a derived one.
+    pub max_url: usize,
+    /// Most links, authors, categories or media items of one entry.
+    pub max_list: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_depth: 64,
+            max_entries: 2_000,
+            max_title: 4 * 1024,
+            max_text: 1024 * 1024,
+            max_url: 8 * 1024,
+            max_list: 64,
+        }
+    }
+}
+
+/// What [`bound`] cut from a document, to be said in the source's status.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Cuts {
+    /// Entries in the document, when more than the limit.
+    pub entries_over: Option<usize>,
+    /// Titles, names and categories cut.
+    pub titles: usize,
+    /// Summaries and contents cut.
+    pub texts: usize,
+    /// URLs dropped and ids replaced.
+    pub urls: usize,
+    /// List items (links, authors, categories, media) left out.
+    pub list_items: usize,
+}
+
+impl Cuts {
+    /// One line per kind of cut, naming the limit that made it.
+    pub fn notes(&self, limits: &Limits) -> Vec<String> {
+        let mut notes = Vec::new();
+        if let Some(total) = self.entries_over {
+            notes.push(format!(
+                "kept the first {} of {total} entries ([intake] max_entries)",
+                limits.max_entries
+            ));
+        }
+        let mut say = |count: usize, what: &str, key: &str, limit: usize| {
+            if count > 0 {
+                notes.push(format!("{what}: {count} ([intake] {key} = {limit})"));
+            }
+        };
+        say(
+            self.titles,
+            "titles or names cut",
+            "max_title",
+            limits.max_title,
+        );
+        say(self.texts, "texts cut", "max_text", limits.max_text);
+        say(self.urls, "urls or ids too long", "max_url", limits.max_url);
+        say(
+            self.list_items,
+            "list items left out",
+            "max_list",
+            limits.max_list,
+        );
+        notes
+    }
 }
 
 /// What feed-rs drops of an entry's XML, found by a second, light pass.
@@ -73,11 +162,23 @@ pub struct Parsed {
 }
 
 /// Parses `body`, given the HTTP `Content-Type` (if any) and the document's
-/// URL, against which feed-rs resolves relative links.
+/// URL, against which feed-rs resolves relative links, with the default
+/// [`Limits`] on nesting.
 pub fn parse(
     body: &[u8],
     content_type: Option<&str>,
     base: Option<&Url>,
+) -> Result<Parsed, ParseError> {
+    parse_with(body, content_type, base, &Limits::default())
+}
+
+/// [`parse`], refusing documents nested deeper than `limits.max_depth`
+/// before feed-rs reads them.
+pub fn parse_with(
+    body: &[u8],
+    content_type: Option<&str>,
+    base: Option<&Url>,
+    limits: &Limits,
 ) -> Result<Parsed, ParseError> {
     if body.iter().all(|b| b.is_ascii_whitespace()) {
         return Err(ParseError::Empty);
@@ -107,14 +208,16 @@ pub fn parse(
         .sanitize_content(false)
         .timestamp_parser(parse_date)
         .build();
+    // The light pass runs first: it is also the depth check, so nothing
+    // deeper than the limit reaches feed-rs.
+    let mut hints = if text.trim_start().starts_with('<') {
+        xml_hints(&text, base, limits.max_depth)?
+    } else {
+        json_hints(&text)
+    };
     let result = catch_unwind(AssertUnwindSafe(|| parser.parse(text.as_bytes())));
     match result {
         Ok(Ok(feed)) => {
-            let mut hints = if text.trim_start().starts_with('<') {
-                xml_hints(&text, base)
-            } else {
-                json_hints(&text)
-            };
             if hints.len() != feed.entries.len() {
                 hints.clear();
             }
@@ -137,16 +240,151 @@ pub fn parse(
     }
 }
 
+/// Holds a parsed document to `limits`: leaves out the entries past
+/// `max_entries` and list items past `max_list`, cuts over-long titles and
+/// texts (at a character boundary), drops over-long URLs, and blanks
+/// over-long ids (normalize then derives a stable one). Returns what it cut.
+pub fn bound(parsed: &mut Parsed, limits: &Limits) -> Cuts {
+    let mut cuts = Cuts::default();
+    let feed = &mut parsed.feed;
+    if feed.entries.len() > limits.max_entries {
+        cuts.entries_over = Some(feed.entries.len());
+        feed.entries.truncate(limits.max_entries);
+        if !parsed.hints.is_empty() {
+            parsed.hints.truncate(limits.max_entries);
+        }
+    }
+    if let Some(title) = feed.title.as_mut() {
+        cuts.titles += usize::from(cut(&mut title.content, limits.max_title));
+    }
+    for entry in &mut feed.entries {
+        if entry.id.len() > limits.max_url {
+            entry.id.clear();
+            cuts.urls += 1;
+        }
+        if let Some(title) = entry.title.as_mut() {
+            cuts.titles += usize::from(cut(&mut title.content, limits.max_title));
+        }
+        if let Some(summary) = entry.summary.as_mut() {
+            cuts.texts += usize::from(cut(&mut summary.content, limits.max_text));
+        }
+        if let Some(body) = entry.content.as_mut().and_then(|c| c.body.as_mut()) {
+            cuts.texts += usize::from(cut(body, limits.max_text));
+        }
+        cuts.list_items += shorten(&mut entry.links, limits.max_list)
+            + shorten(&mut entry.authors, limits.max_list)
+            + shorten(&mut entry.contributors, limits.max_list)
+            + shorten(&mut entry.categories, limits.max_list)
+            + shorten(&mut entry.media, limits.max_list);
+        let before = entry.links.len();
+        entry.links.retain(|link| link.href.len() <= limits.max_url);
+        cuts.urls += before - entry.links.len();
+        for person in entry
+            .authors
+            .iter_mut()
+            .chain(entry.contributors.iter_mut())
+        {
+            if let Some(name) = person.name.as_mut() {
+                cuts.titles += usize::from(cut(name, limits.max_title));
+            }
+            for url in [&mut person.uri, &mut person.email] {
+                if url.as_ref().is_some_and(|u| u.len() > limits.max_url) {
+                    *url = None;
+                    cuts.urls += 1;
+                }
+            }
+        }
+        for category in &mut entry.categories {
+            cuts.titles += usize::from(cut(&mut category.term, limits.max_title));
+            if let Some(label) = category.label.as_mut() {
+                cuts.titles += usize::from(cut(label, limits.max_title));
+            }
+        }
+        for media in &mut entry.media {
+            cuts.list_items += shorten(&mut media.content, limits.max_list)
+                + shorten(&mut media.thumbnails, limits.max_list);
+            let before = media.content.len() + media.thumbnails.len();
+            media.content.retain(|c| {
+                c.url
+                    .as_ref()
+                    .is_none_or(|u| u.as_str().len() <= limits.max_url)
+            });
+            media
+                .thumbnails
+                .retain(|t| t.image.uri.len() <= limits.max_url);
+            cuts.urls += before - media.content.len() - media.thumbnails.len();
+            if let Some(description) = media.description.as_mut() {
+                cuts.texts += usize::from(cut(&mut description.content, limits.max_text));
+            }
+        }
+    }
+    for hints in &mut parsed.hints {
+        cuts.list_items += shorten(&mut hints.media, limits.max_list);
+        let before = hints.media.len();
+        hints.media.retain(|m| m.url.len() <= limits.max_url);
+        cuts.urls += before - hints.media.len();
+        if hints
+            .orig_link
+            .as_ref()
+            .is_some_and(|l| l.len() > limits.max_url)
+        {
+            hints.orig_link = None;
+            cuts.urls += 1;
+        }
+        if hints
+            .base
+            .as_ref()
+            .is_some_and(|b| b.len() > limits.max_url)
+        {
+            hints.base = None;
+            cuts.urls += 1;
+        }
+        // A language tag is short (BCP 47 tags in use are under 35 bytes).
+        if hints.lang.as_ref().is_some_and(|l| l.len() > 64) {
+            hints.lang = None;
+        }
+    }
+    cuts
+}
+
+/// Cuts `text` to at most `max` bytes at a character boundary; true if it
+/// was longer.
+fn cut(text: &mut String, max: usize) -> bool {
+    if text.len() <= max {
+        return false;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    true
+}
+
+/// Leaves out the items of `list` past `max`; returns how many.
+fn shorten<T>(list: &mut Vec<T>, max: usize) -> usize {
+    let over = list.len().saturating_sub(max);
+    list.truncate(max);
+    over
+}
+
+/// Effective (lang, base, base set by some xml:base) of an open element.
+/// Shared: an element without `xml:lang` or `xml:base` reuses its parent's.
+type Frame = std::rc::Rc<(Option<String>, Option<Url>, bool)>;
+
 /// Per entry (`entry` or `item` element): effective `xml:lang` and
-/// `xml:base`, and `*:thumbnail` URLs. Empty if the XML cannot be read.
-fn xml_hints(text: &str, document: Option<&Url>) -> Vec<EntryHints> {
+/// `xml:base`, and `*:thumbnail` URLs. Empty if the XML cannot be read; an
+/// error if elements nest deeper than `max_depth`.
+fn xml_hints(
+    text: &str,
+    document: Option<&Url>,
+    max_depth: usize,
+) -> Result<Vec<EntryHints>, ParseError> {
     use quick_xml::events::Event;
 
     let mut reader = quick_xml::Reader::from_str(text);
-    // Effective (lang, base, base set by some xml:base) of each open
-    // element; the bottom is the document.
-    let mut stack: Vec<(Option<String>, Option<Url>, bool)> =
-        vec![(None, document.cloned(), false)];
+    // The bottom frame is the document's.
+    let mut stack: Vec<Frame> = vec![Frame::new((None, document.cloned(), false))];
     let mut out: Vec<EntryHints> = Vec::new();
     // Stack depth at which the current entry opened.
     let mut open_entry: Option<usize> = None;
@@ -155,7 +393,7 @@ fn xml_hints(text: &str, document: Option<&Url>) -> Vec<EntryHints> {
     loop {
         let event = match reader.read_event() {
             Ok(event) => event,
-            Err(_) => return Vec::new(),
+            Err(_) => return Ok(Vec::new()),
         };
         if in_orig_link {
             let piece = match &event {
@@ -192,7 +430,12 @@ fn xml_hints(text: &str, document: Option<&Url>) -> Vec<EntryHints> {
             Event::Eof => break,
             _ => continue,
         };
-        let (mut lang, mut base, mut explicit) = stack.last().cloned().unwrap_or_default();
+        if has_children && stack.len() > max_depth {
+            return Err(ParseError::TooDeep { limit: max_depth });
+        }
+        let parent = stack.last().cloned().unwrap_or_default();
+        let (mut lang, mut base, mut explicit) = (None, None, false);
+        let mut own = false;
         let mut media = MediaHint::default();
         for attr in element.attributes().flatten() {
             let Ok(value) = attr.normalized_value(quick_xml::XmlVersion::Implicit1_0) else {
@@ -200,13 +443,25 @@ fn xml_hints(text: &str, document: Option<&Url>) -> Vec<EntryHints> {
             };
             match attr.key.as_ref() {
                 // An empty xml:lang means "no language".
-                "xml:lang" => lang = Some(value.trim().to_string()).filter(|v| !v.is_empty()),
-                "xml:base" => {
-                    base = match &base {
-                        Some(parent) => parent.join(value.trim()).ok(),
-                        None => Url::parse(value.trim()).ok(),
-                    };
-                    explicit = true;
+                "xml:lang" | "xml:base" if !own => {
+                    own = true;
+                    (lang, base, explicit) = (*parent).clone();
+                    apply_xml_attr(
+                        attr.key.as_ref(),
+                        &value,
+                        &mut lang,
+                        &mut base,
+                        &mut explicit,
+                    );
+                }
+                "xml:lang" | "xml:base" => {
+                    apply_xml_attr(
+                        attr.key.as_ref(),
+                        &value,
+                        &mut lang,
+                        &mut base,
+                        &mut explicit,
+                    );
                 }
                 "url" => media.url = value.trim().to_string(),
                 "type" => media.mime_type = Some(value.trim().to_string()),
@@ -214,12 +469,17 @@ fn xml_hints(text: &str, document: Option<&Url>) -> Vec<EntryHints> {
                 _ => {}
             }
         }
+        let frame = if own {
+            Frame::new((lang, base, explicit))
+        } else {
+            parent
+        };
         let local = element.local_name();
         let name = local.as_ref();
         if (name == "entry" || name == "item") && open_entry.is_none() {
             out.push(EntryHints {
-                lang: lang.clone(),
-                base: base.clone().filter(|_| explicit).map(String::from),
+                lang: frame.0.clone(),
+                base: frame.1.clone().filter(|_| frame.2).map(String::from),
                 media: Vec::new(),
                 orig_link: None,
             });
@@ -237,10 +497,30 @@ fn xml_hints(text: &str, document: Option<&Url>) -> Vec<EntryHints> {
             }
         }
         if has_children {
-            stack.push((lang, base, explicit));
+            stack.push(frame);
         }
     }
-    out
+    Ok(out)
+}
+
+/// Applies one `xml:lang` or `xml:base` attribute to an element's frame.
+fn apply_xml_attr(
+    key: &str,
+    value: &str,
+    lang: &mut Option<String>,
+    base: &mut Option<Url>,
+    explicit: &mut bool,
+) {
+    if key == "xml:lang" {
+        // An empty xml:lang means "no language".
+        *lang = Some(value.trim().to_string()).filter(|v| !v.is_empty());
+    } else {
+        *base = match base.as_ref() {
+            Some(parent) => parent.join(value.trim()).ok(),
+            None => Url::parse(value.trim()).ok(),
+        };
+        *explicit = true;
+    }
 }
 
 /// Per JSON Feed item: its `image` and `banner_image`, which feed-rs drops.
@@ -764,6 +1044,122 @@ fn with_utf8_declaration(text: &str) -> Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An RSS document of `items` items, each built by `item(i)`.
+    fn rss(items: usize, item: impl Fn(usize) -> String) -> String {
+        let mut doc =
+            String::from("<?xml version=\"1.0\"?><rss version=\"2.0\"><channel><title>t</title>");
+        for i in 0..items {
+            doc.push_str(&item(i));
+        }
+        doc.push_str("</channel></rss>");
+        doc
+    }
+
+    #[test]
+    fn nesting_deeper_than_the_limit_is_refused_before_feed_rs() {
+        let nested = |depth: usize| {
+            // rss, channel, item, then `depth - 3` more levels.
+            let open = "<x>".repeat(depth - 3);
+            let close = "</x>".repeat(depth - 3);
+            format!("<rss version=\"2.0\"><channel><item><title>deep</title>{open}{close}</item></channel></rss>")
+        };
+        let limits = Limits::default();
+        let fits = parse_with(nested(64).as_bytes(), None, None, &limits).unwrap();
+        assert_eq!(fits.feed.entries.len(), 1);
+        for depth in [65, 100_000] {
+            let err = parse_with(nested(depth).as_bytes(), None, None, &limits).unwrap_err();
+            assert!(
+                matches!(err, ParseError::TooDeep { limit: 64 }),
+                "{depth}: {err}"
+            );
+        }
+        assert_eq!(
+            parse_with(nested(65).as_bytes(), None, None, &limits)
+                .unwrap_err()
+                .to_string(),
+            "elements nest deeper than 64 levels ([intake] max_depth)"
+        );
+        // xml:lang on every level shares nothing it does not change.
+        let langs = format!(
+            "<rss version=\"2.0\"><channel>{}<item><title>x</title></item>{}</channel></rss>",
+            "<g xml:lang=\"ar\">".repeat(50),
+            "</g>".repeat(50)
+        );
+        let hints = xml_hints(&langs, None, limits.max_depth).unwrap();
+        assert_eq!(hints.len(), 1);
+        assert_eq!(hints[0].lang.as_deref(), Some("ar"));
+    }
+
+    #[test]
+    fn bound_cuts_to_the_limits_and_says_what() {
+        let limits = Limits {
+            max_depth: 64,
+            max_entries: 3,
+            max_title: 10,
+            max_text: 20,
+            max_url: 40,
+            max_list: 2,
+        };
+        let long_link = format!("https://example.com/{}", "a".repeat(40));
+        let doc = rss(5, |i| {
+            format!(
+                "<item><guid>g{i}</guid><title>عنوان طويل جدا {i}</title>\
+                 <link>{}</link><description>{}</description>\
+                 <category>a</category><category>b</category><category>c</category></item>",
+                if i == 0 {
+                    long_link.as_str()
+                } else {
+                    "https://example.com/ok"
+                },
+                "x".repeat(if i == 1 { 50 } else { 5 }),
+            )
+        });
+        let mut parsed = parse(doc.as_bytes(), None, None).unwrap();
+        let cuts = bound(&mut parsed, &limits);
+        assert_eq!(
+            cuts,
+            Cuts {
+                entries_over: Some(5),
+                titles: 3,
+                texts: 1,
+                urls: 1,
+                list_items: 3,
+            }
+        );
+        let entries = &parsed.feed.entries;
+        assert_eq!(entries.len(), 3);
+        assert_eq!(parsed.hints.len(), 3);
+        let title = &entries[0].title.as_ref().unwrap().content;
+        // Cut at a character boundary: "عنوان" is ten bytes.
+        assert_eq!(title, "عنوان");
+        assert!(entries[0].links.is_empty());
+        assert_eq!(entries[1].links.len(), 1);
+        assert_eq!(entries[1].summary.as_ref().unwrap().content.len(), 20);
+        assert_eq!(entries[2].categories.len(), 2);
+        assert_eq!(
+            cuts.notes(&limits),
+            [
+                "kept the first 3 of 5 entries ([intake] max_entries)",
+                "titles or names cut: 3 ([intake] max_title = 10)",
+                "texts cut: 1 ([intake] max_text = 20)",
+                "urls or ids too long: 1 ([intake] max_url = 40)",
+                "list items left out: 3 ([intake] max_list = 2)",
+            ]
+        );
+        // Within the limits, nothing is touched.
+        let mut small = parse(
+            rss(2, |i| {
+                format!("<item><guid>g{i}</guid><title>t</title></item>")
+            })
+            .as_bytes(),
+            None,
+            None,
+        )
+        .unwrap();
+        assert_eq!(bound(&mut small, &Limits::default()), Cuts::default());
+        assert!(Cuts::default().notes(&limits).is_empty());
+    }
 
     fn check_encoding(body: &[u8], http: Option<&str>, expected: &str) {
         assert_eq!(

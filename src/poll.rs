@@ -22,7 +22,7 @@ use crate::dedup::Rules;
 use crate::fetch::{FetchError, Fetched, Fetcher, Meta, Request, Target};
 use crate::model::{IngestCounts, SourceState};
 use crate::normalize::{self, Context};
-use crate::parse::{self, ParseError};
+use crate::parse::{self, Limits, ParseError};
 use crate::schedule;
 use crate::store::{Store, StoreError};
 
@@ -111,11 +111,20 @@ pub struct Pipeline {
     dedup: DedupConfig,
     /// The story rules, for the store.
     rules: Rules,
+    /// What one document may bring in.
+    limits: Limits,
 }
 
 impl Pipeline {
-    /// A pipeline storing into `store`, backing off at most `max_backoff`.
-    pub fn new(fetcher: Fetcher, store: Store, max_backoff: Duration, dedup: DedupConfig) -> Self {
+    /// A pipeline storing into `store`, backing off at most `max_backoff`,
+    /// taking from each document what `limits` let in.
+    pub fn new(
+        fetcher: Fetcher,
+        store: Store,
+        max_backoff: Duration,
+        dedup: DedupConfig,
+        limits: Limits,
+    ) -> Self {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         Self {
             fetcher,
@@ -124,6 +133,7 @@ impl Pipeline {
             max_backoff,
             rules: dedup.rules(),
             dedup,
+            limits,
         }
     }
 
@@ -183,7 +193,9 @@ pub async fn poll_source(pipeline: &Pipeline, source: &SourceConfig, due: Due) -
             state.next_due = match (source.respect_ttl, state.ttl_secs) {
                 (true, Some(ttl)) => {
                     let floor = Duration::from_secs(ttl).min(pipeline.max_backoff);
-                    Some(now + floor)
+                    chrono::Duration::from_std(floor)
+                        .ok()
+                        .and_then(|floor| now.checked_add_signed(floor))
                 }
                 _ => None,
             };
@@ -214,7 +226,7 @@ pub async fn poll_source(pipeline: &Pipeline, source: &SourceConfig, due: Due) -
             }
             state.next_due = wait
                 .and_then(|w| chrono::Duration::from_std(w).ok())
-                .map(|w| now + w);
+                .and_then(|w| now.checked_add_signed(w));
             warn!(
                 error = %e,
                 failures = state.consecutive_failures,
@@ -336,40 +348,61 @@ async fn run_stages(
         let _ = url.set_username("");
         let _ = url.set_password(None);
     }
-    let (counts, seen, title, home_page, encoding, ttl) = tokio::task::spawn_blocking(move || {
-        let meta = parse_meta;
-        let parsed = parse::parse(&body, meta.content_type.as_deref(), meta.final_url.as_ref())?;
-        let now = Utc::now();
-        let entries = normalize::normalize_with_hints(
-            &parsed.feed,
-            &parsed.hints,
-            &Context {
-                source: &name,
-                document_url: meta.final_url.as_ref(),
-                http_language: meta.content_language.as_deref(),
-                now,
-                tracking: &dedup.tracking_params,
-            },
-        );
-        drop(cpu);
-        let counts = store.ingest(&entries, now, &rules)?;
-        let title = normalize::feed_title(&parsed.feed);
-        let home_page =
-            normalize::feed_home_page(&parsed.feed, meta.final_url.as_ref()).map(String::from);
-        let encoding = if parsed.had_replacements {
-            format!("{} (invalid bytes replaced)", parsed.encoding)
-        } else {
-            parsed.encoding.to_string()
-        };
-        let ttl = parsed.feed.ttl.map(|minutes| u64::from(minutes) * 60);
-        Ok::<_, PollError>((counts, entries.len(), title, home_page, encoding, ttl))
-    })
-    .await
-    .map_err(|e| PollError::Task(e.to_string()))??;
+    let limits = pipeline.limits.clone();
+    let (counts, seen, title, home_page, encoding, ttl, notes) =
+        tokio::task::spawn_blocking(move || {
+            let meta = parse_meta;
+            let mut parsed = parse::parse_with(
+                &body,
+                meta.content_type.as_deref(),
+                meta.final_url.as_ref(),
+                &limits,
+            )?;
+            drop(body);
+            let notes = parse::bound(&mut parsed, &limits).notes(&limits);
+            let now = Utc::now();
+            let entries = normalize::normalize_with_hints(
+                &parsed.feed,
+                &parsed.hints,
+                &Context {
+                    source: &name,
+                    document_url: meta.final_url.as_ref(),
+                    http_language: meta.content_language.as_deref(),
+                    now,
+                    tracking: &dedup.tracking_params,
+                },
+            );
+            drop(cpu);
+            let counts = store.ingest(&entries, now, &rules)?;
+            let title = normalize::feed_title(&parsed.feed);
+            let home_page =
+                normalize::feed_home_page(&parsed.feed, meta.final_url.as_ref()).map(String::from);
+            let encoding = if parsed.had_replacements {
+                format!("{} (invalid bytes replaced)", parsed.encoding)
+            } else {
+                parsed.encoding.to_string()
+            };
+            let ttl = parsed.feed.ttl.map(|minutes| u64::from(minutes) * 60);
+            Ok::<_, PollError>((
+                counts,
+                entries.len(),
+                title,
+                home_page,
+                encoding,
+                ttl,
+                notes,
+            ))
+        })
+        .await
+        .map_err(|e| PollError::Task(e.to_string()))??;
 
     if encoding.contains("replaced") {
         warn!(encoding = %encoding, "document had bytes invalid in its encoding");
     }
+    for note in &notes {
+        warn!(limit = %note, "document held more than the intake limits let in");
+    }
+    state.notes = notes;
     state.ttl_secs = ttl;
     note_meta(state, &meta, now);
     state.entries_seen = seen;

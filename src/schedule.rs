@@ -94,7 +94,10 @@ pub fn backoff(failures: u32, max: Duration, random: f64) -> Duration {
     let exponent = failures.saturating_sub(1).min(30);
     let plain = BACKOFF_BASE.saturating_mul(1u32 << exponent).min(max);
     let factor = 0.8 + 0.4 * random.clamp(0.0, 1.0);
-    plain.mul_f64(factor).min(max)
+    // Past what a Duration holds (a backoff cap of a billion years) is the cap.
+    Duration::try_from_secs_f64(plain.as_secs_f64() * factor)
+        .unwrap_or(max)
+        .min(max)
 }
 
 /// A fixed offset in `[0, jitter)` for source `name`: each source starts

@@ -41,6 +41,9 @@ pub struct SourceStatus {
     /// The encoding the last document was decoded from, and whether some
     /// of its bytes were invalid in it (and replaced).
     pub encoding: Option<String>,
+    /// What the last document had to give up to the intake limits.
+    #[serde(default)]
+    pub notes: Vec<String>,
 }
 
 /// The status of every configured source, in config order.
@@ -84,6 +87,7 @@ pub fn statuses(config: &Config, store: &Store) -> Result<Vec<SourceStatus>, Sto
             entries_seen: state.entries_seen,
             title: state.title.clone(),
             encoding: state.encoding.clone(),
+            notes: state.notes.clone(),
         });
     }
     Ok(out)
@@ -238,6 +242,7 @@ pub fn table(statuses: &[SourceStatus]) -> String {
         if s.current_url != s.url {
             notes.push(format!("moved to {}", s.current_url));
         }
+        notes.extend(s.notes.iter().cloned());
         rows.push([
             printable(&s.name),
             state.into(),
@@ -296,6 +301,7 @@ mod tests {
             entries_seen: 3,
             title: None,
             encoding: Some("UTF-8".into()),
+            notes: Vec::new(),
         };
         let gone = SourceStatus {
             name: "old".into(),
@@ -338,6 +344,7 @@ mod tests {
             entries_seen: 0,
             title: None,
             encoding: None,
+            notes: Vec::new(),
         };
         let text = table(&[status]);
         assert_eq!(text.lines().count(), 2, "{text:?}");

@@ -647,6 +647,31 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_fetched_body_holds_its_slot_until_it_is_handed_on() {
+        let (quick, _quick_task) = quick_host().await;
+        let fetcher = Fetcher::new(
+            &PollConfig {
+                max_in_flight: 1,
+                ..poll_config()
+            },
+            [&quick],
+        );
+        let target = Target::Http(quick.clone());
+        let mut req = request(&target, 1 << 20);
+        req.timeout = Duration::from_millis(500);
+        let first = fetcher.fetch(&req).await.unwrap();
+        // The body waits (for a core, say): no other fetch may start, so
+        // bodies in memory are bounded by the slots.
+        let err = fetcher.fetch(&req).await.unwrap_err();
+        assert!(matches!(err, FetchError::Queued { .. }), "{err}");
+        drop(first);
+        assert!(matches!(
+            fetcher.fetch(&req).await.unwrap(),
+            Fetched::Document { .. }
+        ));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn waiting_for_a_host_slot_is_bounded_by_the_timeout() {
         let (hung, _hung_task) = hung_host().await;
         let fetcher = Fetcher::new(

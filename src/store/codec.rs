@@ -403,6 +403,10 @@ pub(super) struct StoredSource {
     last_modified: Option<String>,
     next_due: Option<DateTime<Utc>>,
     ttl_secs: Option<u64>,
+    /// Added in 0.1 after schema 2 shipped: values written before it read
+    /// as empty, and older builds ignore it (JSON fields by name).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    notes: Vec<String>,
 }
 
 impl StoredSource {
@@ -424,6 +428,7 @@ impl StoredSource {
             last_modified: s.last_modified.clone(),
             next_due: s.next_due,
             ttl_secs: s.ttl_secs,
+            notes: s.notes.clone(),
         }
     }
 
@@ -445,6 +450,7 @@ impl StoredSource {
             last_modified: self.last_modified,
             next_due: self.next_due,
             ttl_secs: self.ttl_secs,
+            notes: self.notes,
         }
     }
 }

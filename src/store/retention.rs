@@ -54,9 +54,11 @@ impl Store {
     /// old tombstones go. Undecodable records are skipped (and counted),
     /// never the end of a prune.
     pub fn prune(&self, now: DateTime<Utc>, rules: &Retention) -> Result<PruneCounts, StoreError> {
-        let max_age =
-            chrono::Duration::from_std(rules.max_age).unwrap_or(chrono::Duration::days(90));
-        let oldest_kept = now - max_age;
+        // An age past what a date can hold keeps everything.
+        let oldest_kept = chrono::Duration::from_std(rules.max_age)
+            .ok()
+            .and_then(|age| now.checked_sub_signed(age))
+            .unwrap_or(DateTime::<Utc>::MIN_UTC);
         let mut doomed: BTreeSet<u64> = BTreeSet::new();
         // Records are in arrival order: the too-old ones come first.
         for item in self.t.records.iter() {
@@ -92,9 +94,11 @@ impl Store {
         for chunk in doomed.chunks(PRUNE_BATCH) {
             pruned += self.prune_batch(chunk, now)?;
         }
-        let tombstone_age =
-            chrono::Duration::from_std(rules.tombstone_age).unwrap_or(chrono::Duration::days(180));
-        let expiry = keys::ordered_millis(now - tombstone_age).to_be_bytes();
+        let expiry = chrono::Duration::from_std(rules.tombstone_age)
+            .ok()
+            .and_then(|age| now.checked_sub_signed(age))
+            .unwrap_or(DateTime::<Utc>::MIN_UTC);
+        let expiry = keys::ordered_millis(expiry).to_be_bytes();
         let mut expired = 0;
         loop {
             let mut keys_ = Vec::new();

@@ -81,7 +81,8 @@ impl NearIndex {
     /// The oldest time an entry may be (seen or published) and still be
     /// indexed at `now`.
     pub(super) fn cutoff(&self, now: DateTime<Utc>) -> DateTime<Utc> {
-        now - self.horizon
+        now.checked_sub_signed(self.horizon)
+            .unwrap_or(DateTime::<Utc>::MIN_UTC)
     }
 
     #[cfg(test)]

@@ -560,6 +560,7 @@ fn check(name: &str, bytes: &[u8], case: &Case) -> Vec<Failure> {
                 ParseError::Empty => "parse error: empty document",
                 ParseError::Invalid(_) => "parse error: not a valid feed",
                 ParseError::Panicked(_) => "parse error: feed-rs panicked",
+                ParseError::TooDeep { .. } => "parse error: nested too deep",
             };
             return vec![Failure {
                 group: group.to_string(),

@@ -7,10 +7,10 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
-use axum::Router;
+use axum::http::StatusCode;
 use feedmerge::{app, config};
+
+use super::serve_paths;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
@@ -43,39 +43,6 @@ async fn trap(addr: &str) -> (u16, Arc<AtomicUsize>, CancellationToken) {
         }
     });
     (port, hits, stop)
-}
-
-/// The feed's server on 127.0.0.1: each path redirects to one place.
-async fn redirector(routes: HashMap<String, (StatusCode, String)>) -> (u16, CancellationToken) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let routes = Arc::new(routes);
-    let router = Router::new().fallback(move |uri: axum::http::Uri| {
-        let routes = Arc::clone(&routes);
-        async move {
-            match routes.get(uri.path().trim_start_matches('/')) {
-                Some((status, location)) if location.starts_with("feed:") => (
-                    *status,
-                    [(header::CONTENT_TYPE, "application/rss+xml")],
-                    location.trim_start_matches("feed:").to_string(),
-                )
-                    .into_response(),
-                Some((status, location)) => {
-                    (*status, [(header::LOCATION, location.clone())]).into_response()
-                }
-                None => StatusCode::NOT_FOUND.into_response(),
-            }
-        }
-    });
-    let stop = CancellationToken::new();
-    let token = stop.clone();
-    tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(token.cancelled_owned())
-            .await
-            .unwrap();
-    });
-    (port, stop)
 }
 
 fn config_text(poll: &str, sources: &[(&str, String)]) -> String {
@@ -142,7 +109,7 @@ async fn redirects_never_reach_private_addresses_the_config_does_not_name() {
         ),
         ("plain".to_string(), (StatusCode::OK, PLAIN.to_string())),
     ]);
-    let (port, _stop) = redirector(routes).await;
+    let (port, _stop) = serve_paths(routes).await;
     let base = format!("http://127.0.0.1:{port}");
     let sources = ["to-ip", "to-name", "to-mapped", "to-hex", "plain"]
         .map(|name| (name, format!("{base}/{name}")));
@@ -221,7 +188,7 @@ async fn hosts_named_in_the_config_may_be_private_and_the_guard_can_be_turned_of
         ),
         ("plain".to_string(), (StatusCode::OK, PLAIN.to_string())),
     ]);
-    let (port, _stop) = redirector(routes).await;
+    let (port, _stop) = serve_paths(routes).await;
     let dir = tempfile::tempdir().unwrap();
 
     // A name written in the config resolves to loopback and is fetched.

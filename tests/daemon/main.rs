@@ -2,6 +2,7 @@
 //! store, publish, server) against a feed server on 127.0.0.1 in this
 //! process, a real sled directory, and jing validating every Atom document.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -21,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 mod conformance;
 mod dedup_pairs;
 mod guard;
+mod intake;
 mod manners;
 mod upgrade;
 
@@ -29,6 +31,41 @@ const SCHEMA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/schema/atom.rnc
 const BIN: &str = env!("CARGO_BIN_EXE_feedmerge");
 
 // ---- the feed server ---------------------------------------------------
+
+/// A server on 127.0.0.1 answering each path (without its leading `/`)
+/// with a status and either a redirect to a location or, for a value that
+/// starts with `feed:`, the rest of it as an RSS body.
+async fn serve_paths(routes: HashMap<String, (StatusCode, String)>) -> (u16, CancellationToken) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let routes = Arc::new(routes);
+    let router = Router::new().fallback(move |uri: axum::http::Uri| {
+        let routes = Arc::clone(&routes);
+        async move {
+            match routes.get(uri.path().trim_start_matches('/')) {
+                Some((status, location)) if location.starts_with("feed:") => (
+                    *status,
+                    [(header::CONTENT_TYPE, "application/rss+xml")],
+                    location.trim_start_matches("feed:").to_string(),
+                )
+                    .into_response(),
+                Some((status, location)) => {
+                    (*status, [(header::LOCATION, location.clone())]).into_response()
+                }
+                None => StatusCode::NOT_FOUND.into_response(),
+            }
+        }
+    });
+    let stop = CancellationToken::new();
+    let token = stop.clone();
+    tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(token.cancelled_owned())
+            .await
+            .unwrap();
+    });
+    (port, stop)
+}
 
 /// Which version of the English feed the server hands out.
 #[derive(Clone, Default)]
