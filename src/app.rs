@@ -5,9 +5,10 @@
 //! one [`TaskTracker`]; on cancellation the scheduler stops firing, in-flight
 //! polls finish or time out, the server stops, and sled is flushed last.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -20,13 +21,13 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 use url::Url;
 
-use crate::config::{Config, RetentionConfig, SourceConfig, SourceLocation};
+use crate::config::{Config, ConfigError, RetentionConfig, SourceConfig, SourceLocation};
 use crate::feeds::Selector;
 use crate::fetch::Fetcher;
 use crate::poll::{self, Due, Pipeline, PollReport};
 use crate::schedule::{self, Scheduler};
 use crate::server::{self, ServerState};
-use crate::status::{self, SourceStatus, StoryReport};
+use crate::status::{self, ReloadStatus, SourceStatus, StoryReport};
 use crate::store::{Retention, Store, StoreError, StoreOptions};
 
 /// Time allowed for the daemon's API to answer `feedmerge sources`.
@@ -34,21 +35,26 @@ const API_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time allowed, beyond the longest fetch timeout, for shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
-/// Everything a poll needs; shared by the scheduler's callbacks.
+/// Everything a poll needs under one version of the config; a reload
+/// builds a new one. Shared by the scheduler's callbacks.
 struct Poller {
     config: Arc<Config>,
     pipeline: Pipeline,
-    /// Sources with a poll in flight: a source is never polled twice at once.
-    busy: Mutex<HashSet<String>>,
+    /// Sources with a poll in flight: a source is never polled twice at
+    /// once. Shared by every version, so a reload sees the old polls.
+    busy: Arc<Mutex<HashSet<String>>>,
+    /// Per source: cancelled when a reload removes or changes the source,
+    /// which ends its poll in flight before anything is written.
+    stops: HashMap<String, CancellationToken>,
 }
 
 /// Marks a source busy for as long as it lives.
-struct Busy<'a> {
-    set: &'a Mutex<HashSet<String>>,
+struct Busy {
+    set: Arc<Mutex<HashSet<String>>>,
     name: String,
 }
 
-impl Drop for Busy<'_> {
+impl Drop for Busy {
     fn drop(&mut self) {
         self.set
             .lock()
@@ -58,36 +64,43 @@ impl Drop for Busy<'_> {
 }
 
 impl Poller {
-    fn claim(&self, name: &str) -> Option<Busy<'_>> {
+    fn claim(&self, name: &str) -> Option<Busy> {
         let mut busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
         if !busy.insert(name.to_string()) {
             debug!(source = %name, "previous poll still running; skipped");
             return None;
         }
         Some(Busy {
-            set: &self.busy,
+            set: Arc::clone(&self.busy),
             name: name.to_string(),
         })
+    }
+
+    fn stop_of(&self, name: &str) -> CancellationToken {
+        self.stops.get(name).cloned().unwrap_or_default()
     }
 
     /// Polls `source` unless a poll of it is already running.
     async fn poll(&self, source: &SourceConfig, due: Due) -> Option<PollReport> {
         let _busy = self.claim(&source.name)?;
-        Some(poll::poll_source(&self.pipeline, source, due).await)
+        let stop = self.stop_of(&source.name);
+        Some(poll::poll_source(&self.pipeline, source, due, &stop).await)
     }
 
     /// A scheduled poll: claims the source, waits its jitter offset (unless
-    /// shutdown comes first), then polls it if it is due.
-    async fn scheduled_poll(&self, source: &SourceConfig, stop: &CancellationToken) {
+    /// shutdown or a reload comes first), then polls it if it is due.
+    async fn scheduled_poll(&self, source: &SourceConfig, shutdown: &CancellationToken) {
         let Some(_busy) = self.claim(&source.name) else {
             return;
         };
+        let stop = self.stop_of(&source.name);
         let offset = schedule::jitter_offset(&source.name, self.config.poll.jitter);
         tokio::select! {
             () = tokio::time::sleep(offset) => {}
+            () = shutdown.cancelled() => return,
             () = stop.cancelled() => return,
         }
-        poll::poll_source(&self.pipeline, source, Due::Respect).await;
+        poll::poll_source(&self.pipeline, source, Due::Respect, &stop).await;
     }
 
     /// Polls every source once (`only`: just that one), a few at a time:
@@ -146,8 +159,23 @@ fn source_url(source: &SourceConfig) -> Option<&Url> {
     }
 }
 
+fn new_fetcher(config: &Config) -> Fetcher {
+    Fetcher::new(&config.poll, config.sources.iter().filter_map(source_url))
+}
+
 fn new_poller(config: Arc<Config>, store: Store) -> Poller {
-    let fetcher = Fetcher::new(&config.poll, config.sources.iter().filter_map(source_url));
+    poller_with(config, store, None, Arc::default())
+}
+
+/// A poller for `config`, reusing `fetcher` (its slots and clients) when
+/// given.
+fn poller_with(
+    config: Arc<Config>,
+    store: Store,
+    fetcher: Option<Fetcher>,
+    busy: Arc<Mutex<HashSet<String>>>,
+) -> Poller {
+    let fetcher = fetcher.unwrap_or_else(|| new_fetcher(&config));
     Poller {
         pipeline: Pipeline::new(
             fetcher,
@@ -156,8 +184,274 @@ fn new_poller(config: Arc<Config>, store: Store) -> Poller {
             config.dedup.clone(),
             config.intake.limits(),
         ),
+        stops: config
+            .sources
+            .iter()
+            .map(|s| (s.name.clone(), CancellationToken::new()))
+            .collect(),
         config,
-        busy: Mutex::new(HashSet::new()),
+        busy,
+    }
+}
+
+/// The running daemon's parts that a reload replaces, and what it needs to
+/// replace them.
+struct Core {
+    store: Store,
+    /// The config in force; the server reads it from here per request.
+    config: watch::Sender<Arc<Config>>,
+    poller: RwLock<Arc<Poller>>,
+    scheduler: tokio::sync::Mutex<Option<Scheduler>>,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+    /// The last reload's result, for `/healthz`.
+    last_reload: Arc<Mutex<Option<ReloadStatus>>>,
+    /// A digest of the config file's text in force (for `watch_config`).
+    applied_text: Mutex<u64>,
+    /// One reload at a time.
+    reloading: tokio::sync::Mutex<()>,
+}
+
+impl Core {
+    fn poller(&self) -> Arc<Poller> {
+        Arc::clone(&self.poller.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn current(&self) -> Arc<Config> {
+        Arc::clone(&self.config.borrow())
+    }
+
+    /// Starts one cron job per source of `config`; each firing polls the
+    /// source as the config then in force describes it.
+    async fn schedule(self: &Arc<Self>, config: &Config) -> anyhow::Result<Scheduler> {
+        // The scheduler may keep its jobs after shutdown; they hold the
+        // core weakly so the store (and its lock) is released when the
+        // daemon stops.
+        let core = Arc::downgrade(self);
+        let scheduler = Scheduler::start(&config.sources, move |name| {
+            let Some(core) = core.upgrade() else {
+                return;
+            };
+            if core.shutdown.is_cancelled() {
+                return;
+            }
+            let poller = core.poller();
+            let Some(source) = poller.config.source(name).cloned() else {
+                return;
+            };
+            let shutdown = core.shutdown.clone();
+            core.tracker
+                .spawn(async move { poller.scheduled_poll(&source, &shutdown).await });
+        })
+        .await?;
+        Ok(scheduler)
+    }
+
+    /// Reads the config file again and applies it; on any error the daemon
+    /// keeps the config it has. The result is logged and kept for
+    /// `/healthz`.
+    async fn reload(self: &Arc<Self>) -> ReloadStatus {
+        let _one = self.reloading.lock().await;
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Reloading]);
+        let old = self.current();
+        let result = match read_config(&old.path) {
+            Ok((new, digest)) => {
+                let summary = self.apply(&old, new).await;
+                *self.applied_text.lock().unwrap_or_else(|e| e.into_inner()) = digest;
+                summary
+            }
+            Err(e) => Err(format!("{e:#}")),
+        };
+        let status = ReloadStatus {
+            at: chrono::Utc::now(),
+            ok: result.is_ok(),
+            message: match result {
+                Ok(summary) | Err(summary) => summary,
+            },
+        };
+        if status.ok {
+            info!(result = %status.message, "config reloaded");
+        } else {
+            warn!(error = %status.message, "config reload failed; running on the previous config");
+        }
+        *self.last_reload.lock().unwrap_or_else(|e| e.into_inner()) = Some(status.clone());
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+        status
+    }
+
+    /// Puts `new` in force in place of `old`: polls of removed or changed
+    /// sources are stopped (and waited for) first, then the poller, the
+    /// served config and the schedule are replaced, and added or changed
+    /// sources are polled at once. Keys that need a restart keep their old
+    /// values.
+    async fn apply(self: &Arc<Self>, old: &Config, mut new: Config) -> Result<String, String> {
+        let mut restart = old.server.needs_restart(&new.server);
+        new.server.listen = old.server.listen;
+        new.server.header_read_timeout = old.server.header_read_timeout;
+        new.server.request_timeout = old.server.request_timeout;
+        new.server.max_connections = old.server.max_connections;
+        if new.storage != old.storage {
+            restart.push("storage");
+            new.storage = old.storage.clone();
+        }
+
+        let added: Vec<String> = new
+            .sources
+            .iter()
+            .filter(|s| old.source(&s.name).is_none())
+            .map(|s| s.name.clone())
+            .collect();
+        let removed: Vec<String> = old
+            .sources
+            .iter()
+            .filter(|s| new.source(&s.name).is_none())
+            .map(|s| s.name.clone())
+            .collect();
+        let changed: Vec<String> = new
+            .sources
+            .iter()
+            .filter(|s| old.source(&s.name).is_some_and(|o| o != *s))
+            .map(|s| s.name.clone())
+            .collect();
+
+        // The schedule is checked before anything changes.
+        let scheduler = self.schedule(&new).await.map_err(|e| format!("{e:#}"))?;
+
+        // Polls of removed or changed sources end before the new config is
+        // in force, so none writes under the old one afterwards.
+        let old_poller = self.poller();
+        let stopping: Vec<&String> = removed.iter().chain(&changed).collect();
+        for name in &stopping {
+            old_poller.stop_of(name).cancel();
+        }
+        let bound = longest_fetch(old) + SHUTDOWN_GRACE;
+        let waited = tokio::time::timeout(bound, async {
+            loop {
+                let running = {
+                    let busy = old_poller.busy.lock().unwrap_or_else(|e| e.into_inner());
+                    stopping.iter().any(|name| busy.contains(*name))
+                };
+                if !running {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        if waited.is_err() {
+            warn!("polls of removed or changed sources did not end in time");
+        }
+
+        let fetcher = (new.poll == old.poll).then(|| {
+            let fetcher = old_poller.pipeline.fetcher().clone();
+            fetcher.name_hosts(new.sources.iter().filter_map(source_url));
+            fetcher
+        });
+        let new = Arc::new(new);
+        let poller = Arc::new(poller_with(
+            Arc::clone(&new),
+            self.store.clone(),
+            fetcher,
+            Arc::clone(&old_poller.busy),
+        ));
+        *self.poller.write().unwrap_or_else(|e| e.into_inner()) = Arc::clone(&poller);
+        self.config.send_replace(Arc::clone(&new));
+        if let Some(previous) = self.scheduler.lock().await.replace(scheduler) {
+            if let Err(e) = previous.shutdown().await {
+                warn!(error = %e, "old schedule did not stop");
+            }
+        }
+        for name in added.iter().chain(&changed) {
+            if let Some(source) = new.source(name).cloned() {
+                let poller = Arc::clone(&poller);
+                self.tracker
+                    .spawn(async move { poller.poll(&source, Due::Respect).await });
+            }
+        }
+
+        let mut summary = format!(
+            "{} sources: {} added, {} removed, {} changed",
+            new.sources.len(),
+            added.len(),
+            removed.len(),
+            changed.len()
+        );
+        if !restart.is_empty() {
+            summary.push_str(&format!(
+                "; needs a restart to apply: {}",
+                restart.join(", ")
+            ));
+            warn!(keys = %restart.join(", "), "config keys changed that need a restart");
+        }
+        Ok(summary)
+    }
+}
+
+/// Reads and checks the config file at `path`; also returns a digest of
+/// its text.
+fn read_config(path: &Path) -> Result<(Config, u64), ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let config = crate::config::parse(&text, path)?;
+    Ok((config, digest(&text)))
+}
+
+fn digest(text: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// The longest fetch any source of `config` may take.
+fn longest_fetch(config: &Config) -> Duration {
+    config
+        .sources
+        .iter()
+        .map(|s| s.timeout)
+        .max()
+        .unwrap_or_default()
+}
+
+/// How often `watch_config` looks at the file; a change is applied once the
+/// file has read the same twice in a row (editors write in steps).
+const WATCH_EVERY: Duration = Duration::from_millis(500);
+
+/// Reloads when the config file's text changes (by any write, or a rename
+/// over it), while `server.watch_config` is on.
+async fn watch_config(core: Weak<Core>, shutdown: CancellationToken) {
+    let mut pending: Option<u64> = None;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(WATCH_EVERY) => {}
+            () = shutdown.cancelled() => return,
+        }
+        let Some(core) = core.upgrade() else {
+            return;
+        };
+        let config = core.current();
+        if !config.server.watch_config {
+            continue;
+        }
+        let Ok(text) = tokio::fs::read_to_string(&config.path).await else {
+            // Mid-rename, or gone: look again next time.
+            continue;
+        };
+        let now = digest(&text);
+        let applied = *core.applied_text.lock().unwrap_or_else(|e| e.into_inner());
+        if now == applied {
+            pending = None;
+        } else if pending == Some(now) {
+            pending = None;
+            info!(path = %config.path.display(), "config file changed");
+            core.reload().await;
+            // A broken file is not tried again until it changes.
+            *core.applied_text.lock().unwrap_or_else(|e| e.into_inner()) = now;
+        } else {
+            pending = Some(now);
+        }
     }
 }
 
@@ -165,7 +459,22 @@ fn new_poller(config: Arc<Config>, store: Store) -> Poller {
 pub struct Daemon {
     local_addr: SocketAddr,
     first_round: watch::Receiver<bool>,
+    core: Weak<Core>,
     main: JoinHandle<anyhow::Result<()>>,
+}
+
+/// Triggers reloads of a running daemon (what SIGHUP does).
+#[derive(Clone)]
+pub struct Reloader {
+    core: Weak<Core>,
+}
+
+impl Reloader {
+    /// Reloads the config file; `None` once the daemon has stopped.
+    pub async fn reload(&self) -> Option<ReloadStatus> {
+        let core = self.core.upgrade()?;
+        Some(core.reload().await)
+    }
 }
 
 impl Daemon {
@@ -181,6 +490,13 @@ impl Daemon {
         let _ = rx.wait_for(|done| *done).await;
     }
 
+    /// A handle that reloads this daemon's config.
+    pub fn reloader(&self) -> Reloader {
+        Reloader {
+            core: Weak::clone(&self.core),
+        }
+    }
+
     /// Waits for the daemon to stop (after its shutdown token is cancelled).
     pub async fn wait(self) -> anyhow::Result<()> {
         self.main.await.context("daemon task failed")?
@@ -190,6 +506,9 @@ impl Daemon {
 /// Starts the daemon: store, server, first poll round, scheduler. It runs
 /// until `shutdown` is cancelled.
 pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Daemon> {
+    let initial_text = std::fs::read_to_string(&config.path)
+        .map(|text| digest(&text))
+        .unwrap_or_default();
     let config = Arc::new(config);
     let store = open_store(&config)?;
     let poller = Arc::new(new_poller(Arc::clone(&config), store.clone()));
@@ -198,10 +517,24 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;
     let local_addr = listener.local_addr()?;
     let tracker = TaskTracker::new();
+    let (config_tx, config_rx) = watch::channel(Arc::clone(&config));
+    let last_reload = Arc::new(Mutex::new(None));
+    let core = Arc::new(Core {
+        store: store.clone(),
+        config: config_tx,
+        poller: RwLock::new(Arc::clone(&poller)),
+        scheduler: tokio::sync::Mutex::new(None),
+        tracker: tracker.clone(),
+        shutdown: shutdown.clone(),
+        last_reload: Arc::clone(&last_reload),
+        applied_text: Mutex::new(initial_text),
+        reloading: tokio::sync::Mutex::new(()),
+    });
 
     let router = server::router(ServerState {
-        config: Arc::clone(&config),
+        config: config_rx.clone(),
         store: store.clone(),
+        last_reload,
     });
     let server_stop = shutdown.clone();
     let limits = config.server.clone();
@@ -224,23 +557,21 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         }
         round_tx.send_replace(true);
     });
+    drop(poller);
 
-    // Retention: prune on a fixed period until shutdown.
+    // Retention: prune on a period until shutdown, with the limits in force.
     let prune_store = store.clone();
     let prune_stop = shutdown.clone();
-    let every = config.retention.every;
-    let limits = retention(&config.retention);
+    let prune_config = config_rx;
     tracker.spawn(async move {
-        let mut ticks = tokio::time::interval(every);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        ticks.tick().await;
         loop {
+            let every = prune_config.borrow().retention.every;
             tokio::select! {
-                _ = ticks.tick() => {}
+                () = tokio::time::sleep(every) => {}
                 () = prune_stop.cancelled() => return,
             }
             let store = prune_store.clone();
-            let rules = limits.clone();
+            let rules = retention(&prune_config.borrow().retention);
             let pruned =
                 tokio::task::spawn_blocking(move || store.prune(chrono::Utc::now(), &rules)).await;
             match pruned {
@@ -262,48 +593,29 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         }
     });
 
-    // The scheduler may keep its jobs after shutdown; they hold the poller
-    // weakly so the store (and its lock) is released when the daemon stops.
-    let job_poller = Arc::downgrade(&poller);
-    let job_tracker = tracker.clone();
-    let job_stop = shutdown.clone();
-    let scheduler = Scheduler::start(&config.sources, move |name| {
-        if job_stop.is_cancelled() {
-            return;
-        }
-        let Some(poller) = job_poller.upgrade() else {
-            return;
-        };
-        let Some(source) = poller.config.source(name).cloned() else {
-            return;
-        };
-        let stop = job_stop.clone();
-        job_tracker.spawn(async move { poller.scheduled_poll(&source, &stop).await });
-    })
-    .await?;
+    let scheduler = core.schedule(&config).await?;
+    *core.scheduler.lock().await = Some(scheduler);
+    tracker.spawn(watch_config(Arc::downgrade(&core), shutdown.clone()));
 
     if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
         debug!(error = %e, "sd_notify ready failed");
     }
 
-    let longest_fetch = config
-        .sources
-        .iter()
-        .map(|s| s.timeout)
-        .max()
-        .unwrap_or_default();
+    let weak = Arc::downgrade(&core);
     let main = tokio::spawn(async move {
         shutdown.cancelled().await;
-        // The scheduler's jobs hold the poller weakly; this task keeps it
-        // alive until shutdown.
-        drop(poller);
         info!("shutting down");
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
-        if let Err(e) = scheduler.shutdown().await {
-            warn!(error = %e, "scheduler shutdown");
+        // No reload starts or finishes from here on.
+        let no_reloads = core.reloading.lock().await;
+        if let Some(scheduler) = core.scheduler.lock().await.take() {
+            if let Err(e) = scheduler.shutdown().await {
+                warn!(error = %e, "scheduler shutdown");
+            }
         }
+        let longest = longest_fetch(&core.current());
         tracker.close();
-        if tokio::time::timeout(longest_fetch + SHUTDOWN_GRACE, tracker.wait())
+        if tokio::time::timeout(longest + SHUTDOWN_GRACE, tracker.wait())
             .await
             .is_err()
         {
@@ -317,6 +629,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             }
         }
         store.flush().await.context("final flush")?;
+        drop(no_reloads);
+        // The scheduler's jobs and reloaders hold the core weakly; this
+        // task kept it alive until now.
+        drop(core);
         info!("stopped");
         Ok(())
     });
@@ -324,6 +640,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     Ok(Daemon {
         local_addr,
         first_round,
+        core: weak,
         main,
     })
 }

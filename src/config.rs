@@ -42,7 +42,7 @@ pub enum ConfigError {
 }
 
 /// A checked configuration, ready for the daemon.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// The file this configuration was read from.
     pub path: PathBuf,
@@ -69,7 +69,7 @@ pub struct Config {
 }
 
 /// Where and how the HTTP server listens.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ServerConfig {
     /// Socket address to bind.
     pub listen: SocketAddr,
@@ -82,10 +82,34 @@ pub struct ServerConfig {
     pub request_timeout: Duration,
     /// Most connections open at once; more wait in the listen backlog.
     pub max_connections: usize,
+    /// Whether a change to the config file on disk reloads it, as SIGHUP
+    /// does.
+    pub watch_config: bool,
+}
+
+impl ServerConfig {
+    /// The keys of this section a running daemon cannot change: the
+    /// listener is bound and configured once.
+    pub fn needs_restart(&self, new: &ServerConfig) -> Vec<&'static str> {
+        let mut keys = Vec::new();
+        if self.listen != new.listen {
+            keys.push("server.listen");
+        }
+        if self.header_read_timeout != new.header_read_timeout {
+            keys.push("server.header_read_timeout");
+        }
+        if self.request_timeout != new.request_timeout {
+            keys.push("server.request_timeout");
+        }
+        if self.max_connections != new.max_connections {
+            keys.push("server.max_connections");
+        }
+        keys
+    }
 }
 
 /// The sled store's settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct StorageConfig {
     /// The sled directory, absolute.
     pub path: PathBuf,
@@ -94,7 +118,7 @@ pub struct StorageConfig {
 }
 
 /// The merged feed served at `/feed.atom`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct MergedFeedConfig {
     /// Feed title.
     pub title: String,
@@ -103,7 +127,7 @@ pub struct MergedFeedConfig {
 }
 
 /// How polling is paced and limited, across all sources.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PollConfig {
     /// Most fetches in flight at once.
     pub max_in_flight: usize,
@@ -121,7 +145,7 @@ pub struct PollConfig {
 }
 
 /// Deduplication settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DedupConfig {
     /// Within one source, an entry whose id changed but whose canonical link
     /// did not is the same entry.
@@ -210,7 +234,7 @@ impl IntakeConfig {
 }
 
 /// Retention settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RetentionConfig {
     /// Entries first seen longer ago than this are pruned.
     pub max_age: Duration,
@@ -238,7 +262,7 @@ impl Default for RetentionConfig {
 }
 
 /// Values every source gets unless it overrides them.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Defaults {
     /// Six-field cron expression (seconds first).
     pub schedule: String,
@@ -284,7 +308,7 @@ impl std::fmt::Display for SourceLocation {
 }
 
 /// One polled source.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SourceConfig {
     /// Unique name, `[a-z0-9-]+`.
     pub name: String,
@@ -312,7 +336,7 @@ pub struct SourceConfig {
 }
 
 /// One more published feed, served at `/feeds/NAME.atom`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct OutputFeedConfig {
     /// Unique name, `[a-z0-9-]+`.
     pub name: String,
@@ -383,6 +407,7 @@ struct RawServer {
     #[serde(default, with = "humantime_serde")]
     request_timeout: Option<Duration>,
     max_connections: Option<Spanned<usize>>,
+    watch_config: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -816,6 +841,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
                 "server.max_connections",
                 DEFAULT_MAX_CONNECTIONS,
             )?,
+            watch_config: raw.server.watch_config.unwrap_or(false),
         },
         storage: StorageConfig {
             path: base_dir.join(&raw.storage.path),

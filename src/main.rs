@@ -161,7 +161,12 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<ExitCode> 
                 wait_for_signal().await;
                 signals.cancel();
             });
-            feedmerge::app::run(config, shutdown).await?;
+            // Listening for SIGHUP before the daemon starts: its default
+            // action would end the process.
+            let hangups = hangups();
+            let daemon = feedmerge::app::start(config, shutdown.clone()).await?;
+            reload_on_hangup(hangups, daemon.reloader(), shutdown);
+            daemon.wait().await?;
         }
         Command::Fetch { source, .. } => {
             let reports = feedmerge::app::fetch_once(config, source.as_deref()).await?;
@@ -196,6 +201,61 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<ExitCode> 
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(unix)]
+type Hangups = Option<tokio::signal::unix::Signal>;
+#[cfg(not(unix))]
+type Hangups = Option<()>;
+
+/// The SIGHUP stream, if it can be had.
+fn hangups() -> Hangups {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::hangup()) {
+            Ok(hangups) => Some(hangups),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGHUP; reload needs a restart");
+                None
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        None
+    }
+}
+
+/// Reloads the config on every SIGHUP (`systemctl reload`) until shutdown.
+/// The result is logged by the reload itself.
+fn reload_on_hangup(
+    hangups: Hangups,
+    reloader: feedmerge::app::Reloader,
+    shutdown: CancellationToken,
+) {
+    #[cfg(unix)]
+    {
+        let Some(mut hangups) = hangups else {
+            return;
+        };
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    received = hangups.recv() => {
+                        if received.is_none() || reloader.reload().await.is_none() {
+                            return;
+                        }
+                    }
+                    () = shutdown.cancelled() => return,
+                }
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (hangups, reloader, shutdown);
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

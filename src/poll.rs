@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, instrument, warn};
 
 use crate::config::{DedupConfig, SourceConfig, SourceLocation};
@@ -44,6 +45,10 @@ pub enum PollError {
     /// The blocking parse task died.
     #[error("parse task failed: {0}")]
     Task(String),
+    /// A config reload removed or changed the source mid-poll; nothing of
+    /// this poll was stored.
+    #[error("cancelled: a config reload removed or changed the source")]
+    Cancelled,
 }
 
 /// Whether a poll honours the source's `next_due` (backoff, Retry-After,
@@ -141,11 +146,23 @@ impl Pipeline {
     pub fn store(&self) -> &Store {
         &self.store
     }
+
+    /// The fetcher polls share.
+    pub fn fetcher(&self) -> &Fetcher {
+        &self.fetcher
+    }
 }
 
-/// Polls `source` once and records the result in the store.
+/// Polls `source` once and records the result in the store. Once `stop` is
+/// cancelled (a reload removed or changed the source), the poll ends at the
+/// next step and writes nothing: no entries, no state under the old config.
 #[instrument(skip_all, fields(source = %source.name))]
-pub async fn poll_source(pipeline: &Pipeline, source: &SourceConfig, due: Due) -> PollReport {
+pub async fn poll_source(
+    pipeline: &Pipeline,
+    source: &SourceConfig,
+    due: Due,
+    stop: &CancellationToken,
+) -> PollReport {
     let store = &pipeline.store;
     let now = Utc::now();
     let mut state = match store.source_state(&source.name) {
@@ -184,7 +201,11 @@ pub async fn poll_source(pipeline: &Pipeline, source: &SourceConfig, due: Due) -
     }
     state.last_attempt = Some(now);
 
-    let outcome = run_stages(pipeline, source, &mut state, now).await;
+    let outcome = run_stages(pipeline, source, &mut state, now, stop).await;
+    if matches!(outcome, Err(PollError::Cancelled)) {
+        info!("poll cancelled by a config reload");
+        return report(outcome);
+    }
     match &outcome {
         Ok(_) => {
             state.last_success = Some(now);
@@ -304,25 +325,27 @@ async fn run_stages(
     source: &SourceConfig,
     state: &mut SourceState,
     now: DateTime<Utc>,
+    stop: &CancellationToken,
 ) -> Result<PollOutcome, PollError> {
     let target = target(source, state);
-    let fetched = pipeline
-        .fetcher
-        .fetch(&Request {
-            target: &target,
-            timeout: source.timeout,
-            connect_timeout: source.connect_timeout,
-            max_body: source.max_body_size,
-            user_agent: &source.user_agent,
-            headers: &source.headers,
-            headers_for: match &source.location {
-                SourceLocation::Http(url) => Some(url),
-                SourceLocation::File(_) => None,
-            },
-            etag: state.etag.as_deref(),
-            last_modified: state.last_modified.as_deref(),
-        })
-        .await?;
+    let request = Request {
+        target: &target,
+        timeout: source.timeout,
+        connect_timeout: source.connect_timeout,
+        max_body: source.max_body_size,
+        user_agent: &source.user_agent,
+        headers: &source.headers,
+        headers_for: match &source.location {
+            SourceLocation::Http(url) => Some(url),
+            SourceLocation::File(_) => None,
+        },
+        etag: state.etag.as_deref(),
+        last_modified: state.last_modified.as_deref(),
+    };
+    let fetched = tokio::select! {
+        fetched = pipeline.fetcher.fetch(&request) => fetched?,
+        () = stop.cancelled() => return Err(PollError::Cancelled),
+    };
     let (body, meta, slot) = match fetched {
         Fetched::NotModified(meta) => {
             note_meta(state, &meta, now);
@@ -349,6 +372,7 @@ async fn run_stages(
         let _ = url.set_password(None);
     }
     let limits = pipeline.limits.clone();
+    let stop = stop.clone();
     let (counts, seen, title, home_page, encoding, ttl, notes) =
         tokio::task::spawn_blocking(move || {
             let meta = parse_meta;
@@ -373,6 +397,11 @@ async fn run_stages(
                 },
             );
             drop(cpu);
+            // The last point a reload can stop this poll: past it, the
+            // entries are written (and the reload waits for that).
+            if stop.is_cancelled() {
+                return Err(PollError::Cancelled);
+            }
             let counts = store.ingest(&entries, now, &rules)?;
             let title = normalize::feed_title(&parsed.feed);
             let home_page =

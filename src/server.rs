@@ -12,7 +12,7 @@
 //! request head's size and the URI's length, and GET and HEAD only.
 
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -26,7 +26,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_service::Service;
@@ -34,7 +34,7 @@ use tracing::{error, warn};
 
 use crate::config::{Config, ServerConfig};
 use crate::feeds::{self, Selector};
-use crate::status;
+use crate::status::{self, ReloadStatus};
 use crate::store::Store;
 
 /// The content type of every published feed.
@@ -43,10 +43,19 @@ pub const ATOM_CONTENT_TYPE: &str = "application/atom+xml; charset=utf-8";
 /// What the handlers share.
 #[derive(Debug, Clone)]
 pub struct ServerState {
-    /// The configuration the daemon runs with.
-    pub config: Arc<Config>,
+    /// The configuration in force; a reload replaces it.
+    pub config: watch::Receiver<Arc<Config>>,
     /// The open store.
     pub store: Store,
+    /// The last config reload's result, if there was one.
+    pub last_reload: Arc<Mutex<Option<ReloadStatus>>>,
+}
+
+impl ServerState {
+    /// The configuration in force now.
+    fn config(&self) -> Arc<Config> {
+        Arc::clone(&self.config.borrow())
+    }
 }
 
 /// Longest request URI accepted, in bytes; longer ones get 414.
@@ -207,7 +216,7 @@ async fn entry_story(State(state): State<ServerState>, Path(id): Path<String>) -
 /// hold an async worker.
 async fn feed_response(state: ServerState, wanted: Wanted) -> Response {
     let rendered = tokio::task::spawn_blocking(move || {
-        let result = feeds::render(&state.config, &state.store, wanted.selector());
+        let result = feeds::render(&state.config(), &state.store, wanted.selector());
         (result, wanted)
     })
     .await;
@@ -232,7 +241,7 @@ fn not_found() -> Response {
 }
 
 async fn sources(State(state): State<ServerState>) -> Response {
-    match status::statuses(&state.config, &state.store) {
+    match status::statuses(&state.config(), &state.store) {
         Ok(list) => axum::Json(list).into_response(),
         Err(e) => {
             error!(error = %e, "cannot read source status");
@@ -247,11 +256,17 @@ async fn sources(State(state): State<ServerState>) -> Response {
 
 async fn healthz(State(state): State<ServerState>) -> Response {
     let health = state.store.health();
+    let last_reload = state
+        .last_reload
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
     let body = serde_json::json!({
         "status": "ok",
         "entries": health.entries,
-        "sources": state.config.sources.len(),
+        "sources": state.config().sources.len(),
         "corrupt_values": health.corrupt_values,
+        "last_reload": last_reload,
     });
     (
         [(header::CONTENT_TYPE, "application/json")],

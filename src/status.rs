@@ -46,6 +46,17 @@ pub struct SourceStatus {
     pub notes: Vec<String>,
 }
 
+/// The result of the daemon's last config reload, for `/healthz`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadStatus {
+    /// When it finished.
+    pub at: DateTime<Utc>,
+    /// Whether the new config is in force.
+    pub ok: bool,
+    /// What changed, or why the file was refused (FILE:LINE:COL: key: ...).
+    pub message: String,
+}
+
 /// The status of every configured source, in config order.
 pub fn statuses(config: &Config, store: &Store) -> Result<Vec<SourceStatus>, StoreError> {
     let mut out = Vec::with_capacity(config.sources.len());
