@@ -22,6 +22,7 @@ mod conformance;
 mod dedup_pairs;
 mod manners;
 mod upgrade;
+mod xss;
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
 const SCHEMA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/schema/atom.rnc");
