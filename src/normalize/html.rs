@@ -13,9 +13,10 @@ use super::language;
 
 /// Sanitizes HTML: no script, style, iframe, object, event handler,
 /// `javascript:` or `data:` URL; figures, tables, lists, code, quotes,
-/// `dir` and `lang` kept; every `href`, `src`, `srcset` and `poster` made
-/// absolute against `base` (or dropped when there is none); tracking pixels
-/// removed; XML-forbidden characters dropped.
+/// `dir` and `lang` kept; every `href`, `src`, `srcset`, `poster` and
+/// `cite` made absolute http(s) against `base` (or dropped when there is
+/// none, or when the result is not http(s)); tracking pixels removed;
+/// XML-forbidden characters dropped.
 pub fn sanitize(html: &str, base: Option<&Url>) -> String {
     BASE.with_borrow_mut(|b| *b = base.cloned());
     let cleaned = SANITIZER.with(|builder| builder.clean(html).to_string());
@@ -35,11 +36,15 @@ thread_local! {
     static STRIPPER: ammonia::Builder<'static> = ammonia::Builder::empty();
 }
 
-/// A relative URL resolved against [`BASE`]; `None` drops it.
+/// A relative URL resolved against [`BASE`]; `None` drops it. Only an
+/// http(s) result is kept: ammonia checks the scheme of absolute URLs, not
+/// of what this makes of relative ones, and a feed's `xml:base` can be
+/// `javascript:...//` (which `#top` or `x.png` would join) or a local
+/// file's `file:` URL.
 fn against_base(url: &str) -> Option<Cow<'_, str>> {
     BASE.with_borrow(|base| {
         let joined = base.as_ref()?.join(url).ok()?;
-        Some(Cow::Owned(String::from(joined)))
+        matches!(joined.scheme(), "http" | "https").then(|| Cow::Owned(String::from(joined)))
     })
 }
 
@@ -59,7 +64,9 @@ fn sanitizer() -> ammonia::Builder<'static> {
         "srcset" => Some(Cow::Owned(
             BASE.with_borrow(|base| absolute_srcset(value, base.as_ref())),
         )),
-        "poster" => BASE
+        // Ammonia keeps `cite` (on blockquote, q, del, ins) without
+        // checking it as a URL.
+        "poster" | "cite" => BASE
             .with_borrow(|base| absolute_http(value, base.as_ref()))
             .map(Cow::Owned),
         _ => Some(Cow::Borrowed(value)),
@@ -325,6 +332,31 @@ mod tests {
             "<video poster=\"https://example.org/p.jpg\" src=\"https://example.org/v.mp4\"></video>",
         );
         check("<img srcset=\"javascript:x 1x\">", "<img srcset=\"\">");
+        check(
+            "<blockquote cite=\"/src\">q</blockquote><q cite=\"javascript:alert(1)\">q</q>",
+            "<blockquote cite=\"https://example.org/src\">q</blockquote><q>q</q>",
+        );
+    }
+
+    #[test]
+    fn a_hostile_base_makes_no_relative_url_dangerous() {
+        for base in [
+            "javascript:alert(1)//",
+            "javascript://%0Aalert(1)",
+            "data:text/html,x",
+            "file:///etc/feeds/",
+        ] {
+            let base = Url::parse(base).unwrap();
+            let clean = sanitize(
+                "<a href=\"#top\">t</a><a href=\"?q\">q</a><img src=\"i.png\">",
+                Some(&base),
+            );
+            assert_eq!(
+                clean,
+                "<a rel=\"noopener noreferrer\">t</a><a rel=\"noopener noreferrer\">q</a><img>",
+                "{base}"
+            );
+        }
     }
 
     #[test]

@@ -127,7 +127,7 @@ fn feedparser_test_feeds() {
 }
 
 /// `$FEEDPARSER_TESTS`, else the sdist's `tests` under `target/conformance/`.
-fn tests_dir() -> PathBuf {
+pub(crate) fn tests_dir() -> PathBuf {
     match std::env::var_os("FEEDPARSER_TESTS") {
         Some(dir) => PathBuf::from(dir),
         None => Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -137,7 +137,7 @@ fn tests_dir() -> PathBuf {
     }
 }
 
-fn missing_message(tests: &Path) -> String {
+pub(crate) fn missing_message(tests: &Path) -> String {
     format!(
         "feedparser's test feeds are not at {}: run .ci/run, which fetches them, or run \
          `python3 -m pip download --no-binary :all: --no-deps feedparser==6.0.11 -d target/conformance \

@@ -25,6 +25,7 @@ mod guard;
 mod intake;
 mod manners;
 mod upgrade;
+mod xss;
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
 const SCHEMA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/schema/atom.rnc");
