@@ -350,6 +350,7 @@ impl Store {
     /// an earlier version.
     pub fn open(path: &Path, options: StoreOptions) -> Result<Self, StoreError> {
         migrate::check_directory(path)?;
+        let before = migrate::Before::look(path);
         let sled_err = |source: sled::Error| match &source {
             sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
                 StoreError::Locked {
@@ -406,7 +407,7 @@ impl Store {
             unflushed: Arc::new(Unflushed::default()),
             corrupt: Arc::new(AtomicU64::new(0)),
         };
-        migrate::bring_up_to_date(&store)?;
+        migrate::bring_up_to_date(&store, before)?;
         let count = store
             .t
             .meta

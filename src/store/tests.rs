@@ -543,3 +543,33 @@ fn status_reads_a_source_state_as_of_the_last_flush() {
     store.flush_blocking().unwrap();
     assert_eq!(store.flushed_source_state("a").unwrap(), Some(state(3)));
 }
+
+#[test]
+fn a_store_whose_log_is_damaged_says_so_and_how_to_recover() {
+    let now = at("2025-04-01T00:00:00Z");
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path(), StoreOptions::with_cache(1 << 20)).unwrap();
+        let batch: Vec<Entry> = (0..50)
+            .map(|i| entry(&format!("e{i}"), &format!("Entry {i}"), None))
+            .collect();
+        ingest(&store, &batch, now, &Rules::default());
+    }
+    // Garbage over the start of the log: sled 0.34 then opens an empty
+    // database without a word.
+    let db = dir.path().join("db");
+    let mut bytes = std::fs::read(&db).unwrap();
+    for (i, b) in bytes.iter_mut().take(4096).enumerate() {
+        *b = (i as u8).wrapping_mul(37) ^ 0x5a;
+    }
+    std::fs::write(&db, bytes).unwrap();
+    let err = Store::open(dir.path(), StoreOptions::with_cache(1 << 20)).unwrap_err();
+    assert!(matches!(err, StoreError::Damaged { .. }), "{err}");
+    let message = err.to_string();
+    assert!(message.contains("restore it from a backup"), "{message}");
+    assert!(message.contains("move it aside"), "{message}");
+    // A new directory is a new store, not a damaged one.
+    let fresh = tempfile::tempdir().unwrap();
+    Store::open(fresh.path(), StoreOptions::with_cache(1 << 20)).unwrap();
+    Store::open(&fresh.path().join("sub"), StoreOptions::with_cache(1 << 20)).unwrap();
+}

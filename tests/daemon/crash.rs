@@ -319,6 +319,19 @@ impl Daemon {
         panic!("cycle {cycle} (CRASH_SEED={seed}): {what}; the daemon's log ends:\n{tail}");
     }
 
+    /// The entry count `/healthz` reports.
+    async fn entries_counted(&mut self, seed: u64, cycle: usize) -> u64 {
+        let answer = fetch(&format!("{}/healthz", self.base)).await;
+        let count = answer.as_ref().and_then(|(_, body)| {
+            let value: serde_json::Value = serde_json::from_str(body).ok()?;
+            value["entries"].as_u64()
+        });
+        match count {
+            Some(count) => count,
+            None => self.fail(seed, cycle, &format!("/healthz answered {answer:?}")),
+        }
+    }
+
     fn kill(mut self) {
         // `Child::kill` is SIGKILL on unix.
         self.child.kill().unwrap();
@@ -448,12 +461,25 @@ async fn sigkill_during_ingest_loses_nothing_served() {
     let docs_dir = tempfile::tempdir().unwrap();
 
     let mut served = Served::default();
+    // The highest entry count /healthz reported.
+    let mut counted_max = 0;
     let mut kept: Vec<String> = Vec::new();
     let paths = document_paths();
     let started = Instant::now();
     for cycle in 0..=CYCLES {
         let mut daemon = Daemon::start(&config, seed, cycle).await;
         // The store opened; everything served before the kill is there.
+        let counted_before = daemon.entries_counted(seed, cycle).await;
+        if counted_before < counted_max {
+            daemon.fail(
+                seed,
+                cycle,
+                &format!(
+                    "/healthz counted {counted_max} entries before the kill, \
+                     {counted_before} after"
+                ),
+            );
+        }
         let mut now_served = Served::default();
         for path in &paths {
             match read_document(&daemon.base, path).await {
@@ -481,16 +507,35 @@ async fn sigkill_during_ingest_loses_nothing_served() {
                 );
             }
         }
+        // The count reports flushed entries, all of them: what it said
+        // before the documents were read is all shown in them, and they
+        // show nothing it does not count after.
+        let counted_after = daemon.entries_counted(seed, cycle).await;
+        counted_max = counted_max.max(counted_after);
+        let shown = now_served.entries.len() as u64;
+        if !(counted_before..=counted_after).contains(&shown) {
+            daemon.fail(
+                seed,
+                cycle,
+                &format!(
+                    "/healthz counted {counted_before} then {counted_after} entries; \
+                     the feeds show {shown}"
+                ),
+            );
+        }
         if cycle == CYCLES {
             daemon.kill();
             break;
         }
-        // Heavy ingest, read document by document. Past the seeded moment
-        // the kill follows the first document that shows something new:
-        // the moment its write most likely is not flushed yet (within a
-        // second, so every cycle ends).
+        // Heavy ingest, read document by document until the seeded moment.
+        // Then the kill follows the first sign of a new write: a document
+        // that shows a new entry, or (every other cycle) a higher count on
+        // /healthz, the cheapest reading, so the kill lands closest to the
+        // write. A write not yet flushed then is lost, so it must not have
+        // been shown. Within a second, so every cycle ends.
         let kill_at = Instant::now() + Duration::from_millis(rng.between(50, 800));
         let latest = kill_at + Duration::from_secs(1);
+        let by_count = rng.next() % 2 == 0;
         for path in paths.iter().cycle() {
             let fresh = match read_document(&daemon.base, path).await {
                 Ok((ids, xml)) => {
@@ -502,8 +547,17 @@ async fn sigkill_during_ingest_loses_nothing_served() {
                 Err(e) => daemon.fail(seed, cycle, &e),
             };
             let now = Instant::now();
-            if (now >= kill_at && fresh) || now >= latest {
+            if (now >= kill_at && (fresh || by_count)) || now >= latest {
                 break;
+            }
+        }
+        if by_count {
+            let highest = counted_max;
+            while Instant::now() < latest {
+                counted_max = counted_max.max(daemon.entries_counted(seed, cycle).await);
+                if counted_max > highest {
+                    break;
+                }
             }
         }
         daemon.kill();
