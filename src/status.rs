@@ -62,7 +62,10 @@ pub fn statuses(config: &Config, store: &Store) -> Result<Vec<SourceStatus>, Sto
     let mut out = Vec::with_capacity(config.sources.len());
     for source in &config.sources {
         let configured = source.location.to_string();
-        let state = store.source_state(&source.name)?.unwrap_or_default();
+        // As of the last flush: a poll is reported once it is durable.
+        let state = store
+            .flushed_source_state(&source.name)?
+            .unwrap_or_default();
         // State recorded for another URL no longer applies: the next poll
         // starts that source over.
         let current = state.config_url == configured;

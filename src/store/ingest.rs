@@ -170,7 +170,12 @@ impl Store {
                     counts.new += 1;
                     let seq = match seq {
                         Some(seq) => seq,
-                        None => self.db.generate_id().map_err(|e| self.sled_err(e))?,
+                        None => {
+                            let seq = self.db.generate_id().map_err(|e| self.sled_err(e))?;
+                            // Hidden from readers until it is flushed.
+                            self.unflushed.hide_from(seq);
+                            seq
+                        }
                     };
                     let (story_seq, merged) = match placement.join {
                         Some((story, merged)) => (story, Some(merged)),
@@ -370,6 +375,10 @@ impl Store {
                     b.stories.remove(&keys::record_key(old.story_seq)[..]);
                 }
             }
+        }
+        // New entries stay hidden from readers until they are flushed.
+        for plan in plans.iter().filter(|plan| plan.old.is_none()) {
+            self.unflushed.hide(plan.seq);
         }
         self.apply(b)?;
         if added != 0 {

@@ -65,7 +65,26 @@ pub(super) fn check_directory(path: &Path) -> Result<(), StoreError> {
 }
 
 /// Brings an open store to [`SCHEMA_VERSION`], or says why it cannot.
-pub(super) fn bring_up_to_date(store: &Store) -> Result<(), StoreError> {
+/// What the store's directory held before sled opened it.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Before {
+    /// A non-empty sled log.
+    Database,
+    /// Nothing sled wrote.
+    Nothing,
+}
+
+impl Before {
+    /// What `path` holds now, before sled opens it.
+    pub(super) fn look(path: &Path) -> Self {
+        match std::fs::metadata(path.join("db")) {
+            Ok(meta) if meta.len() > 0 => Before::Database,
+            _ => Before::Nothing,
+        }
+    }
+}
+
+pub(super) fn bring_up_to_date(store: &Store, before: Before) -> Result<(), StoreError> {
     let version = match store
         .t
         .meta
@@ -81,7 +100,7 @@ pub(super) fn bring_up_to_date(store: &Store) -> Result<(), StoreError> {
     };
     let version = match version {
         Some(v) => v,
-        None => unversioned(store)?,
+        None => unversioned(store, before)?,
     };
     if version > SCHEMA_VERSION {
         return Err(StoreError::TooNew {
@@ -98,7 +117,7 @@ pub(super) fn bring_up_to_date(store: &Store) -> Result<(), StoreError> {
 
 /// The version of a store without one in `meta`: 1 when it holds version
 /// 1's data, else a new store (given this version), else not ours.
-fn unversioned(store: &Store) -> Result<u32, StoreError> {
+fn unversioned(store: &Store, before: Before) -> Result<u32, StoreError> {
     let names: Vec<String> = store
         .db
         .tree_names()
@@ -129,6 +148,17 @@ fn unversioned(store: &Store) -> Result<u32, StoreError> {
         return Err(StoreError::NotAStore {
             path: store.path.clone(),
             what: format!("a sled database with other trees: {foreign:?}"),
+        });
+    }
+    // Files sled recovered, yet not even the version written when the
+    // store was made: sled 0.34 stops reading its log at the first damaged
+    // part and opens what came before, here nothing.
+    if matches!(before, Before::Database) {
+        return Err(StoreError::Damaged {
+            path: store.path.clone(),
+            reason: "the database opened without any of its data, not even its \
+                     schema version"
+                .into(),
         });
     }
     let meta = &store.t.meta;

@@ -27,14 +27,22 @@
 //! - `tombstones`: prune time (8) + entry id (compact) -> empty
 //! - `sources`: source name -> source state (JSON)
 //!
+//! Nothing is shown before it is durable: entries first stored since the
+//! last flush are left out of every read (feeds, stories, entries, the
+//! entry count), and status reads get each source's state as of the last
+//! flush, so what a reader saw survives a crash (SIGKILL) at any moment.
+//! Writers see everything. (A changed entry shows its change at once; a
+//! crash before the flush shows its previous version again, never none.)
+//!
 //! Near-duplicate lookups go to an in-memory index of recent entries
 //! ([`window`]), and `ids` / `by_canon` lookups for new entries are
 //! answered by Bloom filters ([`filters`]) without a random read; both are
 //! built on the first ingest after the store opens.
 
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use tracing::warn;
 
@@ -194,8 +202,78 @@ pub struct Store {
     tickets: Arc<AtomicU64>,
     /// Entries stored (kept in `meta`, so no count is a scan).
     entries: Arc<AtomicU64>,
+    /// Entries stored as of the last flush: the count reported.
+    flushed_entries: Arc<AtomicU64>,
+    /// What is written but not yet flushed, hidden from readers.
+    unflushed: Arc<Unflushed>,
     /// Undecodable values met since opening.
     corrupt: Arc<AtomicU64>,
+}
+
+/// Writes since the last flush that readers must not see yet: a crash
+/// before the flush loses them. Filled before the writes are applied,
+/// emptied after the flush.
+struct Unflushed {
+    /// The first seq sled handed out since the last flush (`u64::MAX`:
+    /// none): seqs only grow, so every entry from it up is new since then.
+    fresh_from: AtomicU64,
+    /// Older seqs first stored since the last flush: slots whose record a
+    /// crash lost, stored again.
+    reused: RwLock<HashSet<u64>>,
+    /// Each source whose state was replaced since the last flush, with its
+    /// state as of that flush (`None`: it had none).
+    sources: Mutex<HashMap<String, Option<sled::IVec>>>,
+}
+
+impl Default for Unflushed {
+    fn default() -> Self {
+        Self {
+            fresh_from: AtomicU64::new(u64::MAX),
+            reused: RwLock::default(),
+            sources: Mutex::default(),
+        }
+    }
+}
+
+impl Unflushed {
+    /// Whether the entry under `seq` is durable as far as readers know.
+    fn shown(&self, seq: u64) -> bool {
+        seq < self.fresh_from.load(Ordering::SeqCst)
+            && !self
+                .reused
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&seq)
+    }
+
+    /// Hides the entry under `seq`, about to be stored for the first time.
+    fn hide(&self, seq: u64) {
+        if self.shown(seq) {
+            self.reused
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(seq);
+        }
+    }
+
+    /// Hides every seq from `seq` up: `seq` is newly generated.
+    fn hide_from(&self, seq: u64) {
+        self.fresh_from.fetch_min(seq, Ordering::SeqCst);
+    }
+
+    /// Shows everything: it is flushed.
+    fn clear(&self) {
+        self.fresh_from.store(u64::MAX, Ordering::SeqCst);
+        self.reused
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        self.sources().clear();
+    }
+
+    fn sources(&self) -> MutexGuard<'_, HashMap<String, Option<sled::IVec>>> {
+        self.sources.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -272,6 +350,7 @@ impl Store {
     /// an earlier version.
     pub fn open(path: &Path, options: StoreOptions) -> Result<Self, StoreError> {
         migrate::check_directory(path)?;
+        let before = migrate::Before::look(path);
         let sled_err = |source: sled::Error| match &source {
             sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
                 StoreError::Locked {
@@ -324,9 +403,11 @@ impl Store {
             flush_gate: Arc::new(tokio::sync::Mutex::new(0)),
             tickets: Arc::new(AtomicU64::new(0)),
             entries: Arc::new(AtomicU64::new(0)),
+            flushed_entries: Arc::new(AtomicU64::new(0)),
+            unflushed: Arc::new(Unflushed::default()),
             corrupt: Arc::new(AtomicU64::new(0)),
         };
-        migrate::bring_up_to_date(&store)?;
+        migrate::bring_up_to_date(&store, before)?;
         let count = store
             .t
             .meta
@@ -335,6 +416,7 @@ impl Store {
             .and_then(|v| keys::number_at(&v, 0))
             .unwrap_or(0);
         store.entries.store(count, Ordering::SeqCst);
+        store.flushed_entries.store(count, Ordering::SeqCst);
         Ok(store)
     }
 
@@ -363,9 +445,16 @@ impl Store {
         warn!(store = %self.path.display(), tree, key = %key, reason, "skipping an undecodable stored value");
     }
 
-    /// How many entries are stored (a counter, not a scan).
+    /// How many entries are stored, as of the last flush (a counter, not a
+    /// scan).
     pub fn entry_count(&self) -> u64 {
-        self.entries.load(Ordering::SeqCst)
+        self.flushed_entries.load(Ordering::SeqCst)
+    }
+
+    /// Whether readers may see the entry under `seq`: not while its first
+    /// write is unflushed.
+    fn shown(&self, seq: u64) -> bool {
+        self.unflushed.shown(seq)
     }
 
     /// Entries stored and undecodable values met.
@@ -395,6 +484,30 @@ impl Store {
         }
     }
 
+    /// The state of source `name` as of the last flush: what status
+    /// reports show, so they never report a poll a crash could still undo.
+    pub fn flushed_source_state(
+        &self,
+        name: &str,
+    ) -> Result<Option<crate::model::SourceState>, StoreError> {
+        let unflushed = self.unflushed.sources();
+        let bytes = match unflushed.get(name) {
+            Some(before) => before.clone(),
+            None => self.t.sources.get(name).map_err(|e| self.sled_err(e))?,
+        };
+        drop(unflushed);
+        match bytes {
+            Some(bytes) => match codec::decode_source(&bytes) {
+                Ok(state) => Ok(Some(state)),
+                Err(reason) => {
+                    self.skip_corrupt("sources", name.as_bytes(), &reason);
+                    Ok(None)
+                }
+            },
+            None => Ok(None),
+        }
+    }
+
     /// Replaces the stored state of source `name`.
     pub fn put_source_state(
         &self,
@@ -403,6 +516,11 @@ impl Store {
     ) -> Result<(), StoreError> {
         let value = codec::encode_source(state).map_err(|r| self.corrupt("sources", r))?;
         let _writer = self.lock_writer();
+        let mut unflushed = self.unflushed.sources();
+        if !unflushed.contains_key(name) {
+            let before = self.t.sources.get(name).map_err(|e| self.sled_err(e))?;
+            unflushed.insert(name.to_string(), before);
+        }
         self.t
             .sources
             .insert(name.as_bytes(), value)
@@ -452,10 +570,15 @@ impl Store {
         Ok(())
     }
 
-    /// Makes every write made before this call durable, blocking the caller.
+    /// Makes every write made before this call durable, blocking the
+    /// caller; then shows readers what it made durable.
     pub fn flush_blocking(&self) -> Result<(), StoreError> {
         let _writer = self.lock_writer();
         self.db.flush().map_err(|e| self.sled_err(e))?;
+        // Under the writer lock, so nothing was written since the flush.
+        self.unflushed.clear();
+        self.flushed_entries
+            .store(self.entries.load(Ordering::SeqCst), Ordering::SeqCst);
         Ok(())
     }
 }

@@ -106,6 +106,7 @@ impl Store {
         let mut copies: Vec<Entry> = self
             .members(story_seq)?
             .into_iter()
+            .filter(|(seq, _)| self.shown(*seq))
             .map(|(_, s)| s.entry)
             .filter(|e| keep(e))
             .collect();
@@ -123,7 +124,7 @@ impl Store {
     /// The stored entry with feedmerge id `id`.
     pub fn entry(&self, id: &str) -> Result<Option<Entry>, StoreError> {
         match self.slot(id)? {
-            Some(Slot::Stored(seq)) => Ok(self.stored(seq)?.map(|s| s.entry)),
+            Some(Slot::Stored(seq)) if self.shown(seq) => Ok(self.stored(seq)?.map(|s| s.entry)),
             _ => Ok(None),
         }
     }
@@ -133,12 +134,12 @@ impl Store {
     /// oldest first.
     pub fn story(&self, id: &str) -> Result<Option<Item>, StoreError> {
         let story_seq = match self.slot(id)? {
-            Some(Slot::Stored(seq)) => match self.record(seq)? {
+            Some(Slot::Stored(seq)) if self.shown(seq) => match self.record(seq)? {
                 Some(record) => record.story_seq,
                 None => return Ok(None),
             },
             Some(Slot::Pruned { seq, .. }) => seq,
-            None => return Ok(None),
+            Some(Slot::Stored(_)) | None => return Ok(None),
         };
         self.story_item(story_seq, &|_| true)
     }
@@ -154,6 +155,9 @@ impl Store {
             let Some(seq) = keys::trailing_seq(&key) else {
                 continue;
             };
+            if !self.shown(seq) {
+                continue;
+            }
             if let Some(stored) = self.stored(seq)? {
                 out.push(stored.entry);
             }
@@ -217,6 +221,9 @@ impl Store {
                 self.skip_corrupt("by_source", &key, "short key or value");
                 continue;
             };
+            if keys::trailing_seq(&key).is_some_and(|seq| !self.shown(seq)) {
+                continue;
+            }
             return Ok(Some((time, story)));
         }
         Ok(None)

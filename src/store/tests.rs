@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 
 use super::*;
 use crate::dedup::{self, Rules};
-use crate::model::{Entry, MergeRule, SourceState};
+use crate::model::{Entry, IngestCounts, MergeRule, SourceState};
 
 /// The copies in the story of `id`, oldest first.
 fn copies(store: &Store, id: &str) -> Vec<Entry> {
@@ -22,6 +22,14 @@ fn copies(store: &Store, id: &str) -> Vec<Entry> {
 fn titles(store: &Store) -> Vec<String> {
     let entries = store.source_entries("src", 10).unwrap();
     entries.into_iter().map(|e| e.title).collect()
+}
+
+/// Stores `entries` and flushes, as every poll does: readers see an entry
+/// once it is flushed.
+fn ingest(store: &Store, entries: &[Entry], now: DateTime<Utc>, rules: &Rules) -> IngestCounts {
+    let counts = store.ingest(entries, now, rules).unwrap();
+    store.flush_blocking().unwrap();
+    counts
 }
 
 /// Every source the tests use.
@@ -67,15 +75,15 @@ fn ingest_dedups_and_orders() {
         entry("b", "B", Some("2025-03-03T00:00:00Z")),
         entry("c", "C", Some("1960-01-01T00:00:00Z")),
     ];
-    let counts = store.ingest(&batch, now, &Rules::default()).unwrap();
+    let counts = ingest(&store, &batch, now, &Rules::default());
     assert_eq!((counts.new, counts.updated, counts.unchanged), (3, 0, 0));
-    let counts = store.ingest(&batch, now, &Rules::default()).unwrap();
+    let counts = ingest(&store, &batch, now, &Rules::default());
     assert_eq!((counts.new, counts.updated, counts.unchanged), (0, 0, 3));
 
     // A changed title under the same id is updated in place; a moved
     // date leaves no stale index key behind.
     let changed = [entry("a", "A2", Some("2025-03-05T00:00:00Z"))];
-    let counts = store.ingest(&changed, now, &Rules::default()).unwrap();
+    let counts = ingest(&store, &changed, now, &Rules::default());
     assert_eq!((counts.new, counts.updated, counts.unchanged), (0, 1, 0));
     assert_eq!(titles(&store), ["A2", "B", "C"]);
     assert_eq!(store.entry_count(), 3);
@@ -117,7 +125,7 @@ fn pruned_entries_stay_out() {
     let t0 = at("2025-04-01T00:00:00Z");
     let later = t0 + chrono::Duration::days(95);
     let a = entry("a", "A", Some("2025-03-01T00:00:00Z"));
-    store.ingest(std::slice::from_ref(&a), t0, &rules).unwrap();
+    ingest(&store, std::slice::from_ref(&a), t0, &rules);
     // An article from 2020 first seen today is kept for the full period.
     let recent = [
         entry("ancient", "Ancient", Some("2020-01-01T00:00:00Z")),
@@ -125,7 +133,7 @@ fn pruned_entries_stay_out() {
         entry("c", "C", Some("2025-06-03T00:00:00Z")),
         entry("d", "D", Some("2025-06-04T00:00:00Z")),
     ];
-    store.ingest(&recent, later, &rules).unwrap();
+    ingest(&store, &recent, later, &rules);
     let by_age = Retention::default();
     assert_eq!(
         store.prune(later, &by_age).unwrap().pruned,
@@ -141,7 +149,7 @@ fn pruned_entries_stay_out() {
     // The source still lists them all: the pruned ones do not come back.
     let mut all = recent.to_vec();
     all.push(a);
-    let counts = store.ingest(&all, later, &rules).unwrap();
+    let counts = ingest(&store, &all, later, &rules);
     assert_eq!((counts.new, counts.suppressed, counts.unchanged), (0, 3, 2));
     assert_eq!(store.entry_count(), 2);
     // Tombstones expire.
@@ -192,7 +200,7 @@ fn stories_join_across_sources() {
         "Exclusive - Talks in Doha",
     );
     for e in [&a, &b, &c] {
-        store.ingest(std::slice::from_ref(e), now, &rules).unwrap();
+        ingest(&store, std::slice::from_ref(e), now, &rules);
     }
     let story = copies(&store, &a.id);
     assert_eq!(story.len(), 3);
@@ -218,7 +226,7 @@ fn stories_join_across_sources() {
     let mut short_b = b.clone();
     short_b.fingerprint = None;
     for e in [&short_b, &c, &a] {
-        union.ingest(std::slice::from_ref(e), now, &rules).unwrap();
+        ingest(&union, std::slice::from_ref(e), now, &rules);
     }
     let stories = union.newest_stories(10, &all()).unwrap();
     assert_eq!(stories.len(), 1, "{stories:#?}");
@@ -239,7 +247,7 @@ fn stories_join_across_sources() {
         ..Rules::default()
     };
     for e in [&a, &b, &c] {
-        store.ingest(std::slice::from_ref(e), now, &off).unwrap();
+        ingest(&store, std::slice::from_ref(e), now, &off);
     }
     assert_eq!(store.newest_stories(10, &all()).unwrap().len(), 3);
 }
@@ -274,20 +282,20 @@ fn filters_never_hide_a_stored_copy() {
     };
     {
         let store = Store::open(dir.path(), StoreOptions::with_cache(1 << 20)).unwrap();
-        store.ingest(&batch("a", 0..100), now, &rules).unwrap();
+        ingest(&store, &batch("a", 0..100), now, &rules);
     }
     let store = Store::open(dir.path(), StoreOptions::with_cache(1 << 20)).unwrap();
-    store.ingest(&batch("a", 100..200), now, &rules).unwrap();
+    ingest(&store, &batch("a", 100..200), now, &rules);
     // Every entry is known by its id, from before the reopening and
     // after (without its link, which would find it too).
     let mut again = batch("a", 0..200);
     for e in &mut again {
         e.canonical = None;
     }
-    let counts = store.ingest(&again, now, &rules).unwrap();
+    let counts = ingest(&store, &again, now, &rules);
     assert_eq!(counts.new, 0);
     // Other sources' copies find them by canonical link.
-    store.ingest(&batch("b", 50..150), now, &rules).unwrap();
+    ingest(&store, &batch("b", 50..150), now, &rules);
     for n in [50, 99, 100, 149] {
         assert_eq!(sources(&store, n), ["a", "b"], "story {n}");
     }
@@ -303,10 +311,10 @@ fn a_changed_guid_with_the_same_link_is_the_same_entry() {
     let rules = Rules::default();
     let mut first = entry("guid-1", "T", None);
     first.canonical = Some("x.example/post".into());
-    store.ingest(&[first], now, &rules).unwrap();
+    ingest(&store, &[first], now, &rules);
     let mut renamed = entry("guid-2", "T", None);
     renamed.canonical = Some("x.example/post".into());
-    let counts = store.ingest(&[renamed], now, &rules).unwrap();
+    let counts = ingest(&store, &[renamed], now, &rules);
     assert_eq!(counts.new, 0);
     assert_eq!(store.entry_count(), 1);
 }
@@ -325,13 +333,9 @@ fn a_story_outlives_its_first_copy() {
         (e, seen)
     };
     let (first, seen) = copy("a", t0);
-    store
-        .ingest(std::slice::from_ref(&first), seen, &rules)
-        .unwrap();
+    ingest(&store, std::slice::from_ref(&first), seen, &rules);
     let (second, seen) = copy("b", t0 + chrono::Duration::days(20));
-    store
-        .ingest(std::slice::from_ref(&second), seen, &rules)
-        .unwrap();
+    ingest(&store, std::slice::from_ref(&second), seen, &rules);
     assert_eq!(copies(&store, &first.id).len(), 2);
 
     // The first copy ages out; the story keeps its id and its other copy.
@@ -351,7 +355,7 @@ fn a_story_outlives_its_first_copy() {
     assert_eq!(stories.len(), 1);
     assert_eq!(stories[0].id, first.id);
     // The source still lists the pruned copy: it stays out.
-    let counts = store.ingest(&[first], later, &rules).unwrap();
+    let counts = ingest(&store, &[first], later, &rules);
     assert_eq!((counts.new, counts.suppressed), (0, 1));
 }
 
@@ -386,7 +390,7 @@ fn an_undecodable_record_is_skipped_counted_and_stops_nothing() {
         entry("b", "B", Some("2025-03-02T00:00:00Z")),
         entry("c", "C", Some("2025-03-03T00:00:00Z")),
     ];
-    store.ingest(&batch, now, &Rules::default()).unwrap();
+    ingest(&store, &batch, now, &Rules::default());
     let Some(codec::Slot::Stored(seq)) = store.slot(&batch[1].id).unwrap() else {
         panic!("b is stored");
     };
@@ -431,12 +435,141 @@ fn counts_are_counters_kept_across_opening() {
     {
         let store = Store::open(dir.path(), StoreOptions::with_cache(1 << 20)).unwrap();
         let batch = [entry("a", "A", None), entry("b", "B", None)];
-        store.ingest(&batch, now, &Rules::default()).unwrap();
-        store.ingest(&batch, now, &Rules::default()).unwrap();
+        ingest(&store, &batch, now, &Rules::default());
+        ingest(&store, &batch, now, &Rules::default());
         assert_eq!(store.entry_count(), 2);
         store.flush_blocking().unwrap();
     }
     let store = Store::open(dir.path(), StoreOptions::with_cache(1 << 20)).unwrap();
     assert_eq!(store.entry_count(), 2);
     assert_eq!(store.t.records.len() as u64, store.entry_count());
+}
+
+/// A copy of the store directory `from`: what a crash (SIGKILL) at this
+/// moment leaves on disk, since sled has written there all it would keep.
+fn crash_copy(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for item in std::fs::read_dir(from).unwrap() {
+        let item = item.unwrap();
+        let target = to.join(item.file_name());
+        if item.file_type().unwrap().is_dir() {
+            crash_copy(&item.path(), &target);
+        } else {
+            std::fs::copy(item.path(), &target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn an_entry_is_shown_only_once_its_write_is_flushed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), StoreOptions::with_cache(1 << 20)).unwrap();
+    let now = at("2025-04-01T00:00:00Z");
+    ingest(&store, &[entry("a", "A", None)], now, &Rules::default());
+    let b = entry("b", "B", None);
+    let counts = store
+        .ingest(std::slice::from_ref(&b), now, &Rules::default())
+        .unwrap();
+    assert_eq!(counts.new, 1);
+    // Written, not flushed: a crash now loses it, so no reader sees it.
+    let crashed = tempfile::tempdir().unwrap();
+    crash_copy(dir.path(), crashed.path());
+    let after_crash = Store::open(crashed.path(), StoreOptions::with_cache(1 << 20)).unwrap();
+    assert_eq!(titles(&after_crash), ["A"], "sled kept an unflushed write");
+    drop(after_crash);
+    assert_eq!(titles(&store), ["A"]);
+    assert_eq!(store.newest_stories(10, &all()).unwrap().len(), 1);
+    assert_eq!(store.entry(&b.id).unwrap(), None);
+    assert!(store.story(&b.id).unwrap().is_none());
+    assert_eq!(store.entry_count(), 1);
+    assert_eq!(store.health().entries, 1);
+    // The writer sees it: the same entry again is unchanged, not new.
+    let counts = store
+        .ingest(std::slice::from_ref(&b), now, &Rules::default())
+        .unwrap();
+    assert_eq!((counts.new, counts.unchanged), (0, 1));
+
+    store.flush_blocking().unwrap();
+    assert_eq!(titles(&store), ["B", "A"]);
+    assert_eq!(store.newest_stories(10, &all()).unwrap().len(), 2);
+    assert!(store.entry(&b.id).unwrap().is_some());
+    assert_eq!(copies(&store, &b.id).len(), 1);
+    assert_eq!(store.entry_count(), 2);
+    let crashed = tempfile::tempdir().unwrap();
+    crash_copy(dir.path(), crashed.path());
+    let after_crash = Store::open(crashed.path(), StoreOptions::with_cache(1 << 20)).unwrap();
+    assert_eq!(titles(&after_crash), ["B", "A"]);
+}
+
+#[test]
+fn an_entry_stored_again_under_its_kept_slot_is_shown_once_flushed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), StoreOptions::with_cache(1 << 20)).unwrap();
+    let now = at("2025-04-01T00:00:00Z");
+    let a = entry("a", "A", None);
+    ingest(&store, std::slice::from_ref(&a), now, &Rules::default());
+    // A crash between the `ids` and `records` writes leaves the slot.
+    let Some(codec::Slot::Stored(seq)) = store.slot(&a.id).unwrap() else {
+        panic!("a is stored");
+    };
+    store.t.records.remove(keys::record_key(seq)).unwrap();
+    assert!(titles(&store).is_empty());
+    let counts = store
+        .ingest(std::slice::from_ref(&a), now, &Rules::default())
+        .unwrap();
+    assert_eq!(counts.new, 1);
+    assert!(titles(&store).is_empty(), "shown before its flush");
+    assert_eq!(store.entry(&a.id).unwrap(), None);
+    store.flush_blocking().unwrap();
+    assert_eq!(titles(&store), ["A"]);
+}
+
+#[test]
+fn status_reads_a_source_state_as_of_the_last_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), StoreOptions::with_cache(1 << 20)).unwrap();
+    let state = |seen: usize| SourceState {
+        entries_seen: seen,
+        ..SourceState::default()
+    };
+    store.put_source_state("a", &state(1)).unwrap();
+    assert_eq!(store.flushed_source_state("a").unwrap(), None);
+    assert_eq!(store.source_state("a").unwrap(), Some(state(1)));
+    store.flush_blocking().unwrap();
+    store.put_source_state("a", &state(2)).unwrap();
+    store.put_source_state("a", &state(3)).unwrap();
+    assert_eq!(store.flushed_source_state("a").unwrap(), Some(state(1)));
+    assert_eq!(store.source_state("a").unwrap(), Some(state(3)));
+    store.flush_blocking().unwrap();
+    assert_eq!(store.flushed_source_state("a").unwrap(), Some(state(3)));
+}
+
+#[test]
+fn a_store_whose_log_is_damaged_says_so_and_how_to_recover() {
+    let now = at("2025-04-01T00:00:00Z");
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path(), StoreOptions::with_cache(1 << 20)).unwrap();
+        let batch: Vec<Entry> = (0..50)
+            .map(|i| entry(&format!("e{i}"), &format!("Entry {i}"), None))
+            .collect();
+        ingest(&store, &batch, now, &Rules::default());
+    }
+    // Garbage over the start of the log: sled 0.34 then opens an empty
+    // database without a word.
+    let db = dir.path().join("db");
+    let mut bytes = std::fs::read(&db).unwrap();
+    for (i, b) in bytes.iter_mut().take(4096).enumerate() {
+        *b = (i as u8).wrapping_mul(37) ^ 0x5a;
+    }
+    std::fs::write(&db, bytes).unwrap();
+    let err = Store::open(dir.path(), StoreOptions::with_cache(1 << 20)).unwrap_err();
+    assert!(matches!(err, StoreError::Damaged { .. }), "{err}");
+    let message = err.to_string();
+    assert!(message.contains("restore it from a backup"), "{message}");
+    assert!(message.contains("move it aside"), "{message}");
+    // A new directory is a new store, not a damaged one.
+    let fresh = tempfile::tempdir().unwrap();
+    Store::open(fresh.path(), StoreOptions::with_cache(1 << 20)).unwrap();
+    Store::open(&fresh.path().join("sub"), StoreOptions::with_cache(1 << 20)).unwrap();
 }

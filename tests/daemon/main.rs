@@ -20,6 +20,7 @@ use feedmerge::store::Store;
 use tokio_util::sync::CancellationToken;
 
 mod conformance;
+mod crash;
 mod dedup_pairs;
 mod guard;
 mod intake;
