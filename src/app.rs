@@ -726,6 +726,52 @@ pub async fn sources(config: &Config) -> anyhow::Result<Vec<SourceStatus>> {
     }
 }
 
+// ---- OPML -----------------------------------------------------------------
+
+/// Largest OPML file read.
+const MAX_OPML_BYTES: u64 = 16 * 1024 * 1024;
+
+/// The OPML file at `file` as sources, named apart from (and without the
+/// URLs of) `config`'s sources when a config is given.
+pub fn import_opml(file: &Path, config: Option<&Config>) -> anyhow::Result<crate::opml::Import> {
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    std::fs::File::open(file)
+        .and_then(|f| f.take(MAX_OPML_BYTES + 1).read_to_end(&mut bytes))
+        .with_context(|| format!("{}: cannot read", file.display()))?;
+    if bytes.len() as u64 > MAX_OPML_BYTES {
+        anyhow::bail!("{}: larger than {MAX_OPML_BYTES} bytes", file.display());
+    }
+    let taken = config
+        .map(crate::opml::Taken::from_config)
+        .unwrap_or_default();
+    crate::opml::import(&bytes, &taken).with_context(|| file.display().to_string())
+}
+
+/// `config`'s sources as OPML 2.0, titled as the store knows them. The
+/// store is only read: before the first poll (no store yet) and while a
+/// daemon holds it, the sources' names stand in for their titles.
+pub fn export_opml(config: &Config) -> anyhow::Result<crate::opml::Export> {
+    let mut states = std::collections::BTreeMap::new();
+    let mut note = None;
+    if config.storage.path.exists() {
+        match Store::open(&config.storage.path, store_options(config)) {
+            Ok(store) => states = status::states(config, &store)?,
+            Err(StoreError::Locked { .. }) => {
+                note = Some(format!(
+                    "the store is held by a running daemon, so titles are the sources' \
+                     names; GET http://{}/sources.opml has the feeds' own",
+                    config.server.listen
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let mut export = crate::opml::export(config, &states)?;
+    export.notes.extend(note);
+    Ok(export)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

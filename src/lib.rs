@@ -14,6 +14,7 @@
 //! - [`store`]: sled, and only sled
 //! - [`feeds`] and [`publish`]: stored entries to Atom documents
 //! - [`status`]: per-source status for the API and `feedmerge sources`
+//! - [`opml`]: subscription lists in (as `[[sources]]` TOML) and out
 //! - [`server`]: the HTTP routes
 //! - [`app`]: wiring, tasks and shutdown
 
@@ -26,6 +27,7 @@ pub mod feeds;
 pub mod fetch;
 pub mod model;
 pub mod normalize;
+pub mod opml;
 pub mod parse;
 pub mod poll;
 pub mod publish;

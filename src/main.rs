@@ -75,6 +75,20 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Print an OPML file's feeds as `[[sources]]` TOML, to append to a config.
+    ImportOpml {
+        /// The OPML file (any encoding).
+        file: PathBuf,
+        /// Name the sources apart from this config's, and leave out its URLs.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Print the configured sources as OPML 2.0.
+    ExportOpml {
+        /// The configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
 }
 
 /// Log filter unless `FEEDMERGE_LOG` says otherwise; the scheduler crate
@@ -97,7 +111,21 @@ fn main() -> ExitCode {
         .init();
 
     let config_path = match &cli.command {
-        Command::Run { config }
+        Command::ImportOpml { file, config: None } => {
+            return match print_import(file, None) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(EXIT_FAILURE)
+                }
+            };
+        }
+        Command::ImportOpml {
+            config: Some(config),
+            ..
+        }
+        | Command::ExportOpml { config }
+        | Command::Run { config }
         | Command::Fetch { config, .. }
         | Command::Export { config, .. }
         | Command::Sources { config, .. }
@@ -191,6 +219,14 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<ExitCode> 
             let xml = feedmerge::app::export(&config, selector)?;
             print!("{xml}");
         }
+        Command::ImportOpml { file, .. } => print_import(&file, Some(&config))?,
+        Command::ExportOpml { .. } => {
+            let export = feedmerge::app::export_opml(&config)?;
+            for note in &export.notes {
+                eprintln!("{note}");
+            }
+            print!("{}", export.xml);
+        }
         Command::Explain { entry_id, json, .. } => {
             let report = feedmerge::app::explain(&config, &entry_id).await?;
             if json {
@@ -201,6 +237,18 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<ExitCode> 
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Prints the sources of OPML `file` as TOML, and what was left out on
+/// stderr.
+fn print_import(file: &Path, config: Option<&Config>) -> anyhow::Result<()> {
+    let import = feedmerge::app::import_opml(file, config)?;
+    for note in &import.notes {
+        eprintln!("{}: {note}", file.display());
+    }
+    eprintln!("{}: {} sources", file.display(), import.sources.len());
+    print!("{}", feedmerge::opml::to_toml(&import.sources)?);
+    Ok(())
 }
 
 #[cfg(unix)]

@@ -4,7 +4,7 @@
 //! `GET /feeds/NAME.atom` (each `[[feeds]]` output), `GET /sources/NAME.atom`
 //! (one source's own copies), `GET /api/sources` (each source's status),
 //! `GET /api/entries/ID` (which copies a story merged, and why),
-//! `GET /healthz`. Unknown names are 404.
+//! `GET /sources.opml` (the sources as OPML 2.0), `GET /healthz`. Unknown names are 404.
 //!
 //! [`serve`] runs the routes on hyper with limits axum's own `serve` does
 //! not set: a header-read timeout (which also closes idle keep-alive
@@ -162,6 +162,7 @@ pub fn router(state: ServerState) -> Router {
         .route("/api/entries/{id}", get(entry_story))
         .route("/healthz", get(healthz))
         .route("/api/sources", get(sources))
+        .route("/sources.opml", get(sources_opml))
         .with_state(state)
 }
 
@@ -248,6 +249,30 @@ async fn sources(State(state): State<ServerState>) -> Response {
             (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "cannot read source status\n",
+            )
+                .into_response()
+        }
+    }
+}
+
+/// The configured sources as OPML 2.0 (`crate::opml::export`: no
+/// userinfo, header values, file paths or unpublished URLs).
+async fn sources_opml(State(state): State<ServerState>) -> Response {
+    let config = state.config();
+    let export = status::states(&config, &state.store)
+        .map_err(|e| e.to_string())
+        .and_then(|states| crate::opml::export(&config, &states).map_err(|e| e.to_string()));
+    match export {
+        Ok(export) => (
+            [(header::CONTENT_TYPE, crate::opml::OPML_CONTENT_TYPE)],
+            export.xml,
+        )
+            .into_response(),
+        Err(e) => {
+            error!(error = %e, "cannot write sources.opml");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "cannot write sources.opml\n",
             )
                 .into_response()
         }

@@ -7,6 +7,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, SourceLocation};
+use crate::model::SourceState;
 use crate::publish::without_userinfo;
 use crate::store::{Store, StoreError};
 
@@ -103,6 +104,21 @@ pub fn statuses(config: &Config, store: &Store) -> Result<Vec<SourceStatus>, Sto
             encoding: state.encoding.clone(),
             notes: state.notes.clone(),
         });
+    }
+    Ok(out)
+}
+
+/// The stored state of each configured source that has one, by name, as
+/// of the last flush (for the OPML export's titles and home pages).
+pub fn states(
+    config: &Config,
+    store: &Store,
+) -> Result<std::collections::BTreeMap<String, SourceState>, StoreError> {
+    let mut out = std::collections::BTreeMap::new();
+    for source in &config.sources {
+        if let Some(state) = store.flushed_source_state(&source.name)? {
+            out.insert(source.name.clone(), state);
+        }
     }
     Ok(out)
 }

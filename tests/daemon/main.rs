@@ -25,6 +25,7 @@ mod dedup_pairs;
 mod guard;
 mod intake;
 mod manners;
+mod opml;
 mod reference_config;
 mod reload;
 mod upgrade;
