@@ -94,7 +94,11 @@ impl Poller {
             return;
         };
         let stop = self.stop_of(&source.name);
-        let offset = schedule::jitter_offset(&source.name, self.config.poll.jitter);
+        let bound = schedule::jitter_bound(
+            self.config.poll.jitter,
+            schedule::interval(&source.schedule, chrono::Utc::now()),
+        );
+        let offset = schedule::jitter_offset(&source.name, bound);
         tokio::select! {
             () = tokio::time::sleep(offset) => {}
             () = shutdown.cancelled() => return,

@@ -27,9 +27,6 @@ use crate::parse::{self, Limits, ParseError};
 use crate::schedule;
 use crate::store::{Store, StoreError};
 
-/// Longest `Retry-After` honoured; beyond it the server is not believed.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(7 * 24 * 3600);
-
 /// Why a poll failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PollError {
@@ -51,15 +48,9 @@ pub enum PollError {
     Cancelled,
 }
 
-/// Whether a poll honours the source's `next_due` (backoff, Retry-After,
-/// TTL). Disabled sources are never polled either way.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Due {
-    /// Skip the source if it is not due yet (the daemon).
-    Respect,
-    /// Poll it now (an explicit `feedmerge fetch`).
-    Ignore,
-}
+mod policy;
+
+pub use policy::{Decision, Due, Manners, Outcome, MAX_RETRY_AFTER};
 
 /// What a poll that did not fail did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -165,39 +156,22 @@ pub async fn poll_source(
 ) -> PollReport {
     let store = &pipeline.store;
     let now = Utc::now();
-    let mut state = match store.source_state(&source.name) {
+    let state = match store.source_state(&source.name) {
         Ok(state) => state.unwrap_or_default(),
         Err(e) => {
             warn!(error = %e, "cannot read source state");
             SourceState::default()
         }
     };
-    let configured = source.location.to_string();
-    if state.config_url != configured {
-        // A new (or changed) URL in the config starts over: no move, no
-        // disabling, no validators, no waiting.
-        state = SourceState {
-            config_url: configured,
-            ..state
-        };
-        state.moved_to = None;
-        state.disabled = None;
-        state.etag = None;
-        state.last_modified = None;
-        state.next_due = None;
-        state.consecutive_failures = 0;
-    }
     let report = |outcome| PollReport {
         source: source.name.clone(),
         outcome,
     };
-    if let Some(why) = &state.disabled {
-        return report(Ok(PollOutcome::Disabled(why.clone())));
-    }
-    if let (Due::Respect, Some(next)) = (due, state.next_due) {
-        if next > now {
-            return report(Ok(PollOutcome::NotDue(next)));
-        }
+    let (mut state, decision) = policy::before(state, &source.location.to_string(), due, now);
+    match decision {
+        Decision::Poll => {}
+        Decision::NotDue(at) => return report(Ok(PollOutcome::NotDue(at))),
+        Decision::Disabled(why) => return report(Ok(PollOutcome::Disabled(why))),
     }
     state.last_attempt = Some(now);
 
@@ -206,56 +180,34 @@ pub async fn poll_source(
         info!("poll cancelled by a config reload");
         return report(outcome);
     }
-    match &outcome {
-        Ok(_) => {
-            state.last_success = Some(now);
-            state.last_error = None;
-            state.consecutive_failures = 0;
-            state.next_due = match (source.respect_ttl, state.ttl_secs) {
-                (true, Some(ttl)) => {
-                    let floor = Duration::from_secs(ttl).min(pipeline.max_backoff);
-                    chrono::Duration::from_std(floor)
-                        .ok()
-                        .and_then(|floor| now.checked_add_signed(floor))
-                }
+    let fact = match &outcome {
+        Ok(_) => Outcome::Success,
+        Err(PollError::Fetch(FetchError::Gone)) => Outcome::Gone,
+        Err(e) => Outcome::Failed {
+            http_status: match e {
+                PollError::Fetch(fetch) => fetch.http_status(),
+                _ => state.http_status,
+            },
+            retry_after: match e {
+                PollError::Fetch(FetchError::RetryLater { retry_after, .. }) => *retry_after,
                 _ => None,
-            };
-        }
-        Err(e) => {
-            state.last_error = Some(e.to_string());
-            state.consecutive_failures = state.consecutive_failures.saturating_add(1);
-            let wait = match e {
-                PollError::Fetch(FetchError::Gone) => {
-                    state.disabled = Some(format!(
-                        "gone (http 410) since {}; change its url in the config to poll it again",
-                        now.to_rfc3339()
-                    ));
-                    None
-                }
-                PollError::Fetch(FetchError::RetryLater {
-                    retry_after: Some(wait),
-                    ..
-                }) => Some((*wait).min(MAX_RETRY_AFTER)),
-                _ => Some(schedule::backoff(
-                    state.consecutive_failures,
-                    pipeline.max_backoff,
-                    schedule::spread(),
-                )),
-            };
-            if let PollError::Fetch(fetch) = e {
-                state.http_status = fetch.http_status();
-            }
-            state.next_due = wait
-                .and_then(|w| chrono::Duration::from_std(w).ok())
-                .and_then(|w| now.checked_add_signed(w));
-            warn!(
-                error = %e,
-                failures = state.consecutive_failures,
-                next_due = ?state.next_due,
-                disabled = state.disabled.is_some(),
-                "poll failed"
-            );
-        }
+            },
+            error: e.to_string(),
+        },
+    };
+    let manners = Manners {
+        respect_ttl: source.respect_ttl,
+        max_backoff: pipeline.max_backoff,
+    };
+    let state = policy::after(state, &fact, manners, now, schedule::spread());
+    if let Err(e) = &outcome {
+        warn!(
+            error = %e,
+            failures = state.consecutive_failures,
+            next_due = ?state.next_due,
+            disabled = state.disabled.is_some(),
+            "poll failed"
+        );
     }
     let recorded = store.put_source_state(&source.name, &state);
     // A 304 changes nothing but times in the source's state: the next flush
@@ -289,6 +241,14 @@ pub async fn poll_source(
     report(outcome)
 }
 
+/// Notes what the transport said in the state, and logs a permanent move.
+fn note_response(state: &mut SourceState, meta: &Meta, now: DateTime<Utc>) {
+    if let Some(moved) = &meta.moved_permanently {
+        info!(to = %moved, at = %now.to_rfc3339(), "source moved permanently");
+    }
+    policy::note_response(state, meta);
+}
+
 /// The place to fetch from: where the source moved, else the config's URL.
 fn target(source: &SourceConfig, state: &SourceState) -> Target {
     if let Some(url) = state
@@ -301,22 +261,6 @@ fn target(source: &SourceConfig, state: &SourceState) -> Target {
     match &source.location {
         SourceLocation::Http(url) => Target::Http(url.clone()),
         SourceLocation::File(path) => Target::File(path.clone()),
-    }
-}
-
-/// Records what the transport said: status, validators, a permanent move.
-fn note_meta(state: &mut SourceState, meta: &Meta, now: DateTime<Utc>) {
-    state.http_status = meta.status;
-    if meta.etag.is_some() || meta.last_modified.is_some() || meta.status != Some(304) {
-        state.etag = meta.etag.clone();
-        state.last_modified = meta.last_modified.clone();
-    }
-    if let Some(moved) = &meta.moved_permanently {
-        info!(to = %moved, at = %now.to_rfc3339(), "source moved permanently");
-        state.moved_to = Some(moved.to_string());
-    }
-    if let Some(max_age) = meta.max_age {
-        state.ttl_secs = Some(max_age.as_secs().max(state.ttl_secs.unwrap_or(0)));
     }
 }
 
@@ -348,7 +292,7 @@ async fn run_stages(
     };
     let (body, meta, slot) = match fetched {
         Fetched::NotModified(meta) => {
-            note_meta(state, &meta, now);
+            note_response(state, &meta, now);
             return Ok(PollOutcome::NotModified);
         }
         Fetched::Document { body, meta, slot } => (body, meta, slot),
@@ -433,7 +377,7 @@ async fn run_stages(
     }
     state.notes = notes;
     state.ttl_secs = ttl;
-    note_meta(state, &meta, now);
+    note_response(state, &meta, now);
     state.entries_seen = seen;
     state.title = title.or(state.title.take());
     state.home_page = home_page.or(state.home_page.take());
