@@ -24,6 +24,7 @@ use url::Url;
 use crate::config::{Config, ConfigError, RetentionConfig, SourceConfig, SourceLocation};
 use crate::feeds::Selector;
 use crate::fetch::Fetcher;
+use crate::metrics::Metrics;
 use crate::poll::{self, Due, Pipeline, PollReport};
 use crate::schedule::{self, Scheduler};
 use crate::server::{self, ServerState};
@@ -167,8 +168,8 @@ fn new_fetcher(config: &Config) -> Fetcher {
     Fetcher::new(&config.poll, config.sources.iter().filter_map(source_url))
 }
 
-fn new_poller(config: Arc<Config>, store: Store) -> Poller {
-    poller_with(config, store, None, Arc::default())
+fn new_poller(config: Arc<Config>, store: Store, metrics: Arc<Metrics>) -> Poller {
+    poller_with(config, store, None, Arc::default(), metrics)
 }
 
 /// A poller for `config`, reusing `fetcher` (its slots and clients) when
@@ -178,6 +179,7 @@ fn poller_with(
     store: Store,
     fetcher: Option<Fetcher>,
     busy: Arc<Mutex<HashSet<String>>>,
+    metrics: Arc<Metrics>,
 ) -> Poller {
     let fetcher = fetcher.unwrap_or_else(|| new_fetcher(&config));
     Poller {
@@ -187,6 +189,7 @@ fn poller_with(
             config.poll.max_backoff,
             config.dedup.clone(),
             config.intake.limits(),
+            metrics,
         ),
         stops: config
             .sources
@@ -202,6 +205,7 @@ fn poller_with(
 /// replace them.
 struct Core {
     store: Store,
+    metrics: Arc<Metrics>,
     /// The config in force; the server reads it from here per request.
     config: watch::Sender<Arc<Config>>,
     poller: RwLock<Arc<Poller>>,
@@ -243,6 +247,9 @@ impl Core {
             let Some(source) = poller.config.source(name).cloned() else {
                 return;
             };
+            if let Some(lag) = schedule::lag(&source.schedule, chrono::Utc::now()) {
+                core.metrics.scheduler_lag(lag);
+            }
             let shutdown = core.shutdown.clone();
             core.tracker
                 .spawn(async move { poller.scheduled_poll(&source, &shutdown).await });
@@ -278,6 +285,7 @@ impl Core {
         } else {
             warn!(error = %status.message, "config reload failed; running on the previous config");
         }
+        self.metrics.reload(status.ok, status.at.timestamp());
         *self.last_reload.lock().unwrap_or_else(|e| e.into_inner()) = Some(status.clone());
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
         status
@@ -357,6 +365,7 @@ impl Core {
             self.store.clone(),
             fetcher,
             Arc::clone(&old_poller.busy),
+            Arc::clone(&self.metrics),
         ));
         *self.poller.write().unwrap_or_else(|e| e.into_inner()) = Arc::clone(&poller);
         self.config.send_replace(Arc::clone(&new));
@@ -515,7 +524,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         .unwrap_or_default();
     let config = Arc::new(config);
     let store = open_store(&config)?;
-    let poller = Arc::new(new_poller(Arc::clone(&config), store.clone()));
+    let metrics = Arc::new(Metrics::new(&config.storage.path));
+    let poller = Arc::new(new_poller(
+        Arc::clone(&config),
+        store.clone(),
+        Arc::clone(&metrics),
+    ));
     let listener = TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;
@@ -523,8 +537,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let tracker = TaskTracker::new();
     let (config_tx, config_rx) = watch::channel(Arc::clone(&config));
     let last_reload = Arc::new(Mutex::new(None));
+    let (round_tx, first_round) = watch::channel(false);
     let core = Arc::new(Core {
         store: store.clone(),
+        metrics: Arc::clone(&metrics),
         config: config_tx,
         poller: RwLock::new(Arc::clone(&poller)),
         scheduler: tokio::sync::Mutex::new(None),
@@ -539,6 +555,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         config: config_rx.clone(),
         store: store.clone(),
         last_reload,
+        metrics,
+        ready: first_round.clone(),
     });
     let server_stop = shutdown.clone();
     let limits = config.server.clone();
@@ -548,7 +566,6 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     });
     info!(addr = %local_addr, sources = config.sources.len(), "serving feeds");
 
-    let (round_tx, first_round) = watch::channel(false);
     let round_poller = Arc::clone(&poller);
     let round_stop = shutdown.clone();
     tracker.spawn(async move {
@@ -663,7 +680,8 @@ pub async fn fetch_once(config: Config, only: Option<&str>) -> anyhow::Result<Ve
     }
     let config = Arc::new(config);
     let store = open_store(&config)?;
-    let poller = new_poller(Arc::clone(&config), store.clone());
+    let metrics = Arc::new(Metrics::new(&config.storage.path));
+    let poller = new_poller(Arc::clone(&config), store.clone(), metrics);
     let reports = poller.poll_round(only, Due::Ignore).await;
     store.flush().await?;
     Ok(reports)
@@ -745,7 +763,8 @@ mod tests {
         );
         let config = crate::config::parse(&text, &dir.path().join("f.toml")).unwrap();
         let store = open_store(&config).unwrap();
-        let poller = new_poller(Arc::new(config.clone()), store);
+        let metrics = Arc::new(Metrics::new(&config.storage.path));
+        let poller = new_poller(Arc::new(config.clone()), store, metrics);
         let source = &config.sources[0];
 
         let mut first = Box::pin(poller.poll(source, Due::Ignore));

@@ -24,6 +24,7 @@ pub mod config;
 pub mod dedup;
 pub mod feeds;
 pub mod fetch;
+pub mod metrics;
 pub mod model;
 pub mod normalize;
 pub mod parse;

@@ -110,17 +110,27 @@ pub fn backoff(failures: u32, max: Duration, random: f64) -> Duration {
 /// `now`: the schedule's interval. `None` for an expression that does not
 /// parse or fires fewer than twice.
 pub fn interval(expr: &str, now: DateTime<Utc>) -> Option<Duration> {
-    let cron = croner::parser::CronParser::builder()
-        .seconds(croner::parser::Seconds::Required)
-        .dom_and_dow(true)
-        .build()
-        .parse(expr)
-        .ok()?;
+    let cron = parser().parse(expr).ok()?;
     let firings: Vec<DateTime<Utc>> = cron.iter_after(now).take(6).collect();
     firings
         .windows(2)
         .filter_map(|pair| (pair[1] - pair[0]).to_std().ok())
         .min()
+}
+
+/// How long after its latest firing (at or before `now`) cron `expr` is:
+/// a poll's lag behind its schedule.
+pub fn lag(expr: &str, now: DateTime<Utc>) -> Option<Duration> {
+    let cron = parser().parse(expr).ok()?;
+    let fired = cron.find_previous_occurrence(&now, true).ok()?;
+    (now - fired).to_std().ok()
+}
+
+fn parser() -> croner::parser::CronParser {
+    croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Required)
+        .dom_and_dow(true)
+        .build()
 }
 
 /// The largest jitter a source with schedule `interval` gets: a tenth of

@@ -21,6 +21,7 @@ use tracing::{info, instrument, warn};
 use crate::config::{DedupConfig, SourceConfig, SourceLocation};
 use crate::dedup::Rules;
 use crate::fetch::{FetchError, Fetched, Fetcher, Meta, Request, Target};
+use crate::metrics::{Metrics, PollResult};
 use crate::model::{IngestCounts, SourceState};
 use crate::normalize::{self, Context};
 use crate::parse::{self, Limits, ParseError};
@@ -109,6 +110,8 @@ pub struct Pipeline {
     rules: Rules,
     /// What one document may bring in.
     limits: Limits,
+    /// Where polls are counted.
+    metrics: Arc<Metrics>,
 }
 
 impl Pipeline {
@@ -120,6 +123,7 @@ impl Pipeline {
         max_backoff: Duration,
         dedup: DedupConfig,
         limits: Limits,
+        metrics: Arc<Metrics>,
     ) -> Self {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         Self {
@@ -130,6 +134,7 @@ impl Pipeline {
             rules: dedup.rules(),
             dedup,
             limits,
+            metrics,
         }
     }
 
@@ -170,14 +175,21 @@ pub async fn poll_source(
     let (mut state, decision) = policy::before(state, &source.location.to_string(), due, now);
     match decision {
         Decision::Poll => {}
-        Decision::NotDue(at) => return report(Ok(PollOutcome::NotDue(at))),
-        Decision::Disabled(why) => return report(Ok(PollOutcome::Disabled(why))),
+        Decision::NotDue(at) => {
+            pipeline.metrics.poll(&source.name, PollResult::Skipped);
+            return report(Ok(PollOutcome::NotDue(at)));
+        }
+        Decision::Disabled(why) => {
+            pipeline.metrics.poll(&source.name, PollResult::Skipped);
+            return report(Ok(PollOutcome::Disabled(why)));
+        }
     }
     state.last_attempt = Some(now);
 
     let outcome = run_stages(pipeline, source, &mut state, now, stop).await;
     if matches!(outcome, Err(PollError::Cancelled)) {
         info!("poll cancelled by a config reload");
+        pipeline.metrics.poll(&source.name, PollResult::Cancelled);
         return report(outcome);
     }
     let fact = match &outcome {
@@ -228,15 +240,25 @@ pub async fn poll_source(
         (outcome, Ok(())) => outcome,
     };
     // Reported only now: a poll's entries count as stored once flushed.
+    let metrics = &pipeline.metrics;
     match &outcome {
-        Ok(PollOutcome::Stored(c)) => info!(
-            new = c.new,
-            updated = c.updated,
-            unchanged = c.unchanged,
-            "poll done"
-        ),
-        Ok(PollOutcome::NotModified) => info!("not modified"),
-        _ => {}
+        Ok(PollOutcome::Stored(c)) => {
+            info!(
+                new = c.new,
+                updated = c.updated,
+                unchanged = c.unchanged,
+                "poll done"
+            );
+            metrics.entries(c, 0);
+            metrics.poll(&source.name, PollResult::Stored);
+        }
+        Ok(PollOutcome::NotModified) => {
+            info!("not modified");
+            metrics.poll(&source.name, PollResult::NotModified);
+        }
+        Ok(_) => metrics.poll(&source.name, PollResult::Skipped),
+        Err(PollError::Cancelled) => metrics.poll(&source.name, PollResult::Cancelled),
+        Err(_) => metrics.poll(&source.name, PollResult::Failed),
     }
     report(outcome)
 }
@@ -286,17 +308,20 @@ async fn run_stages(
         etag: state.etag.as_deref(),
         last_modified: state.last_modified.as_deref(),
     };
+    let started = std::time::Instant::now();
     let fetched = tokio::select! {
         fetched = pipeline.fetcher.fetch(&request) => fetched?,
         () = stop.cancelled() => return Err(PollError::Cancelled),
     };
     let (body, meta, slot) = match fetched {
         Fetched::NotModified(meta) => {
+            pipeline.metrics.fetch(started.elapsed(), 0);
             note_response(state, &meta, now);
             return Ok(PollOutcome::NotModified);
         }
         Fetched::Document { body, meta, slot } => (body, meta, slot),
     };
+    pipeline.metrics.fetch(started.elapsed(), body.len());
 
     // Parsing, normalizing and the store transaction are CPU and disk work:
     // keep them off the async workers, one poll per core at a time.
@@ -317,7 +342,7 @@ async fn run_stages(
     }
     let limits = pipeline.limits.clone();
     let stop = stop.clone();
-    let (counts, seen, title, home_page, encoding, ttl, notes) =
+    let ((counts, left_out), seen, title, home_page, encoding, ttl, notes) =
         tokio::task::spawn_blocking(move || {
             let meta = parse_meta;
             let mut parsed = parse::parse_with(
@@ -327,7 +352,9 @@ async fn run_stages(
                 &limits,
             )?;
             drop(body);
-            let notes = parse::bound(&mut parsed, &limits).notes(&limits);
+            let cuts = parse::bound(&mut parsed, &limits);
+            let notes = cuts.notes(&limits);
+            let left_out = cuts.entries_over.map_or(0, |n| n - limits.max_entries);
             let now = Utc::now();
             let entries = normalize::normalize_with_hints(
                 &parsed.feed,
@@ -357,7 +384,7 @@ async fn run_stages(
             };
             let ttl = parsed.feed.ttl.map(|minutes| u64::from(minutes) * 60);
             Ok::<_, PollError>((
-                counts,
+                (counts, left_out),
                 entries.len(),
                 title,
                 home_page,
@@ -369,6 +396,7 @@ async fn run_stages(
         .await
         .map_err(|e| PollError::Task(e.to_string()))??;
 
+    pipeline.metrics.entries(&IngestCounts::default(), left_out);
     if encoding.contains("replaced") {
         warn!(encoding = %encoding, "document had bytes invalid in its encoding");
     }

@@ -25,6 +25,7 @@ mod dedup_pairs;
 mod guard;
 mod intake;
 mod manners;
+mod observe;
 mod reload;
 mod upgrade;
 mod xss;
