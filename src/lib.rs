@@ -21,6 +21,7 @@
 
 pub mod app;
 pub mod config;
+pub mod control;
 pub mod dedup;
 pub mod feeds;
 pub mod fetch;

@@ -69,6 +69,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Make the running daemon reload its configuration file (as SIGHUP
+    /// does) and print the result.
+    Reload {
+        /// The configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// Check the configuration file.
     Check {
         /// The configuration file.
@@ -77,9 +84,12 @@ enum Command {
     },
 }
 
-/// Log filter unless `FEEDMERGE_LOG` says otherwise; the scheduler crate
-/// is chatty at info.
+/// The daemon's log filter unless `FEEDMERGE_LOG` says otherwise; the
+/// scheduler crate is chatty at info.
 const DEFAULT_LOG_FILTER: &str = "info,tokio_cron_scheduler=warn";
+/// The other commands' log filter: their output is on stdout, and a line
+/// per source on stderr would only repeat it.
+const CLI_LOG_FILTER: &str = "warn";
 /// Exit code for a configuration error.
 const EXIT_CONFIG: u8 = 2;
 /// Exit code for any other failure.
@@ -89,8 +99,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_env("FEEDMERGE_LOG")
-                .unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER)),
+            EnvFilter::try_from_env("FEEDMERGE_LOG").unwrap_or_else(|_| {
+                EnvFilter::new(match cli.command {
+                    Command::Run { .. } => DEFAULT_LOG_FILTER,
+                    _ => CLI_LOG_FILTER,
+                })
+            }),
         )
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
@@ -102,6 +116,7 @@ fn main() -> ExitCode {
         | Command::Export { config, .. }
         | Command::Sources { config, .. }
         | Command::Explain { config, .. }
+        | Command::Reload { config }
         | Command::Check { config } => config.clone(),
     };
     let config = match load_config(&config_path) {
@@ -129,10 +144,10 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             if let Some(StoreError::Locked { .. }) = e.downcast_ref::<StoreError>() {
                 eprintln!(
-                    "hint: a running daemon answers the same question over HTTP, e.g. \
-                     GET http://{}/feed.atom (merged feed) or /feeds/NAME.atom; \
-                     it polls its sources on its own schedule",
-                    config.server.listen
+                    "hint: another feedmerge daemon holds this store; `feedmerge fetch`, \
+                     `export`, `sources`, `explain` and `reload` ask it over its control \
+                     socket {}",
+                    feedmerge::control::socket_path(&config.storage.path).display()
                 );
             }
             ExitCode::from(EXIT_FAILURE)
@@ -169,9 +184,35 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<ExitCode> 
             daemon.wait().await?;
         }
         Command::Fetch { source, .. } => {
-            let reports = feedmerge::app::fetch_once(config, source.as_deref()).await?;
-            for report in &reports {
-                println!("{report}");
+            let bar = progress_bar();
+            let on_report = |_: &feedmerge::poll::PollReport, total: usize| {
+                if let Some(bar) = &bar {
+                    bar.set_length(total as u64);
+                    bar.inc(1);
+                }
+            };
+            let summary = feedmerge::app::fetch(config, source.as_deref(), &on_report).await;
+            if let Some(bar) = &bar {
+                bar.finish_and_clear();
+            }
+            let summary = summary?;
+            for line in &summary.lines {
+                println!("{line}");
+            }
+            // A failing source is data, not a failed run: it is in the
+            // lines and the count.
+            println!("{}", summary.closing_line());
+        }
+        Command::Reload { .. } => {
+            let status = feedmerge::app::reload(&config).await?;
+            if status.ok {
+                println!("reloaded: {}", status.message);
+            } else {
+                eprintln!(
+                    "reload refused, the daemon runs on its previous config: {}",
+                    status.message
+                );
+                return Ok(ExitCode::from(EXIT_CONFIG));
             }
         }
         Command::Sources { json, .. } => {
@@ -188,7 +229,7 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<ExitCode> 
                 (None, Some(name)) => Selector::Source(name),
                 (None, None) => Selector::Merged,
             };
-            let xml = feedmerge::app::export(&config, selector)?;
+            let xml = feedmerge::app::export(&config, selector).await?;
             print!("{xml}");
         }
         Command::Explain { entry_id, json, .. } => {
@@ -256,6 +297,21 @@ fn reload_on_hangup(
     {
         let _ = (hangups, reloader, shutdown);
     }
+}
+
+/// A progress bar on stderr when it is a terminal; none in a pipe.
+fn progress_bar() -> Option<indicatif::ProgressBar> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(0);
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{spinner} {pos}/{len} sources polled {wide_bar}")
+    {
+        bar.set_style(style);
+    }
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    Some(bar)
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -46,6 +46,51 @@ pub struct SourceStatus {
     pub notes: Vec<String>,
 }
 
+/// What `feedmerge fetch` prints: a line per source polled, and the totals
+/// for its closing line. The same whether the CLI polled or the daemon did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FetchSummary {
+    /// One line per source, `name: what happened`.
+    pub lines: Vec<String>,
+    /// Entries stored for the first time.
+    pub new: usize,
+    /// Entries updated.
+    pub updated: usize,
+    /// Sources whose poll failed.
+    pub failed: usize,
+}
+
+impl FetchSummary {
+    /// The summary of `reports`.
+    pub fn of(reports: &[crate::poll::PollReport]) -> Self {
+        let mut summary = Self::default();
+        for report in reports {
+            summary.lines.push(printable(&report.to_string()));
+            match &report.outcome {
+                Ok(crate::poll::PollOutcome::Stored(counts)) => {
+                    summary.new += counts.new;
+                    summary.updated += counts.updated;
+                }
+                Ok(_) => {}
+                Err(_) => summary.failed += 1,
+            }
+        }
+        summary
+    }
+
+    /// `N sources: N new, N updated, N failed`.
+    pub fn closing_line(&self) -> String {
+        let sources = self.lines.len();
+        format!(
+            "{sources} {}: {} new, {} updated, {} failed",
+            if sources == 1 { "source" } else { "sources" },
+            self.new,
+            self.updated,
+            self.failed
+        )
+    }
+}
+
 /// The result of the daemon's last config reload, for `/healthz`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReloadStatus {

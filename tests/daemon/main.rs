@@ -792,16 +792,23 @@ fn check_names_file_line_and_key() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fetch_export_and_the_store_lock() {
+async fn the_cli_works_the_same_with_and_without_a_running_daemon() {
     let (feeds, _server_stop) = start_feed_server(Server::default()).await;
     let dir = tempfile::tempdir().unwrap();
     let sources = [GOOD_SOURCES[0], GOOD_SOURCES[2], BAD_SOURCES[2]];
     let config_path = write_config(dir.path(), &feeds, &sources);
     let config_arg = config_path.to_str().unwrap().to_string();
 
+    // Without FEEDMERGE_LOG, as a user runs it.
     let out = tokio::task::spawn_blocking({
         let config_arg = config_arg.clone();
-        move || feedmerge(&["fetch", "--config", &config_arg])
+        move || {
+            Command::new(BIN)
+                .args(["fetch", "--config", &config_arg])
+                .env_remove("FEEDMERGE_LOG")
+                .output()
+                .unwrap()
+        }
     })
     .await
     .unwrap();
@@ -816,10 +823,23 @@ async fn fetch_export_and_the_store_lock() {
     assert_eq!(
         lines,
         [
+            "3 sources: 5 new, 0 updated, 1 failed",
             "centcom-ar: 2 new, 0 updated, 0 unchanged",
             "eng-blog: 3 new, 0 updated, 0 unchanged",
             "server-error: error: http 500",
         ]
+    );
+    assert_eq!(
+        stdout.lines().last(),
+        Some("3 sources: 5 new, 0 updated, 1 failed"),
+        "the summary closes the output"
+    );
+    // Logs stay at warn: the failing source, not a line per source.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("INFO"), "{stderr}");
+    assert!(
+        stderr.contains("WARN") && stderr.contains("http 500"),
+        "{stderr}"
     );
 
     let out = tokio::task::spawn_blocking({
@@ -830,7 +850,7 @@ async fn fetch_export_and_the_store_lock() {
     .unwrap();
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
-        "eng-blog: 0 new, 0 updated, 3 unchanged\n"
+        "eng-blog: 0 new, 0 updated, 3 unchanged\n1 source: 0 new, 0 updated, 0 failed\n"
     );
 
     let out = feedmerge(&["export", "--config", &config_arg]);
@@ -841,21 +861,57 @@ async fn fetch_export_and_the_store_lock() {
     let out = feedmerge(&["export", "--config", &config_arg, "--feed", "security"]);
     assert_eq!(entry_count(&String::from_utf8(out.stdout).unwrap()), 2);
 
-    // While a daemon holds the store, commands say so instead of hanging.
+    // While a daemon holds the store, the commands work the same: they ask
+    // it over its control socket, which only its user can open.
     let running = start_daemon(&config_path).await;
-    let out = feedmerge(&["export", "--config", &config_arg]);
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let store_path = dir.path().join("store");
-    assert!(
-        stderr.contains(&format!(
-            "store {} is locked by another process",
-            store_path.display()
-        )),
-        "{stderr}"
+    let socket = dir.path().join("store").join("control.sock");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&socket).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    }
+    let cli = |args: &'static [&'static str]| {
+        let config_arg = config_arg.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut all = args.to_vec();
+            all.extend(["--config", config_arg.as_str()]);
+            feedmerge(&all)
+        })
+    };
+    let out = cli(&["export"]).await.unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stderr.contains("/feed.atom"), "{stderr}");
+    let xml = String::from_utf8(out.stdout).unwrap();
+    assert_valid_atom(&xml);
+    assert_eq!(entry_count(&xml), 5);
+    let out = cli(&["export", "--feed", "security"]).await.unwrap();
+    assert_eq!(entry_count(&String::from_utf8(out.stdout).unwrap()), 2);
+    let out = cli(&["export", "--feed", "nonesuch"]).await.unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no such feed"));
+    // The daemon polls the source now and reports it.
+    let out = cli(&["fetch", "--source", "eng-blog"]).await.unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "eng-blog: 0 new, 0 updated, 3 unchanged\n1 source: 0 new, 0 updated, 0 failed\n"
+    );
+    let out = cli(&["sources", "--json"]).await.unwrap();
+    let statuses: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(statuses.len(), 3);
+    let out = cli(&["reload"]).await.unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "reloaded: 3 sources: 0 added, 0 removed, 0 changed\n"
+    );
     running.stop().await;
+    // With no daemon, there is nothing to reload.
+    let out = cli(&["reload"]).await.unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no daemon is running"));
 }
 
 #[test]
