@@ -1,23 +1,34 @@
 //! The `feedmerge` command line: parse arguments, start logging, call into
 //! the library, and turn errors into messages and exit codes.
 
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use feedmerge::config::{self, Config, ConfigError};
 use feedmerge::feeds::Selector;
+use feedmerge::logging;
 use feedmerge::store::StoreError;
 use tokio_util::sync::CancellationToken;
-use tracing_subscriber::EnvFilter;
 
 /// Polls news feeds and republishes them as merged Atom feeds.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
+    /// How log lines (on stderr) are written.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object a line.
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -77,9 +88,6 @@ enum Command {
     },
 }
 
-/// Log filter unless `FEEDMERGE_LOG` says otherwise; the scheduler crate
-/// is chatty at info.
-const DEFAULT_LOG_FILTER: &str = "info,tokio_cron_scheduler=warn";
 /// Exit code for a configuration error.
 const EXIT_CONFIG: u8 = 2;
 /// Exit code for any other failure.
@@ -87,14 +95,6 @@ const EXIT_FAILURE: u8 = 1;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("FEEDMERGE_LOG")
-                .unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER)),
-        )
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
 
     let config_path = match &cli.command {
         Command::Run { config }
@@ -111,6 +111,11 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    let format = match cli.log_format {
+        LogFormat::Text => logging::Format::Text,
+        LogFormat::Json => logging::Format::Json,
+    };
+    logging::init(format, &config.log.level);
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -26,6 +26,7 @@ mod guard;
 mod intake;
 mod manners;
 mod reload;
+mod systemd;
 mod upgrade;
 mod xss;
 
