@@ -23,6 +23,7 @@ mod conformance;
 mod crash;
 mod dedup_pairs;
 mod guard;
+mod install;
 mod intake;
 mod manners;
 mod reload;

@@ -85,7 +85,9 @@ fn signal(child: &Child, name: &str) {
 #[test]
 fn systemd_hears_ready_watchdog_pings_reloading_and_stopping() {
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), free_port(), "warn");
+    let port = free_port();
+    let config = write_config(dir.path(), port, "warn");
+    let log_path = dir.path().join("stderr");
     let socket = dir.path().join("notify.sock");
     let mut notes = Notifications::bind(&socket);
     // systemd names the main process in WATCHDOG_PID; a shell that execs
@@ -102,7 +104,7 @@ fn systemd_hears_ready_watchdog_pings_reloading_and_stopping() {
         .env("WATCHDOG_USEC", "400000")
         .env_remove("FEEDMERGE_LOG")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
         .spawn()
         .unwrap();
 
@@ -112,6 +114,10 @@ fn systemd_hears_ready_watchdog_pings_reloading_and_stopping() {
         notes.until("WATCHDOG=1");
     }
 
+    // The reload also puts the file's new log level in force.
+    let log = || std::fs::read_to_string(&log_path).unwrap();
+    assert!(!log().contains("INFO"), "{}", log());
+    write_config(dir.path(), port, "info");
     signal(&child, "HUP");
     notes.until("RELOADING=1");
     let during_reload = notes.until("READY=1");
@@ -120,6 +126,7 @@ fn systemd_hears_ready_watchdog_pings_reloading_and_stopping() {
         "between RELOADING=1 and READY=1: {during_reload:?}"
     );
     notes.until("WATCHDOG=1");
+    assert!(log().contains("config reloaded"), "{}", log());
 
     signal(&child, "TERM");
     notes.until("STOPPING=1");
