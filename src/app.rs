@@ -377,6 +377,7 @@ impl Core {
         ));
         *self.poller.write().unwrap_or_else(|e| e.into_inner()) = Arc::clone(&poller);
         self.config.send_replace(Arc::clone(&new));
+        crate::logging::set_level(&new.log.level);
         if let Some(previous) = self.scheduler.lock().await.replace(scheduler) {
             if let Err(e) = previous.shutdown().await {
                 warn!(error = %e, "old schedule did not stop");
@@ -639,6 +640,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
         debug!(error = %e, "sd_notify ready failed");
     }
+    tracker.spawn(crate::watchdog::run(store.clone(), shutdown.clone()));
 
     let weak = Arc::downgrade(&core);
     let main = tokio::spawn(async move {

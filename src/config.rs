@@ -66,6 +66,25 @@ pub struct Config {
     pub sources: Vec<SourceConfig>,
     /// More published feeds, selected by tags.
     pub feeds: Vec<OutputFeedConfig>,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// Logging settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogConfig {
+    /// What is logged, as `tracing_subscriber::EnvFilter` directives
+    /// (`"info"`, `"warn,feedmerge::poll=debug"`); `FEEDMERGE_LOG`, when
+    /// set, takes its place.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: DEFAULT_LOG_LEVEL.to_string(),
+        }
+    }
 }
 
 /// Where and how the HTTP server listens.
@@ -393,6 +412,15 @@ struct RawConfig {
     sources: Vec<RawSource>,
     #[serde(default)]
     feeds: Vec<RawOutputFeed>,
+    #[serde(default)]
+    log: RawLog,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    /// EnvFilter directives; default "info".
+    level: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -539,6 +567,7 @@ const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(24 * 3600);
 const DEFAULT_MAX_BODY: u64 = 10 * 1024 * 1024;
 const DEFAULT_CACHE: u64 = 16 * 1024 * 1024;
 const DEFAULT_MAX_ENTRIES: usize = 200;
+const DEFAULT_LOG_LEVEL: &str = "info";
 
 /// Reads and checks the configuration file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -821,6 +850,13 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         });
     }
 
+    let log = match &raw.log.level {
+        Some(level) => LogConfig {
+            level: checked_log_level(level, &located)?,
+        },
+        None => LogConfig::default(),
+    };
+
     Ok(Config {
         path: path.to_path_buf(),
         server: ServerConfig {
@@ -862,7 +898,44 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         defaults,
         sources,
         feeds,
+        log,
     })
+}
+
+/// Log levels a bare directive may name.
+const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+
+/// Checks `log.level`: EnvFilter directives, where a directive without
+/// `=` must be a level (EnvFilter would take a misspelt level for a
+/// target and log nothing of it).
+fn checked_log_level(
+    level: &Spanned<String>,
+    located: &impl Fn(usize, String) -> ConfigError,
+) -> Result<String, ConfigError> {
+    let at = level.span().start;
+    let text = level.get_ref().trim();
+    if text.is_empty() {
+        return Err(located(
+            at,
+            format!("log.level: empty (want a level: {})", LEVELS.join(", ")),
+        ));
+    }
+    for directive in text.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let bare = !directive.contains('=') && !directive.contains('[');
+        if bare && !LEVELS.contains(&directive.to_ascii_lowercase().as_str()) {
+            return Err(located(
+                at,
+                format!(
+                    "log.level: {directive:?} is neither a level ({}) nor TARGET=LEVEL",
+                    LEVELS.join(", ")
+                ),
+            ));
+        }
+    }
+    tracing_subscriber::EnvFilter::builder()
+        .parse(text)
+        .map_err(|e| located(at, format!("log.level: {e}: {text:?}")))?;
+    Ok(text.to_string())
 }
 
 fn checked_header(
@@ -988,6 +1061,35 @@ mod tests {
         assert_eq!(config.server.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(config.defaults.schedule, DEFAULT_SCHEDULE);
         assert_eq!(config.feed.max_entries, 200);
+    }
+
+    #[test]
+    fn the_log_level_is_a_filter_and_a_misspelt_level_is_named() {
+        let config = parse(MINIMAL, Path::new("conf/x.toml")).unwrap();
+        assert_eq!(config.log.level, "info");
+        let with = |level: &str| format!("{MINIMAL}[log]\nlevel = {level:?}\n");
+        let config = parse(
+            &with(" warn,feedmerge::poll=debug "),
+            Path::new("conf/x.toml"),
+        )
+        .unwrap();
+        assert_eq!(config.log.level, "warn,feedmerge::poll=debug");
+        check_err(
+            &with("verbose"),
+            "conf/x.toml:4:9: log.level: \"verbose\" is neither a level (off, error, warn, info, debug, trace) nor TARGET=LEVEL",
+        );
+        check_err(
+            &with("feedmerge=loud"),
+            "conf/x.toml:4:9: log.level: error parsing level filter: expected one of \"off\", \"error\", \"warn\", \"info\", \"debug\", \"trace\", or a number 0-5: \"feedmerge=loud\"",
+        );
+        check_err(
+            &with(""),
+            "conf/x.toml:4:9: log.level: empty (want a level: off, error, warn, info, debug, trace)",
+        );
+        check_err(
+            &format!("{MINIMAL}[log]\ncolour = \"red\"\n"),
+            "conf/x.toml:4:1: unknown field `colour`, expected `level`",
+        );
     }
 
     #[test]

@@ -16,6 +16,9 @@
 //! - [`status`]: per-source status for the API and `feedmerge sources`
 //! - [`server`]: the HTTP routes
 //! - [`app`]: wiring, tasks and shutdown
+//! - `watchdog`: the systemd watchdog's pings, while the daemon makes
+//!   progress
+//! - [`logging`]: stderr, text or JSON, levels from the config
 
 #![warn(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
@@ -25,6 +28,7 @@ pub mod control;
 pub mod dedup;
 pub mod feeds;
 pub mod fetch;
+pub mod logging;
 pub mod metrics;
 pub mod model;
 pub mod normalize;
@@ -35,3 +39,4 @@ pub mod schedule;
 pub mod server;
 pub mod status;
 pub mod store;
+mod watchdog;

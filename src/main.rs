@@ -1,23 +1,34 @@
 //! The `feedmerge` command line: parse arguments, start logging, call into
 //! the library, and turn errors into messages and exit codes.
 
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use feedmerge::config::{self, Config, ConfigError};
 use feedmerge::feeds::Selector;
+use feedmerge::logging;
 use feedmerge::store::StoreError;
 use tokio_util::sync::CancellationToken;
-use tracing_subscriber::EnvFilter;
 
 /// Polls news feeds and republishes them as merged Atom feeds.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
+    /// How log lines (on stderr) are written.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object a line.
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -84,12 +95,8 @@ enum Command {
     },
 }
 
-/// The daemon's log filter unless `FEEDMERGE_LOG` says otherwise; the
-/// scheduler crate is chatty at info.
-const DEFAULT_LOG_FILTER: &str = "info,tokio_cron_scheduler=warn";
-/// The other commands' log filter: their output is on stdout, and a line
-/// per source on stderr would only repeat it.
-const CLI_LOG_FILTER: &str = "warn";
+/// The log level of every command but `run`.
+const CLI_LOG_LEVEL: &str = "warn";
 /// Exit code for a configuration error.
 const EXIT_CONFIG: u8 = 2;
 /// Exit code for any other failure.
@@ -97,18 +104,6 @@ const EXIT_FAILURE: u8 = 1;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("FEEDMERGE_LOG").unwrap_or_else(|_| {
-                EnvFilter::new(match cli.command {
-                    Command::Run { .. } => DEFAULT_LOG_FILTER,
-                    _ => CLI_LOG_FILTER,
-                })
-            }),
-        )
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
 
     let config_path = match &cli.command {
         Command::Run { config }
@@ -126,6 +121,18 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    let format = match cli.log_format {
+        LogFormat::Text => logging::Format::Text,
+        LogFormat::Json => logging::Format::Json,
+    };
+    // The daemon logs at the config's level; the other commands print
+    // their results on stdout, and log only warnings unless FEEDMERGE_LOG
+    // asks for more (a line per source on stderr would repeat stdout).
+    let level = match cli.command {
+        Command::Run { .. } => config.log.level.as_str(),
+        _ => CLI_LOG_LEVEL,
+    };
+    logging::init(format, level);
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -301,7 +308,7 @@ fn reload_on_hangup(
 
 /// A progress bar on stderr when it is a terminal; none in a pipe.
 fn progress_bar() -> Option<indicatif::ProgressBar> {
-    if !std::io::stderr().is_terminal() {
+    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         return None;
     }
     let bar = indicatif::ProgressBar::new(0);

@@ -23,10 +23,12 @@ mod conformance;
 mod crash;
 mod dedup_pairs;
 mod guard;
+mod install;
 mod intake;
 mod manners;
 mod observe;
 mod reload;
+mod systemd;
 mod upgrade;
 mod xss;
 
