@@ -77,12 +77,16 @@ pub struct LogConfig {
     /// (`"info"`, `"warn,feedmerge::poll=debug"`); `FEEDMERGE_LOG`, when
     /// set, takes its place.
     pub level: String,
+    /// Whether the file sets `level` (else it is the default): the
+    /// one-shot commands log at warn unless it does.
+    pub level_set: bool,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
         Self {
             level: DEFAULT_LOG_LEVEL.to_string(),
+            level_set: false,
         }
     }
 }
@@ -853,6 +857,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     let log = match &raw.log.level {
         Some(level) => LogConfig {
             level: checked_log_level(level, &located)?,
+            level_set: true,
         },
         None => LogConfig::default(),
     };

@@ -126,10 +126,12 @@ fn main() -> ExitCode {
         LogFormat::Json => logging::Format::Json,
     };
     // The daemon logs at the config's level; the other commands print
-    // their results on stdout, and log only warnings unless FEEDMERGE_LOG
-    // asks for more (a line per source on stderr would repeat stdout).
+    // their results on stdout, and log only warnings unless the file's
+    // `[log] level` or FEEDMERGE_LOG asks for more (a line per source on
+    // stderr would repeat stdout).
     let level = match cli.command {
         Command::Run { .. } => config.log.level.as_str(),
+        _ if config.log.level_set => config.log.level.as_str(),
         _ => CLI_LOG_LEVEL,
     };
     logging::init(format, level);

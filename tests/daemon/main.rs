@@ -745,7 +745,7 @@ async fn the_daemon_prunes_and_pruned_entries_stay_out() {
     .unwrap();
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
-        "eng-blog: 0 new, 0 updated, 1 unchanged\n"
+        "eng-blog: 0 new, 0 updated, 1 unchanged\n1 source: 0 new, 0 updated, 0 failed\n"
     );
 }
 
