@@ -196,7 +196,7 @@ fn poller_with(
             store,
             config.poll.max_backoff,
             config.dedup.clone(),
-            config.intake.limits(),
+            config.intake.clone(),
             metrics,
         ),
         stops: config

@@ -56,8 +56,8 @@ pub struct Config {
     pub poll: PollConfig,
     /// Which deduplication layers run, and how.
     pub dedup: DedupConfig,
-    /// What one fetched document may bring in.
-    pub intake: IntakeConfig,
+    /// What one fetched document may bring in (`[intake]`).
+    pub intake: crate::parse::Limits,
     /// How long entries are kept.
     pub retention: RetentionConfig,
     /// Defaults for every source.
@@ -206,52 +206,6 @@ impl DedupConfig {
             // A century is forever here, and keeps date arithmetic in range.
             window: chrono::Duration::from_std(self.window.min(CENTURY))
                 .unwrap_or(chrono::Duration::days(3)),
-        }
-    }
-}
-
-/// What one fetched document may bring in (`[intake]`): bounds on what a
-/// body within its size cap can still hold.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IntakeConfig {
-    /// Deepest element nesting read; a deeper document is refused.
-    pub max_depth: usize,
-    /// Entries taken from one document (the first ones).
-    pub max_entries: usize,
-    /// Longest title, author name or category, in bytes.
-    pub max_title: usize,
-    /// Longest summary or content, in bytes.
-    pub max_text: usize,
-    /// Longest URL or id, in bytes.
-    pub max_url: usize,
-    /// Most links, authors, categories or media items of one entry.
-    pub max_list: usize,
-}
-
-impl Default for IntakeConfig {
-    fn default() -> Self {
-        let limits = crate::parse::Limits::default();
-        Self {
-            max_depth: limits.max_depth,
-            max_entries: limits.max_entries,
-            max_title: limits.max_title,
-            max_text: limits.max_text,
-            max_url: limits.max_url,
-            max_list: limits.max_list,
-        }
-    }
-}
-
-impl IntakeConfig {
-    /// The limits parse applies.
-    pub fn limits(&self) -> crate::parse::Limits {
-        crate::parse::Limits {
-            max_depth: self.max_depth,
-            max_entries: self.max_entries,
-            max_title: self.max_title,
-            max_text: self.max_text,
-            max_url: self.max_url,
-            max_list: self.max_list,
         }
     }
 }
@@ -703,8 +657,8 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         Some(v) => Ok(usize::try_from(v.get_ref().as_u64()).unwrap_or(usize::MAX)),
         None => Ok(default),
     };
-    let intake_defaults = IntakeConfig::default();
-    let intake = IntakeConfig {
+    let intake_defaults = crate::parse::Limits::default();
+    let intake = crate::parse::Limits {
         max_depth: at_least_one(
             &raw.intake.max_depth,
             "intake.max_depth",

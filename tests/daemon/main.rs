@@ -42,8 +42,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_feedmerge");
 /// with a status and either a redirect to a location or, for a value that
 /// starts with `feed:`, the rest of it as an RSS body.
 async fn serve_paths(routes: HashMap<String, (StatusCode, String)>) -> (u16, CancellationToken) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
     let routes = Arc::new(routes);
     let router = Router::new().fallback(move |uri: axum::http::Uri| {
         let routes = Arc::clone(&routes);
@@ -62,14 +60,12 @@ async fn serve_paths(routes: HashMap<String, (StatusCode, String)>) -> (u16, Can
             }
         }
     });
-    let stop = CancellationToken::new();
-    let token = stop.clone();
-    tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(token.cancelled_owned())
-            .await
-            .unwrap();
-    });
+    let (base, stop) = serve_router(router).await;
+    let port = base
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap();
     (port, stop)
 }
 
@@ -137,14 +133,12 @@ async fn serve_feed(State(server): State<Server>, UrlPath(name): UrlPath<String>
     ([(header::CONTENT_TYPE, content_type)], fixture(file)).into_response()
 }
 
-/// Starts the feed server; returns its base URL and a handle to stop it.
-async fn start_feed_server(server: Server) -> (String, CancellationToken) {
+/// Serves `router` on 127.0.0.1 (a free port) until the returned token is
+/// cancelled; returns the base URL.
+async fn serve_router(router: Router) -> (String, CancellationToken) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let stop = CancellationToken::new();
-    let router = Router::new()
-        .route("/{name}", get(serve_feed))
-        .with_state(server);
     let token = stop.clone();
     tokio::spawn(async move {
         axum::serve(listener, router)
@@ -153,6 +147,16 @@ async fn start_feed_server(server: Server) -> (String, CancellationToken) {
             .unwrap();
     });
     (format!("http://{addr}"), stop)
+}
+
+/// Starts the feed server; returns its base URL and a handle to stop it.
+async fn start_feed_server(server: Server) -> (String, CancellationToken) {
+    serve_router(
+        Router::new()
+            .route("/{name}", get(serve_feed))
+            .with_state(server),
+    )
+    .await
 }
 
 // ---- configs -------------------------------------------------------------
@@ -217,16 +221,22 @@ tags = ["ar"]
 // ---- checks --------------------------------------------------------------
 
 /// Validates `xml` against the RFC 4287 RELAX NG schema with jing.
+/// jing's verdict on `files` against RFC 4287's schema, in one run (one
+/// JVM start).
+fn jing(files: &[PathBuf]) -> std::process::Output {
+    Command::new("jing")
+        .arg("-c")
+        .arg(SCHEMA)
+        .args(files)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run jing ({e}); install it: apt-get install jing"))
+}
+
 fn assert_valid_atom(xml: &str) {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("feed.atom");
     std::fs::write(&file, xml).unwrap();
-    let output = Command::new("jing")
-        .arg("-c")
-        .arg(SCHEMA)
-        .arg(&file)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run jing ({e}); install it: apt-get install jing"));
+    let output = jing(&[file]);
     assert!(
         output.status.success(),
         "jing rejects the document:\n{}\n{xml}",
