@@ -22,16 +22,16 @@ use tracing::{debug, info, warn};
 use url::Url;
 
 use crate::config::{Config, ConfigError, RetentionConfig, SourceConfig, SourceLocation};
+use crate::control;
 use crate::feeds::Selector;
 use crate::fetch::Fetcher;
+use crate::metrics::Metrics;
 use crate::poll::{self, Due, Pipeline, PollReport};
 use crate::schedule::{self, Scheduler};
 use crate::server::{self, ServerState};
-use crate::status::{self, ReloadStatus, SourceStatus, StoryReport};
+use crate::status::{self, FetchSummary, ReloadStatus, SourceStatus, StoryReport};
 use crate::store::{Retention, Store, StoreError, StoreOptions};
 
-/// Time allowed for the daemon's API to answer `feedmerge sources`.
-const API_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time allowed, beyond the longest fetch timeout, for shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -94,7 +94,11 @@ impl Poller {
             return;
         };
         let stop = self.stop_of(&source.name);
-        let offset = schedule::jitter_offset(&source.name, self.config.poll.jitter);
+        let bound = schedule::jitter_bound(
+            self.config.poll.jitter,
+            schedule::interval(&source.schedule, chrono::Utc::now()),
+        );
+        let offset = schedule::jitter_offset(&source.name, bound);
         tokio::select! {
             () = tokio::time::sleep(offset) => {}
             () = shutdown.cancelled() => return,
@@ -106,7 +110,12 @@ impl Poller {
     /// Polls every source once (`only`: just that one), a few at a time:
     /// only as many polls exist at once as may fetch at once, so a round
     /// over thousands of sources stays small in memory.
-    async fn poll_round(&self, only: Option<&str>, due: Due) -> Vec<PollReport> {
+    async fn poll_round(
+        &self,
+        only: Option<&str>,
+        due: Due,
+        progress: &(dyn Fn(&PollReport) + Sync),
+    ) -> Vec<PollReport> {
         let sources = self
             .config
             .sources
@@ -117,14 +126,18 @@ impl Poller {
         let mut running = FuturesUnordered::new();
         for source in sources {
             if running.len() >= limit {
-                if let Some(report) = running.next().await {
-                    reports.extend(report);
+                if let Some(Some(report)) = running.next().await {
+                    progress(&report);
+                    reports.push(report);
                 }
             }
             running.push(self.poll(source, due));
         }
         while let Some(report) = running.next().await {
-            reports.extend(report);
+            if let Some(report) = report {
+                progress(&report);
+                reports.push(report);
+            }
         }
         reports
     }
@@ -163,8 +176,8 @@ fn new_fetcher(config: &Config) -> Fetcher {
     Fetcher::new(&config.poll, config.sources.iter().filter_map(source_url))
 }
 
-fn new_poller(config: Arc<Config>, store: Store) -> Poller {
-    poller_with(config, store, None, Arc::default())
+fn new_poller(config: Arc<Config>, store: Store, metrics: Arc<Metrics>) -> Poller {
+    poller_with(config, store, None, Arc::default(), metrics)
 }
 
 /// A poller for `config`, reusing `fetcher` (its slots and clients) when
@@ -174,6 +187,7 @@ fn poller_with(
     store: Store,
     fetcher: Option<Fetcher>,
     busy: Arc<Mutex<HashSet<String>>>,
+    metrics: Arc<Metrics>,
 ) -> Poller {
     let fetcher = fetcher.unwrap_or_else(|| new_fetcher(&config));
     Poller {
@@ -182,7 +196,8 @@ fn poller_with(
             store,
             config.poll.max_backoff,
             config.dedup.clone(),
-            config.intake.limits(),
+            config.intake.clone(),
+            metrics,
         ),
         stops: config
             .sources
@@ -198,6 +213,7 @@ fn poller_with(
 /// replace them.
 struct Core {
     store: Store,
+    metrics: Arc<Metrics>,
     /// The config in force; the server reads it from here per request.
     config: watch::Sender<Arc<Config>>,
     poller: RwLock<Arc<Poller>>,
@@ -239,6 +255,9 @@ impl Core {
             let Some(source) = poller.config.source(name).cloned() else {
                 return;
             };
+            if let Some(lag) = schedule::lag(&source.schedule, chrono::Utc::now()) {
+                core.metrics.scheduler_lag(lag);
+            }
             let shutdown = core.shutdown.clone();
             core.tracker
                 .spawn(async move { poller.scheduled_poll(&source, &shutdown).await });
@@ -274,6 +293,7 @@ impl Core {
         } else {
             warn!(error = %status.message, "config reload failed; running on the previous config");
         }
+        self.metrics.reload(status.ok, status.at.timestamp());
         *self.last_reload.lock().unwrap_or_else(|e| e.into_inner()) = Some(status.clone());
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
         status
@@ -353,9 +373,11 @@ impl Core {
             self.store.clone(),
             fetcher,
             Arc::clone(&old_poller.busy),
+            Arc::clone(&self.metrics),
         ));
         *self.poller.write().unwrap_or_else(|e| e.into_inner()) = Arc::clone(&poller);
         self.config.send_replace(Arc::clone(&new));
+        crate::logging::set_level(&new.log.level);
         if let Some(previous) = self.scheduler.lock().await.replace(scheduler) {
             if let Err(e) = previous.shutdown().await {
                 warn!(error = %e, "old schedule did not stop");
@@ -511,7 +533,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         .unwrap_or_default();
     let config = Arc::new(config);
     let store = open_store(&config)?;
-    let poller = Arc::new(new_poller(Arc::clone(&config), store.clone()));
+    let metrics = Arc::new(Metrics::new(&config.storage.path));
+    let poller = Arc::new(new_poller(
+        Arc::clone(&config),
+        store.clone(),
+        Arc::clone(&metrics),
+    ));
     let listener = TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;
@@ -519,8 +546,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let tracker = TaskTracker::new();
     let (config_tx, config_rx) = watch::channel(Arc::clone(&config));
     let last_reload = Arc::new(Mutex::new(None));
+    let (round_tx, first_round) = watch::channel(false);
     let core = Arc::new(Core {
         store: store.clone(),
+        metrics: Arc::clone(&metrics),
         config: config_tx,
         poller: RwLock::new(Arc::clone(&poller)),
         scheduler: tokio::sync::Mutex::new(None),
@@ -535,6 +564,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         config: config_rx.clone(),
         store: store.clone(),
         last_reload,
+        metrics,
+        ready: first_round.clone(),
     });
     let server_stop = shutdown.clone();
     let limits = config.server.clone();
@@ -544,12 +575,11 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     });
     info!(addr = %local_addr, sources = config.sources.len(), "serving feeds");
 
-    let (round_tx, first_round) = watch::channel(false);
     let round_poller = Arc::clone(&poller);
     let round_stop = shutdown.clone();
     tracker.spawn(async move {
         tokio::select! {
-            reports = round_poller.poll_round(None, Due::Respect) => {
+            reports = round_poller.poll_round(None, Due::Respect, &|_| {}) => {
                 let failed = reports.iter().filter(|r| r.outcome.is_err()).count();
                 info!(polled = reports.len(), failed, "first poll round done");
             }
@@ -593,6 +623,16 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         }
     });
 
+    // The CLI's channel to this daemon: a socket in the store directory.
+    let control_path = config.storage.path.clone();
+    let control_routes = control_router(Arc::downgrade(&core));
+    let control_stop = shutdown.clone();
+    tracker.spawn(async move {
+        if let Err(e) = control::serve(&control_path, control_routes, control_stop).await {
+            warn!(error = %e, "control socket failed; the CLI cannot reach this daemon");
+        }
+    });
+
     let scheduler = core.schedule(&config).await?;
     *core.scheduler.lock().await = Some(scheduler);
     tracker.spawn(watch_config(Arc::downgrade(&core), shutdown.clone()));
@@ -600,6 +640,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
         debug!(error = %e, "sd_notify ready failed");
     }
+    tracker.spawn(crate::watchdog::run(store.clone(), shutdown.clone()));
 
     let weak = Arc::downgrade(&core);
     let main = tokio::spawn(async move {
@@ -652,78 +693,232 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 
 /// Polls every source (or just `only`) once and stores the results.
 pub async fn fetch_once(config: Config, only: Option<&str>) -> anyhow::Result<Vec<PollReport>> {
+    check_source(&config, only)?;
+    let config = Arc::new(config);
+    let store = open_store(&config)?;
+    let metrics = Arc::new(Metrics::new(&config.storage.path));
+    let poller = new_poller(Arc::clone(&config), store.clone(), metrics);
+    let reports = poller.poll_round(only, Due::Ignore, &|_| {}).await;
+    store.flush().await?;
+    Ok(reports)
+}
+
+fn check_source(config: &Config, only: Option<&str>) -> anyhow::Result<()> {
     if let Some(name) = only {
         if config.source(name).is_none() {
             anyhow::bail!("{}: no source named {name:?}", config.path.display());
         }
     }
-    let config = Arc::new(config);
-    let store = open_store(&config)?;
-    let poller = new_poller(Arc::clone(&config), store.clone());
-    let reports = poller.poll_round(only, Due::Ignore).await;
-    store.flush().await?;
-    Ok(reports)
+    Ok(())
 }
 
-/// Renders a published feed from the store (`feed`: `None` for the merged one).
-pub fn export(config: &Config, selector: Selector<'_>) -> anyhow::Result<String> {
-    let store = open_store(config)?;
-    crate::feeds::render(config, &store, selector)?
-        .with_context(|| format!("{}: no such feed: {selector:?}", config.path.display()))
+/// What `feedmerge fetch` does: polls every source (or `only`) now, here
+/// or, when a daemon holds the store, in that daemon. `progress` hears of
+/// each poll that ends here, with the number of sources.
+pub async fn fetch(
+    config: Config,
+    only: Option<&str>,
+    progress: &(dyn Fn(&PollReport, usize) + Sync),
+) -> anyhow::Result<FetchSummary> {
+    check_source(&config, only)?;
+    match Store::open(&config.storage.path, store_options(&config)) {
+        Ok(store) => {
+            let config = Arc::new(config);
+            let metrics = Arc::new(Metrics::new(&config.storage.path));
+            let poller = new_poller(Arc::clone(&config), store.clone(), metrics);
+            let total = only.map_or(config.sources.len(), |_| 1);
+            let reports = poller
+                .poll_round(only, Due::Ignore, &|report| progress(report, total))
+                .await;
+            store.flush().await?;
+            Ok(FetchSummary::of(&reports))
+        }
+        Err(StoreError::Locked { .. }) => {
+            let query = only
+                .map(|name| format!("?source={name}"))
+                .unwrap_or_default();
+            let body = ask_daemon(&config, "POST", &format!("/fetch{query}")).await?;
+            serde_json::from_slice(&body).context("unexpected answer from the daemon")
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Renders a published feed: from the store, or from the daemon that
+/// holds it.
+pub async fn export(config: &Config, selector: Selector<'_>) -> anyhow::Result<String> {
+    match Store::open(&config.storage.path, store_options(config)) {
+        Ok(store) => crate::feeds::render(config, &store, selector)?
+            .with_context(|| format!("{}: no such feed: {selector:?}", config.path.display())),
+        Err(StoreError::Locked { .. }) => {
+            let query = match selector {
+                Selector::Merged => String::new(),
+                Selector::Output(name) => format!("?feed={name}"),
+                Selector::Source(name) => format!("?source={name}"),
+            };
+            let body = ask_daemon(config, "GET", &format!("/export{query}")).await?;
+            String::from_utf8(body).context("the daemon's feed is not UTF-8")
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Which copies the story of entry `id` holds: from the store, or from the
-/// daemon's `GET /api/entries/ID` when it holds the store.
+/// daemon that holds it.
 pub async fn explain(config: &Config, id: &str) -> anyhow::Result<StoryReport> {
     match Store::open(&config.storage.path, store_options(config)) {
         Ok(store) => {
             status::explain(&store, id)?.with_context(|| format!("no stored entry or story {id:?}"))
         }
         Err(StoreError::Locked { .. }) => {
-            let body = ask_daemon(config, &format!("api/entries/{id}")).await?;
+            let body = ask_daemon(config, "GET", &format!("/entries/{}", encode_path(id))).await?;
             serde_json::from_slice(&body).context("unexpected answer from the daemon")
         }
         Err(e) => Err(e.into()),
     }
 }
 
-/// GETs `path` from the daemon that holds the store, found at
-/// `server.listen`.
-async fn ask_daemon(config: &Config, path: &str) -> anyhow::Result<Vec<u8>> {
-    let mut addr = config.server.listen;
-    if addr.port() == 0 {
-        anyhow::bail!(
-            "store {} is locked by a running daemon, and server.listen has port 0, \
-             so its API cannot be found",
-            config.storage.path.display()
-        );
-    }
-    if addr.ip().is_unspecified() {
-        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-    }
-    let url = format!("http://{addr}/{path}");
-    let fetch = async {
-        let response = reqwest::get(&url).await?.error_for_status()?;
-        response.bytes().await
-    };
-    let body = tokio::time::timeout(API_TIMEOUT, fetch)
-        .await
-        .with_context(|| format!("the store is locked and {url} did not answer in time"))?
-        .with_context(|| format!("the store is locked; asked the daemon at {url}"))?;
-    Ok(body.to_vec())
-}
-
-/// The status of every source: from the store, or, when a daemon holds the
-/// store, from that daemon's `GET /api/sources`.
+/// The status of every source: from the store, or from the daemon that
+/// holds it.
 pub async fn sources(config: &Config) -> anyhow::Result<Vec<SourceStatus>> {
     match Store::open(&config.storage.path, store_options(config)) {
         Ok(store) => Ok(status::statuses(config, &store)?),
         Err(StoreError::Locked { .. }) => {
-            let body = ask_daemon(config, "api/sources").await?;
+            let body = ask_daemon(config, "GET", "/sources").await?;
             serde_json::from_slice(&body).context("unexpected answer from the daemon")
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// Makes the daemon that holds the store reload its config file.
+pub async fn reload(config: &Config) -> anyhow::Result<ReloadStatus> {
+    match Store::open(&config.storage.path, store_options(config)) {
+        Ok(_) => anyhow::bail!(
+            "no daemon is running on store {}: nothing to reload",
+            config.storage.path.display()
+        ),
+        Err(StoreError::Locked { .. }) => {
+            let body = ask_daemon(config, "POST", "/reload").await?;
+            serde_json::from_slice(&body).context("unexpected answer from the daemon")
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Asks the daemon that holds the store, over its control socket.
+async fn ask_daemon(config: &Config, method: &str, path: &str) -> anyhow::Result<Vec<u8>> {
+    Ok(control::ask(&config.storage.path, method, path).await?)
+}
+
+/// `text` safe as one path segment.
+fn encode_path(text: &str) -> String {
+    url::form_urlencoded::byte_serialize(text.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
+}
+
+/// The control socket's routes: what the CLI asks a running daemon.
+fn control_router(core: Weak<Core>) -> axum::Router {
+    use axum::extract::{Path as UrlPath, Query, State};
+    use axum::http::StatusCode;
+    use axum::response::{IntoResponse, Response};
+    use axum::routing::{get, post};
+
+    #[derive(serde::Deserialize)]
+    struct Which {
+        source: Option<String>,
+        feed: Option<String>,
+    }
+    type Core_ = State<Weak<Core>>;
+    fn gone() -> Response {
+        (StatusCode::SERVICE_UNAVAILABLE, "the daemon is stopping\n").into_response()
+    }
+    fn failed(e: impl std::fmt::Display) -> Response {
+        (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response()
+    }
+    async fn fetch(State(core): Core_, Query(which): Query<Which>) -> Response {
+        let Some(core) = core.upgrade() else {
+            return gone();
+        };
+        let poller = core.poller();
+        if let Err(e) = check_source(&poller.config, which.source.as_deref()) {
+            return (StatusCode::NOT_FOUND, format!("{e:#}\n")).into_response();
+        }
+        // A task of the daemon's, not of this request: a client that goes
+        // away does not cut polls short.
+        let only = which.source;
+        let round = core.tracker.spawn(async move {
+            poller
+                .poll_round(only.as_deref(), Due::Ignore, &|_| {})
+                .await
+        });
+        match round.await {
+            Ok(reports) => axum::Json(FetchSummary::of(&reports)).into_response(),
+            Err(e) => failed(e),
+        }
+    }
+    async fn reload(State(core): Core_) -> Response {
+        match core.upgrade() {
+            Some(core) => axum::Json(core.reload().await).into_response(),
+            None => gone(),
+        }
+    }
+    async fn sources(State(core): Core_) -> Response {
+        let Some(core) = core.upgrade() else {
+            return gone();
+        };
+        match status::statuses(&core.current(), &core.store) {
+            Ok(list) => axum::Json(list).into_response(),
+            Err(e) => failed(e),
+        }
+    }
+    async fn entry(State(core): Core_, UrlPath(id): UrlPath<String>) -> Response {
+        let Some(core) = core.upgrade() else {
+            return gone();
+        };
+        match status::explain(&core.store, &id) {
+            Ok(Some(report)) => axum::Json(report).into_response(),
+            Ok(None) => (
+                StatusCode::NOT_FOUND,
+                format!("no stored entry or story {id:?}\n"),
+            )
+                .into_response(),
+            Err(e) => failed(e),
+        }
+    }
+    async fn export(State(core): Core_, Query(which): Query<Which>) -> Response {
+        let Some(core) = core.upgrade() else {
+            return gone();
+        };
+        let config = core.current();
+        let store = core.store.clone();
+        let rendered = tokio::task::spawn_blocking(move || {
+            let selector = match (&which.feed, &which.source) {
+                (Some(name), _) => Selector::Output(name),
+                (None, Some(name)) => Selector::Source(name),
+                (None, None) => Selector::Merged,
+            };
+            crate::feeds::render(&config, &store, selector)
+                .map(|xml| (xml, format!("{selector:?}")))
+        })
+        .await;
+        match rendered {
+            Ok(Ok((Some(xml), _))) => xml.into_response(),
+            Ok(Ok((None, what))) => {
+                (StatusCode::NOT_FOUND, format!("no such feed: {what}\n")).into_response()
+            }
+            Ok(Err(e)) => failed(e),
+            Err(e) => failed(e),
+        }
+    }
+    axum::Router::new()
+        .route("/fetch", post(fetch))
+        .route("/reload", post(reload))
+        .route("/sources", get(sources))
+        .route("/entries/{id}", get(entry))
+        .route("/export", get(export))
+        .with_state(core)
 }
 
 // ---- OPML -----------------------------------------------------------------
@@ -748,28 +943,16 @@ pub fn import_opml(file: &Path, config: Option<&Config>) -> anyhow::Result<crate
     crate::opml::import(&bytes, &taken).with_context(|| file.display().to_string())
 }
 
-/// `config`'s sources as OPML 2.0, titled as the store knows them. The
-/// store is only read: before the first poll (no store yet) and while a
-/// daemon holds it, the sources' names stand in for their titles.
-pub fn export_opml(config: &Config) -> anyhow::Result<crate::opml::Export> {
-    let mut states = std::collections::BTreeMap::new();
-    let mut note = None;
-    if config.storage.path.exists() {
-        match Store::open(&config.storage.path, store_options(config)) {
-            Ok(store) => states = status::states(config, &store)?,
-            Err(StoreError::Locked { .. }) => {
-                note = Some(format!(
-                    "the store is held by a running daemon, so titles are the sources' \
-                     names; GET http://{}/sources.opml has the feeds' own",
-                    config.server.listen
-                ));
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-    let mut export = crate::opml::export(config, &states)?;
-    export.notes.extend(note);
-    Ok(export)
+/// `config`'s sources as OPML 2.0, titled as the store knows them (or the
+/// daemon that holds it). Before the first poll there is no store, and
+/// none is made: the sources' names stand in for their titles.
+pub async fn export_opml(config: &Config) -> anyhow::Result<crate::opml::Export> {
+    let known = if config.storage.path.exists() {
+        sources(config).await?
+    } else {
+        Vec::new()
+    };
+    Ok(crate::opml::export(config, &known)?)
 }
 
 #[cfg(test)]
@@ -787,7 +970,8 @@ mod tests {
         );
         let config = crate::config::parse(&text, &dir.path().join("f.toml")).unwrap();
         let store = open_store(&config).unwrap();
-        let poller = new_poller(Arc::new(config.clone()), store);
+        let metrics = Arc::new(Metrics::new(&config.storage.path));
+        let poller = new_poller(Arc::new(config.clone()), store, metrics);
         let source = &config.sources[0];
 
         let mut first = Box::pin(poller.poll(source, Due::Ignore));

@@ -56,8 +56,8 @@ pub struct Config {
     pub poll: PollConfig,
     /// Which deduplication layers run, and how.
     pub dedup: DedupConfig,
-    /// What one fetched document may bring in.
-    pub intake: IntakeConfig,
+    /// What one fetched document may bring in (`[intake]`).
+    pub intake: crate::parse::Limits,
     /// How long entries are kept.
     pub retention: RetentionConfig,
     /// Defaults for every source.
@@ -66,6 +66,29 @@ pub struct Config {
     pub sources: Vec<SourceConfig>,
     /// More published feeds, selected by tags.
     pub feeds: Vec<OutputFeedConfig>,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// Logging settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogConfig {
+    /// What is logged, as `tracing_subscriber::EnvFilter` directives
+    /// (`"info"`, `"warn,feedmerge::poll=debug"`); `FEEDMERGE_LOG`, when
+    /// set, takes its place.
+    pub level: String,
+    /// Whether the file sets `level` (else it is the default): the
+    /// one-shot commands log at warn unless it does.
+    pub level_set: bool,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: DEFAULT_LOG_LEVEL.to_string(),
+            level_set: false,
+        }
+    }
 }
 
 /// Where and how the HTTP server listens.
@@ -183,52 +206,6 @@ impl DedupConfig {
             // A century is forever here, and keeps date arithmetic in range.
             window: chrono::Duration::from_std(self.window.min(CENTURY))
                 .unwrap_or(chrono::Duration::days(3)),
-        }
-    }
-}
-
-/// What one fetched document may bring in (`[intake]`): bounds on what a
-/// body within its size cap can still hold.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IntakeConfig {
-    /// Deepest element nesting read; a deeper document is refused.
-    pub max_depth: usize,
-    /// Entries taken from one document (the first ones).
-    pub max_entries: usize,
-    /// Longest title, author name or category, in bytes.
-    pub max_title: usize,
-    /// Longest summary or content, in bytes.
-    pub max_text: usize,
-    /// Longest URL or id, in bytes.
-    pub max_url: usize,
-    /// Most links, authors, categories or media items of one entry.
-    pub max_list: usize,
-}
-
-impl Default for IntakeConfig {
-    fn default() -> Self {
-        let limits = crate::parse::Limits::default();
-        Self {
-            max_depth: limits.max_depth,
-            max_entries: limits.max_entries,
-            max_title: limits.max_title,
-            max_text: limits.max_text,
-            max_url: limits.max_url,
-            max_list: limits.max_list,
-        }
-    }
-}
-
-impl IntakeConfig {
-    /// The limits parse applies.
-    pub fn limits(&self) -> crate::parse::Limits {
-        crate::parse::Limits {
-            max_depth: self.max_depth,
-            max_entries: self.max_entries,
-            max_title: self.max_title,
-            max_text: self.max_text,
-            max_url: self.max_url,
-            max_list: self.max_list,
         }
     }
 }
@@ -393,6 +370,15 @@ struct RawConfig {
     sources: Vec<RawSource>,
     #[serde(default)]
     feeds: Vec<RawOutputFeed>,
+    #[serde(default)]
+    log: RawLog,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    /// EnvFilter directives; default "info".
+    level: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -539,6 +525,7 @@ const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(24 * 3600);
 const DEFAULT_MAX_BODY: u64 = 10 * 1024 * 1024;
 const DEFAULT_CACHE: u64 = 16 * 1024 * 1024;
 const DEFAULT_MAX_ENTRIES: usize = 200;
+const DEFAULT_LOG_LEVEL: &str = "info";
 
 /// Reads and checks the configuration file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -670,8 +657,8 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         Some(v) => Ok(usize::try_from(v.get_ref().as_u64()).unwrap_or(usize::MAX)),
         None => Ok(default),
     };
-    let intake_defaults = IntakeConfig::default();
-    let intake = IntakeConfig {
+    let intake_defaults = crate::parse::Limits::default();
+    let intake = crate::parse::Limits {
         max_depth: at_least_one(
             &raw.intake.max_depth,
             "intake.max_depth",
@@ -821,6 +808,14 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         });
     }
 
+    let log = match &raw.log.level {
+        Some(level) => LogConfig {
+            level: checked_log_level(level, &located)?,
+            level_set: true,
+        },
+        None => LogConfig::default(),
+    };
+
     Ok(Config {
         path: path.to_path_buf(),
         server: ServerConfig {
@@ -862,7 +857,44 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         defaults,
         sources,
         feeds,
+        log,
     })
+}
+
+/// Log levels a bare directive may name.
+const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+
+/// Checks `log.level`: EnvFilter directives, where a directive without
+/// `=` must be a level (EnvFilter would take a misspelt level for a
+/// target and log nothing of it).
+fn checked_log_level(
+    level: &Spanned<String>,
+    located: &impl Fn(usize, String) -> ConfigError,
+) -> Result<String, ConfigError> {
+    let at = level.span().start;
+    let text = level.get_ref().trim();
+    if text.is_empty() {
+        return Err(located(
+            at,
+            format!("log.level: empty (want a level: {})", LEVELS.join(", ")),
+        ));
+    }
+    for directive in text.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let bare = !directive.contains('=') && !directive.contains('[');
+        if bare && !LEVELS.contains(&directive.to_ascii_lowercase().as_str()) {
+            return Err(located(
+                at,
+                format!(
+                    "log.level: {directive:?} is neither a level ({}) nor TARGET=LEVEL",
+                    LEVELS.join(", ")
+                ),
+            ));
+        }
+    }
+    tracing_subscriber::EnvFilter::builder()
+        .parse(text)
+        .map_err(|e| located(at, format!("log.level: {e}: {text:?}")))?;
+    Ok(text.to_string())
 }
 
 fn checked_header(
@@ -988,6 +1020,35 @@ mod tests {
         assert_eq!(config.server.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(config.defaults.schedule, DEFAULT_SCHEDULE);
         assert_eq!(config.feed.max_entries, 200);
+    }
+
+    #[test]
+    fn the_log_level_is_a_filter_and_a_misspelt_level_is_named() {
+        let config = parse(MINIMAL, Path::new("conf/x.toml")).unwrap();
+        assert_eq!(config.log.level, "info");
+        let with = |level: &str| format!("{MINIMAL}[log]\nlevel = {level:?}\n");
+        let config = parse(
+            &with(" warn,feedmerge::poll=debug "),
+            Path::new("conf/x.toml"),
+        )
+        .unwrap();
+        assert_eq!(config.log.level, "warn,feedmerge::poll=debug");
+        check_err(
+            &with("verbose"),
+            "conf/x.toml:4:9: log.level: \"verbose\" is neither a level (off, error, warn, info, debug, trace) nor TARGET=LEVEL",
+        );
+        check_err(
+            &with("feedmerge=loud"),
+            "conf/x.toml:4:9: log.level: error parsing level filter: expected one of \"off\", \"error\", \"warn\", \"info\", \"debug\", \"trace\", or a number 0-5: \"feedmerge=loud\"",
+        );
+        check_err(
+            &with(""),
+            "conf/x.toml:4:9: log.level: empty (want a level: off, error, warn, info, debug, trace)",
+        );
+        check_err(
+            &format!("{MINIMAL}[log]\ncolour = \"red\"\n"),
+            "conf/x.toml:4:1: unknown field `colour`, expected `level`",
+        );
     }
 
     #[test]

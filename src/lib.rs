@@ -17,14 +17,20 @@
 //! - [`opml`]: subscription lists in (as `[[sources]]` TOML) and out
 //! - [`server`]: the HTTP routes
 //! - [`app`]: wiring, tasks and shutdown
+//! - `watchdog`: the systemd watchdog's pings, while the daemon makes
+//!   progress
+//! - [`logging`]: stderr, text or JSON, levels from the config
 
 #![warn(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod app;
 pub mod config;
+pub mod control;
 pub mod dedup;
 pub mod feeds;
 pub mod fetch;
+pub mod logging;
+pub mod metrics;
 pub mod model;
 pub mod normalize;
 pub mod opml;
@@ -35,3 +41,4 @@ pub mod schedule;
 pub mod server;
 pub mod status;
 pub mod store;
+mod watchdog;

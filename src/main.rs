@@ -1,23 +1,34 @@
 //! The `feedmerge` command line: parse arguments, start logging, call into
 //! the library, and turn errors into messages and exit codes.
 
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use feedmerge::config::{self, Config, ConfigError};
 use feedmerge::feeds::Selector;
+use feedmerge::logging;
 use feedmerge::store::StoreError;
 use tokio_util::sync::CancellationToken;
-use tracing_subscriber::EnvFilter;
 
 /// Polls news feeds and republishes them as merged Atom feeds.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
+    /// How log lines (on stderr) are written.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object a line.
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -69,6 +80,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Make the running daemon reload its configuration file (as SIGHUP
+    /// does) and print the result.
+    Reload {
+        /// The configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// Check the configuration file.
     Check {
         /// The configuration file.
@@ -91,9 +109,8 @@ enum Command {
     },
 }
 
-/// Log filter unless `FEEDMERGE_LOG` says otherwise; the scheduler crate
-/// is chatty at info.
-const DEFAULT_LOG_FILTER: &str = "info,tokio_cron_scheduler=warn";
+/// The log level of every command but `run`.
+const CLI_LOG_LEVEL: &str = "warn";
 /// Exit code for a configuration error.
 const EXIT_CONFIG: u8 = 2;
 /// Exit code for any other failure.
@@ -101,14 +118,6 @@ const EXIT_FAILURE: u8 = 1;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("FEEDMERGE_LOG")
-                .unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER)),
-        )
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
 
     let config_path = match &cli.command {
         Command::ImportOpml { file, config: None } => {
@@ -130,6 +139,7 @@ fn main() -> ExitCode {
         | Command::Export { config, .. }
         | Command::Sources { config, .. }
         | Command::Explain { config, .. }
+        | Command::Reload { config }
         | Command::Check { config } => config.clone(),
     };
     let config = match load_config(&config_path) {
@@ -139,6 +149,20 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    let format = match cli.log_format {
+        LogFormat::Text => logging::Format::Text,
+        LogFormat::Json => logging::Format::Json,
+    };
+    // The daemon logs at the config's level; the other commands print
+    // their results on stdout, and log only warnings unless the file's
+    // `[log] level` or FEEDMERGE_LOG asks for more (a line per source on
+    // stderr would repeat stdout).
+    let level = match cli.command {
+        Command::Run { .. } => config.log.level.as_str(),
+        _ if config.log.level_set => config.log.level.as_str(),
+        _ => CLI_LOG_LEVEL,
+    };
+    logging::init(format, level);
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -157,10 +181,10 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             if let Some(StoreError::Locked { .. }) = e.downcast_ref::<StoreError>() {
                 eprintln!(
-                    "hint: a running daemon answers the same question over HTTP, e.g. \
-                     GET http://{}/feed.atom (merged feed) or /feeds/NAME.atom; \
-                     it polls its sources on its own schedule",
-                    config.server.listen
+                    "hint: another feedmerge daemon holds this store; `feedmerge fetch`, \
+                     `export`, `sources`, `explain` and `reload` ask it over its control \
+                     socket {}",
+                    feedmerge::control::socket_path(&config.storage.path).display()
                 );
             }
             ExitCode::from(EXIT_FAILURE)
@@ -197,9 +221,35 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<ExitCode> 
             daemon.wait().await?;
         }
         Command::Fetch { source, .. } => {
-            let reports = feedmerge::app::fetch_once(config, source.as_deref()).await?;
-            for report in &reports {
-                println!("{report}");
+            let bar = progress_bar();
+            let on_report = |_: &feedmerge::poll::PollReport, total: usize| {
+                if let Some(bar) = &bar {
+                    bar.set_length(total as u64);
+                    bar.inc(1);
+                }
+            };
+            let summary = feedmerge::app::fetch(config, source.as_deref(), &on_report).await;
+            if let Some(bar) = &bar {
+                bar.finish_and_clear();
+            }
+            let summary = summary?;
+            for line in &summary.lines {
+                println!("{line}");
+            }
+            // A failing source is data, not a failed run: it is in the
+            // lines and the count.
+            println!("{}", summary.closing_line());
+        }
+        Command::Reload { .. } => {
+            let status = feedmerge::app::reload(&config).await?;
+            if status.ok {
+                println!("reloaded: {}", status.message);
+            } else {
+                eprintln!(
+                    "reload refused, the daemon runs on its previous config: {}",
+                    status.message
+                );
+                return Ok(ExitCode::from(EXIT_CONFIG));
             }
         }
         Command::Sources { json, .. } => {
@@ -216,12 +266,12 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<ExitCode> 
                 (None, Some(name)) => Selector::Source(name),
                 (None, None) => Selector::Merged,
             };
-            let xml = feedmerge::app::export(&config, selector)?;
+            let xml = feedmerge::app::export(&config, selector).await?;
             print!("{xml}");
         }
         Command::ImportOpml { file, .. } => print_import(&file, Some(&config))?,
         Command::ExportOpml { .. } => {
-            let export = feedmerge::app::export_opml(&config)?;
+            let export = feedmerge::app::export_opml(&config).await?;
             for note in &export.notes {
                 eprintln!("{note}");
             }
@@ -304,6 +354,21 @@ fn reload_on_hangup(
     {
         let _ = (hangups, reloader, shutdown);
     }
+}
+
+/// A progress bar on stderr when it is a terminal; none in a pipe.
+fn progress_bar() -> Option<indicatif::ProgressBar> {
+    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(0);
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{spinner} {pos}/{len} sources polled {wide_bar}")
+    {
+        bar.set_style(style);
+    }
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    Some(bar)
 }
 
 /// Resolves on SIGINT or SIGTERM.

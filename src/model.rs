@@ -136,6 +136,9 @@ pub struct IngestCounts {
     /// (kept out by their tombstones).
     #[serde(default)]
     pub suppressed: usize,
+    /// Of the new entries, those that joined another source's story.
+    #[serde(default)]
+    pub merged: usize,
 }
 
 /// The state feedmerge keeps per source between polls.

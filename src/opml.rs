@@ -18,7 +18,7 @@
 //! `publish_url = false` (their URL carries a key) are left out, and the
 //! caller is told which.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
 use quick_xml::events::attributes::Attribute;
 use quick_xml::events::{BytesDecl, BytesStart, BytesText, Event};
@@ -28,8 +28,8 @@ use unicode_normalization::UnicodeNormalization;
 use url::Url;
 
 use crate::config::{Config, SourceLocation};
-use crate::model::SourceState;
 use crate::publish::without_userinfo;
+use crate::status::SourceStatus;
 
 /// Deepest element nesting read; a deeper document is refused (real
 /// subscription lists nest a few folders deep).
@@ -464,12 +464,10 @@ pub struct Export {
     pub notes: Vec<String>,
 }
 
-/// The sources of `config` as an OPML 2.0 document. `states` holds what
-/// the store knows of each source (its title and home page), by name.
-pub fn export(
-    config: &Config,
-    states: &BTreeMap<String, SourceState>,
-) -> Result<Export, OpmlError> {
+/// The sources of `config` as an OPML 2.0 document. `known` is what the
+/// store says of the sources (their titles and home pages); a source
+/// missing from it is titled by its name.
+pub fn export(config: &Config, known: &[SourceStatus]) -> Result<Export, OpmlError> {
     let write_err = |e: std::io::Error| OpmlError::Write {
         what: "OPML",
         message: e.to_string(),
@@ -504,7 +502,7 @@ pub fn export(
                             continue;
                         }
                     };
-                    let state = states.get(&source.name);
+                    let state = known.iter().find(|k| k.name == source.name);
                     let title = state
                         .and_then(|s| s.title.as_deref())
                         .map(xml_text)
@@ -830,16 +828,24 @@ name = "local"
 url = "file:///srv/private/feed.xml"
 "#,
         );
-        let mut states = BTreeMap::new();
-        states.insert(
-            "a".to_string(),
-            SourceState {
-                title: Some("A \"news\"\u{1b}".into()),
-                home_page: Some("https://user:pw@a.example/".into()),
-                ..SourceState::default()
-            },
-        );
-        let export = export(&config, &states).unwrap();
+        let known = [SourceStatus {
+            name: "a".into(),
+            url: String::new(),
+            current_url: String::new(),
+            disabled: None,
+            last_attempt: None,
+            last_success: None,
+            http_status: None,
+            last_error: None,
+            consecutive_failures: 0,
+            next_due: None,
+            entries_seen: 0,
+            title: Some("A \"news\"\u{1b}".into()),
+            home_page: Some("https://user:pw@a.example/".into()),
+            encoding: None,
+            notes: Vec::new(),
+        }];
+        let export = export(&config, &known).unwrap();
         assert_eq!(
             export.xml,
             r#"<?xml version="1.0" encoding="UTF-8"?>
@@ -872,7 +878,7 @@ url = "file:///srv/private/feed.xml"
             "[[sources]]\nname = \"a\"\nurl = \"https://a.example/feed\"\ntags = [\"news\", \"ar\"]\n\
              [[sources]]\nname = \"b\"\nurl = \"http://b.example/rss\"\n",
         );
-        let xml = export(&config, &BTreeMap::new()).unwrap().xml;
+        let xml = export(&config, &[]).unwrap().xml;
         assert_eq!(
             sources(&xml),
             [

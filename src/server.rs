@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{MatchedPath, Path, State};
 use axum::http::{header, Method, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -34,6 +34,7 @@ use tracing::{error, warn};
 
 use crate::config::{Config, ServerConfig};
 use crate::feeds::{self, Selector};
+use crate::metrics::{self, Metrics};
 use crate::status::{self, ReloadStatus};
 use crate::store::Store;
 
@@ -49,6 +50,10 @@ pub struct ServerState {
     pub store: Store,
     /// The last config reload's result, if there was one.
     pub last_reload: Arc<Mutex<Option<ReloadStatus>>>,
+    /// What `/metrics` shows.
+    pub metrics: Arc<Metrics>,
+    /// True once the first poll round is done (`/readyz`).
+    pub ready: watch::Receiver<bool>,
 }
 
 impl ServerState {
@@ -161,9 +166,57 @@ pub fn router(state: ServerState) -> Router {
         .route("/sources/{file}", get(source_feed))
         .route("/api/entries/{id}", get(entry_story))
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .route("/api/sources", get(sources))
         .route("/sources.opml", get(sources_opml))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            count_requests,
+        ))
         .with_state(state)
+}
+
+/// Counts every answer by route template (never the raw path, so the
+/// label stays bounded) and status.
+async fn count_requests(
+    State(state): State<ServerState>,
+    route: Option<MatchedPath>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let response = next.run(request).await;
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    state.metrics.request(route, response.status().as_u16());
+    response
+}
+
+/// Ready once the store is open (it is, or nothing is served) and the
+/// first poll round is done: 200, else 503.
+async fn readyz(State(state): State<ServerState>) -> Response {
+    let ready = *state.ready.borrow();
+    let (status, text) = if ready {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "first poll round not done\n",
+        )
+    };
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        text,
+    )
+        .into_response()
+}
+
+async fn metrics(State(state): State<ServerState>) -> Response {
+    let entries = state.store.health().entries;
+    let text = tokio::task::spawn_blocking(move || state.metrics.render(entries))
+        .await
+        .unwrap_or_default();
+    ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response()
 }
 
 async fn merged_feed(State(state): State<ServerState>) -> Response {
@@ -259,9 +312,9 @@ async fn sources(State(state): State<ServerState>) -> Response {
 /// userinfo, header values, file paths or unpublished URLs).
 async fn sources_opml(State(state): State<ServerState>) -> Response {
     let config = state.config();
-    let export = status::states(&config, &state.store)
+    let export = status::statuses(&config, &state.store)
         .map_err(|e| e.to_string())
-        .and_then(|states| crate::opml::export(&config, &states).map_err(|e| e.to_string()));
+        .and_then(|known| crate::opml::export(&config, &known).map_err(|e| e.to_string()));
     match export {
         Ok(export) => (
             [(header::CONTENT_TYPE, crate::opml::OPML_CONTENT_TYPE)],

@@ -7,7 +7,6 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, SourceLocation};
-use crate::model::SourceState;
 use crate::publish::without_userinfo;
 use crate::store::{Store, StoreError};
 
@@ -39,12 +38,60 @@ pub struct SourceStatus {
     pub entries_seen: usize,
     /// The feed's own title.
     pub title: Option<String>,
+    /// The feed's home page, without userinfo.
+    #[serde(default)]
+    pub home_page: Option<String>,
     /// The encoding the last document was decoded from, and whether some
     /// of its bytes were invalid in it (and replaced).
     pub encoding: Option<String>,
     /// What the last document had to give up to the intake limits.
     #[serde(default)]
     pub notes: Vec<String>,
+}
+
+/// What `feedmerge fetch` prints: a line per source polled, and the totals
+/// for its closing line. The same whether the CLI polled or the daemon did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FetchSummary {
+    /// One line per source, `name: what happened`.
+    pub lines: Vec<String>,
+    /// Entries stored for the first time.
+    pub new: usize,
+    /// Entries updated.
+    pub updated: usize,
+    /// Sources whose poll failed.
+    pub failed: usize,
+}
+
+impl FetchSummary {
+    /// The summary of `reports`.
+    pub fn of(reports: &[crate::poll::PollReport]) -> Self {
+        let mut summary = Self::default();
+        for report in reports {
+            summary.lines.push(printable(&report.to_string()));
+            match &report.outcome {
+                Ok(crate::poll::PollOutcome::Stored(counts)) => {
+                    summary.new += counts.new;
+                    summary.updated += counts.updated;
+                }
+                Ok(_) => {}
+                Err(_) => summary.failed += 1,
+            }
+        }
+        summary
+    }
+
+    /// `N sources: N new, N updated, N failed`.
+    pub fn closing_line(&self) -> String {
+        let sources = self.lines.len();
+        format!(
+            "{sources} {}: {} new, {} updated, {} failed",
+            if sources == 1 { "source" } else { "sources" },
+            self.new,
+            self.updated,
+            self.failed
+        )
+    }
 }
 
 /// The result of the daemon's last config reload, for `/healthz`.
@@ -101,24 +148,10 @@ pub fn statuses(config: &Config, store: &Store) -> Result<Vec<SourceStatus>, Sto
             next_due: state.next_due.filter(|_| current),
             entries_seen: state.entries_seen,
             title: state.title.clone(),
+            home_page: state.home_page.as_deref().map(without_userinfo),
             encoding: state.encoding.clone(),
             notes: state.notes.clone(),
         });
-    }
-    Ok(out)
-}
-
-/// The stored state of each configured source that has one, by name, as
-/// of the last flush (for the OPML export's titles and home pages).
-pub fn states(
-    config: &Config,
-    store: &Store,
-) -> Result<std::collections::BTreeMap<String, SourceState>, StoreError> {
-    let mut out = std::collections::BTreeMap::new();
-    for source in &config.sources {
-        if let Some(state) = store.flushed_source_state(&source.name)? {
-            out.insert(source.name.clone(), state);
-        }
     }
     Ok(out)
 }
@@ -330,6 +363,7 @@ mod tests {
             next_due: None,
             entries_seen: 3,
             title: None,
+            home_page: None,
             encoding: Some("UTF-8".into()),
             notes: Vec::new(),
         };
@@ -373,6 +407,7 @@ mod tests {
             next_due: None,
             entries_seen: 0,
             title: None,
+            home_page: None,
             encoding: None,
             notes: Vec::new(),
         };

@@ -178,7 +178,10 @@ impl Store {
                         }
                     };
                     let (story_seq, merged) = match placement.join {
-                        Some((story, merged)) => (story, Some(merged)),
+                        Some((story, merged)) => {
+                            counts.merged += 1;
+                            (story, Some(merged))
+                        }
                         None => (seq, None),
                     };
                     e.merged = merged;

@@ -465,6 +465,25 @@ impl Store {
         }
     }
 
+    /// A liveness probe, blocking: waits for the writer lock (so a writer
+    /// or flush that never ends shows here) and reads the entry count from
+    /// sled. For the systemd watchdog; it writes nothing.
+    pub fn probe(&self) -> Result<StoreHealth, StoreError> {
+        let _writer = self.lock_writer();
+        self.t
+            .meta
+            .get(META_ENTRIES)
+            .map_err(|e| self.sled_err(e))?;
+        Ok(self.health())
+    }
+
+    /// Holds the writer lock until the guard is dropped: a writer that
+    /// hangs, for tests of what waits on it.
+    #[cfg(test)]
+    pub(crate) fn hold_writer(&self) -> impl Sized + '_ {
+        self.lock_writer()
+    }
+
     /// The stored state of source `name`.
     pub fn source_state(
         &self,

@@ -25,7 +25,7 @@ use axum::Router;
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
-use super::{BIN, SCHEMA};
+use super::BIN;
 
 /// Sources the daemon polls.
 const SOURCES: usize = 10;
@@ -185,8 +185,6 @@ async fn serve_sliding(State(server): State<Sliding>, UrlPath(name): UrlPath<Str
 }
 
 async fn start_sliding_server() -> (String, CancellationToken) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let server = Sliding {
         requests: Arc::new(Mutex::new(vec![0; SOURCES])),
         epoch: Utc::now() - chrono::Duration::days(1),
@@ -194,15 +192,7 @@ async fn start_sliding_server() -> (String, CancellationToken) {
     let router = Router::new()
         .route("/{name}", get(serve_sliding))
         .with_state(server);
-    let stop = CancellationToken::new();
-    let token = stop.clone();
-    tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(token.cancelled_owned())
-            .await
-            .unwrap();
-    });
-    (format!("http://{addr}"), stop)
+    super::serve_router(router).await
 }
 
 fn write_crash_config(dir: &Path, base: &str) -> PathBuf {
@@ -426,12 +416,7 @@ fn assert_all_valid_atom(dir: &Path, documents: &[String]) {
             file
         })
         .collect();
-    let output = Command::new("jing")
-        .arg("-c")
-        .arg(SCHEMA)
-        .args(&files)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run jing ({e}); install it: apt-get install jing"));
+    let output = super::jing(&files);
     assert!(
         output.status.success(),
         "jing rejects documents (in {}):\n{}",

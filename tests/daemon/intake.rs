@@ -84,7 +84,9 @@ async fn documents_are_held_to_the_intake_limits_and_the_status_says_so() {
     );
 
     // What was stored is what the limits let in.
-    let xml = app::export(&config, feedmerge::feeds::Selector::Source("many")).unwrap();
+    let xml = app::export(&config, feedmerge::feeds::Selector::Source("many"))
+        .await
+        .unwrap();
     assert!(xml.contains(&"t".repeat(1024)) && !xml.contains(&"t".repeat(1025)));
     assert!(!xml.contains(&"p".repeat(8193)));
     assert!(xml.contains("item 99") && !xml.contains("item 100<"));

@@ -23,11 +23,14 @@ mod conformance;
 mod crash;
 mod dedup_pairs;
 mod guard;
+mod install;
 mod intake;
 mod manners;
+mod observe;
 mod opml;
 mod reference_config;
 mod reload;
+mod systemd;
 mod upgrade;
 mod xss;
 
@@ -41,8 +44,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_feedmerge");
 /// with a status and either a redirect to a location or, for a value that
 /// starts with `feed:`, the rest of it as an RSS body.
 async fn serve_paths(routes: HashMap<String, (StatusCode, String)>) -> (u16, CancellationToken) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
     let routes = Arc::new(routes);
     let router = Router::new().fallback(move |uri: axum::http::Uri| {
         let routes = Arc::clone(&routes);
@@ -61,14 +62,12 @@ async fn serve_paths(routes: HashMap<String, (StatusCode, String)>) -> (u16, Can
             }
         }
     });
-    let stop = CancellationToken::new();
-    let token = stop.clone();
-    tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(token.cancelled_owned())
-            .await
-            .unwrap();
-    });
+    let (base, stop) = serve_router(router).await;
+    let port = base
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap();
     (port, stop)
 }
 
@@ -136,14 +135,12 @@ async fn serve_feed(State(server): State<Server>, UrlPath(name): UrlPath<String>
     ([(header::CONTENT_TYPE, content_type)], fixture(file)).into_response()
 }
 
-/// Starts the feed server; returns its base URL and a handle to stop it.
-async fn start_feed_server(server: Server) -> (String, CancellationToken) {
+/// Serves `router` on 127.0.0.1 (a free port) until the returned token is
+/// cancelled; returns the base URL.
+async fn serve_router(router: Router) -> (String, CancellationToken) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let stop = CancellationToken::new();
-    let router = Router::new()
-        .route("/{name}", get(serve_feed))
-        .with_state(server);
     let token = stop.clone();
     tokio::spawn(async move {
         axum::serve(listener, router)
@@ -152,6 +149,16 @@ async fn start_feed_server(server: Server) -> (String, CancellationToken) {
             .unwrap();
     });
     (format!("http://{addr}"), stop)
+}
+
+/// Starts the feed server; returns its base URL and a handle to stop it.
+async fn start_feed_server(server: Server) -> (String, CancellationToken) {
+    serve_router(
+        Router::new()
+            .route("/{name}", get(serve_feed))
+            .with_state(server),
+    )
+    .await
 }
 
 // ---- configs -------------------------------------------------------------
@@ -216,16 +223,22 @@ tags = ["ar"]
 // ---- checks --------------------------------------------------------------
 
 /// Validates `xml` against the RFC 4287 RELAX NG schema with jing.
+/// jing's verdict on `files` against RFC 4287's schema, in one run (one
+/// JVM start).
+fn jing(files: &[PathBuf]) -> std::process::Output {
+    Command::new("jing")
+        .arg("-c")
+        .arg(SCHEMA)
+        .args(files)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run jing ({e}); install it: apt-get install jing"))
+}
+
 fn assert_valid_atom(xml: &str) {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("feed.atom");
     std::fs::write(&file, xml).unwrap();
-    let output = Command::new("jing")
-        .arg("-c")
-        .arg(SCHEMA)
-        .arg(&file)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run jing ({e}); install it: apt-get install jing"));
+    let output = jing(&[file]);
     assert!(
         output.status.success(),
         "jing rejects the document:\n{}\n{xml}",
@@ -744,7 +757,7 @@ async fn the_daemon_prunes_and_pruned_entries_stay_out() {
     .unwrap();
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
-        "eng-blog: 0 new, 0 updated, 1 unchanged\n"
+        "eng-blog: 0 new, 0 updated, 1 unchanged\n1 source: 0 new, 0 updated, 0 failed\n"
     );
 }
 
@@ -793,16 +806,23 @@ fn check_names_file_line_and_key() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fetch_export_and_the_store_lock() {
+async fn the_cli_works_the_same_with_and_without_a_running_daemon() {
     let (feeds, _server_stop) = start_feed_server(Server::default()).await;
     let dir = tempfile::tempdir().unwrap();
     let sources = [GOOD_SOURCES[0], GOOD_SOURCES[2], BAD_SOURCES[2]];
     let config_path = write_config(dir.path(), &feeds, &sources);
     let config_arg = config_path.to_str().unwrap().to_string();
 
+    // Without FEEDMERGE_LOG, as a user runs it.
     let out = tokio::task::spawn_blocking({
         let config_arg = config_arg.clone();
-        move || feedmerge(&["fetch", "--config", &config_arg])
+        move || {
+            Command::new(BIN)
+                .args(["fetch", "--config", &config_arg])
+                .env_remove("FEEDMERGE_LOG")
+                .output()
+                .unwrap()
+        }
     })
     .await
     .unwrap();
@@ -817,10 +837,23 @@ async fn fetch_export_and_the_store_lock() {
     assert_eq!(
         lines,
         [
+            "3 sources: 5 new, 0 updated, 1 failed",
             "centcom-ar: 2 new, 0 updated, 0 unchanged",
             "eng-blog: 3 new, 0 updated, 0 unchanged",
             "server-error: error: http 500",
         ]
+    );
+    assert_eq!(
+        stdout.lines().last(),
+        Some("3 sources: 5 new, 0 updated, 1 failed"),
+        "the summary closes the output"
+    );
+    // Logs stay at warn: the failing source, not a line per source.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("INFO"), "{stderr}");
+    assert!(
+        stderr.contains("WARN") && stderr.contains("http 500"),
+        "{stderr}"
     );
 
     let out = tokio::task::spawn_blocking({
@@ -831,7 +864,7 @@ async fn fetch_export_and_the_store_lock() {
     .unwrap();
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
-        "eng-blog: 0 new, 0 updated, 3 unchanged\n"
+        "eng-blog: 0 new, 0 updated, 3 unchanged\n1 source: 0 new, 0 updated, 0 failed\n"
     );
 
     let out = feedmerge(&["export", "--config", &config_arg]);
@@ -842,21 +875,57 @@ async fn fetch_export_and_the_store_lock() {
     let out = feedmerge(&["export", "--config", &config_arg, "--feed", "security"]);
     assert_eq!(entry_count(&String::from_utf8(out.stdout).unwrap()), 2);
 
-    // While a daemon holds the store, commands say so instead of hanging.
+    // While a daemon holds the store, the commands work the same: they ask
+    // it over its control socket, which only its user can open.
     let running = start_daemon(&config_path).await;
-    let out = feedmerge(&["export", "--config", &config_arg]);
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let store_path = dir.path().join("store");
-    assert!(
-        stderr.contains(&format!(
-            "store {} is locked by another process",
-            store_path.display()
-        )),
-        "{stderr}"
+    let socket = dir.path().join("store").join("control.sock");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&socket).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    }
+    let cli = |args: &'static [&'static str]| {
+        let config_arg = config_arg.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut all = args.to_vec();
+            all.extend(["--config", config_arg.as_str()]);
+            feedmerge(&all)
+        })
+    };
+    let out = cli(&["export"]).await.unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stderr.contains("/feed.atom"), "{stderr}");
+    let xml = String::from_utf8(out.stdout).unwrap();
+    assert_valid_atom(&xml);
+    assert_eq!(entry_count(&xml), 5);
+    let out = cli(&["export", "--feed", "security"]).await.unwrap();
+    assert_eq!(entry_count(&String::from_utf8(out.stdout).unwrap()), 2);
+    let out = cli(&["export", "--feed", "nonesuch"]).await.unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no such feed"));
+    // The daemon polls the source now and reports it.
+    let out = cli(&["fetch", "--source", "eng-blog"]).await.unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "eng-blog: 0 new, 0 updated, 3 unchanged\n1 source: 0 new, 0 updated, 0 failed\n"
+    );
+    let out = cli(&["sources", "--json"]).await.unwrap();
+    let statuses: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(statuses.len(), 3);
+    let out = cli(&["reload"]).await.unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "reloaded: 3 sources: 0 added, 0 removed, 0 changed\n"
+    );
     running.stop().await;
+    // With no daemon, there is nothing to reload.
+    let out = cli(&["reload"]).await.unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no daemon is running"));
 }
 
 #[test]

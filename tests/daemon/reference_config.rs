@@ -251,6 +251,7 @@ fn every_key_the_config_accepts_appears_in_the_reference_config() {
     for (section, key) in [
         ("server", "listen"),
         ("server", "watch_config"),
+        ("log", "level"),
         ("storage", "path"),
         ("intake", "max_depth"),
         ("poll", "allow_private_networks"),

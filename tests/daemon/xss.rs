@@ -294,20 +294,10 @@ async fn start_server(feeds: &[Feed]) -> (String, CancellationToken) {
             .map(|f| (f.source.clone(), (f.content_type, f.body.clone())))
             .collect(),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let stop = CancellationToken::new();
     let router = Router::new()
         .route("/{name}", get(serve_feed))
         .with_state(served);
-    let token = stop.clone();
-    tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(token.cancelled_owned())
-            .await
-            .unwrap();
-    });
-    (format!("http://{addr}"), stop)
+    super::serve_router(router).await
 }
 
 /// A config with one source per feed (all tagged `xss`, and a feed `all`

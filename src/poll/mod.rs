@@ -21,14 +21,12 @@ use tracing::{info, instrument, warn};
 use crate::config::{DedupConfig, SourceConfig, SourceLocation};
 use crate::dedup::Rules;
 use crate::fetch::{FetchError, Fetched, Fetcher, Meta, Request, Target};
+use crate::metrics::{Metrics, PollResult};
 use crate::model::{IngestCounts, SourceState};
 use crate::normalize::{self, Context};
 use crate::parse::{self, Limits, ParseError};
 use crate::schedule;
 use crate::store::{Store, StoreError};
-
-/// Longest `Retry-After` honoured; beyond it the server is not believed.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Why a poll failed.
 #[derive(Debug, thiserror::Error)]
@@ -51,15 +49,9 @@ pub enum PollError {
     Cancelled,
 }
 
-/// Whether a poll honours the source's `next_due` (backoff, Retry-After,
-/// TTL). Disabled sources are never polled either way.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Due {
-    /// Skip the source if it is not due yet (the daemon).
-    Respect,
-    /// Poll it now (an explicit `feedmerge fetch`).
-    Ignore,
-}
+mod policy;
+
+pub use policy::{Decision, Due, Manners, Outcome, MAX_RETRY_AFTER};
 
 /// What a poll that did not fail did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,6 +110,8 @@ pub struct Pipeline {
     rules: Rules,
     /// What one document may bring in.
     limits: Limits,
+    /// Where polls are counted.
+    metrics: Arc<Metrics>,
 }
 
 impl Pipeline {
@@ -129,6 +123,7 @@ impl Pipeline {
         max_backoff: Duration,
         dedup: DedupConfig,
         limits: Limits,
+        metrics: Arc<Metrics>,
     ) -> Self {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         Self {
@@ -139,6 +134,7 @@ impl Pipeline {
             rules: dedup.rules(),
             dedup,
             limits,
+            metrics,
         }
     }
 
@@ -165,38 +161,27 @@ pub async fn poll_source(
 ) -> PollReport {
     let store = &pipeline.store;
     let now = Utc::now();
-    let mut state = match store.source_state(&source.name) {
+    let state = match store.source_state(&source.name) {
         Ok(state) => state.unwrap_or_default(),
         Err(e) => {
             warn!(error = %e, "cannot read source state");
             SourceState::default()
         }
     };
-    let configured = source.location.to_string();
-    if state.config_url != configured {
-        // A new (or changed) URL in the config starts over: no move, no
-        // disabling, no validators, no waiting.
-        state = SourceState {
-            config_url: configured,
-            ..state
-        };
-        state.moved_to = None;
-        state.disabled = None;
-        state.etag = None;
-        state.last_modified = None;
-        state.next_due = None;
-        state.consecutive_failures = 0;
-    }
     let report = |outcome| PollReport {
         source: source.name.clone(),
         outcome,
     };
-    if let Some(why) = &state.disabled {
-        return report(Ok(PollOutcome::Disabled(why.clone())));
-    }
-    if let (Due::Respect, Some(next)) = (due, state.next_due) {
-        if next > now {
-            return report(Ok(PollOutcome::NotDue(next)));
+    let (mut state, decision) = policy::before(state, &source.location.to_string(), due, now);
+    match decision {
+        Decision::Poll => {}
+        Decision::NotDue(at) => {
+            pipeline.metrics.poll(&source.name, PollResult::Skipped);
+            return report(Ok(PollOutcome::NotDue(at)));
+        }
+        Decision::Disabled(why) => {
+            pipeline.metrics.poll(&source.name, PollResult::Skipped);
+            return report(Ok(PollOutcome::Disabled(why)));
         }
     }
     state.last_attempt = Some(now);
@@ -204,58 +189,37 @@ pub async fn poll_source(
     let outcome = run_stages(pipeline, source, &mut state, now, stop).await;
     if matches!(outcome, Err(PollError::Cancelled)) {
         info!("poll cancelled by a config reload");
+        pipeline.metrics.poll(&source.name, PollResult::Cancelled);
         return report(outcome);
     }
-    match &outcome {
-        Ok(_) => {
-            state.last_success = Some(now);
-            state.last_error = None;
-            state.consecutive_failures = 0;
-            state.next_due = match (source.respect_ttl, state.ttl_secs) {
-                (true, Some(ttl)) => {
-                    let floor = Duration::from_secs(ttl).min(pipeline.max_backoff);
-                    chrono::Duration::from_std(floor)
-                        .ok()
-                        .and_then(|floor| now.checked_add_signed(floor))
-                }
+    let fact = match &outcome {
+        Ok(_) => Outcome::Success,
+        Err(PollError::Fetch(FetchError::Gone)) => Outcome::Gone,
+        Err(e) => Outcome::Failed {
+            http_status: match e {
+                PollError::Fetch(fetch) => fetch.http_status(),
+                _ => state.http_status,
+            },
+            retry_after: match e {
+                PollError::Fetch(FetchError::RetryLater { retry_after, .. }) => *retry_after,
                 _ => None,
-            };
-        }
-        Err(e) => {
-            state.last_error = Some(e.to_string());
-            state.consecutive_failures = state.consecutive_failures.saturating_add(1);
-            let wait = match e {
-                PollError::Fetch(FetchError::Gone) => {
-                    state.disabled = Some(format!(
-                        "gone (http 410) since {}; change its url in the config to poll it again",
-                        now.to_rfc3339()
-                    ));
-                    None
-                }
-                PollError::Fetch(FetchError::RetryLater {
-                    retry_after: Some(wait),
-                    ..
-                }) => Some((*wait).min(MAX_RETRY_AFTER)),
-                _ => Some(schedule::backoff(
-                    state.consecutive_failures,
-                    pipeline.max_backoff,
-                    schedule::spread(),
-                )),
-            };
-            if let PollError::Fetch(fetch) = e {
-                state.http_status = fetch.http_status();
-            }
-            state.next_due = wait
-                .and_then(|w| chrono::Duration::from_std(w).ok())
-                .and_then(|w| now.checked_add_signed(w));
-            warn!(
-                error = %e,
-                failures = state.consecutive_failures,
-                next_due = ?state.next_due,
-                disabled = state.disabled.is_some(),
-                "poll failed"
-            );
-        }
+            },
+            error: e.to_string(),
+        },
+    };
+    let manners = Manners {
+        respect_ttl: source.respect_ttl,
+        max_backoff: pipeline.max_backoff,
+    };
+    let state = policy::after(state, &fact, manners, now, schedule::spread());
+    if let Err(e) = &outcome {
+        warn!(
+            error = %e,
+            failures = state.consecutive_failures,
+            next_due = ?state.next_due,
+            disabled = state.disabled.is_some(),
+            "poll failed"
+        );
     }
     let recorded = store.put_source_state(&source.name, &state);
     // A 304 changes nothing but times in the source's state: the next flush
@@ -276,17 +240,35 @@ pub async fn poll_source(
         (outcome, Ok(())) => outcome,
     };
     // Reported only now: a poll's entries count as stored once flushed.
+    let metrics = &pipeline.metrics;
     match &outcome {
-        Ok(PollOutcome::Stored(c)) => info!(
-            new = c.new,
-            updated = c.updated,
-            unchanged = c.unchanged,
-            "poll done"
-        ),
-        Ok(PollOutcome::NotModified) => info!("not modified"),
-        _ => {}
+        Ok(PollOutcome::Stored(c)) => {
+            info!(
+                new = c.new,
+                updated = c.updated,
+                unchanged = c.unchanged,
+                "poll done"
+            );
+            metrics.entries(c, 0);
+            metrics.poll(&source.name, PollResult::Stored);
+        }
+        Ok(PollOutcome::NotModified) => {
+            info!("not modified");
+            metrics.poll(&source.name, PollResult::NotModified);
+        }
+        Ok(_) => metrics.poll(&source.name, PollResult::Skipped),
+        Err(PollError::Cancelled) => metrics.poll(&source.name, PollResult::Cancelled),
+        Err(_) => metrics.poll(&source.name, PollResult::Failed),
     }
     report(outcome)
+}
+
+/// Notes what the transport said in the state, and logs a permanent move.
+fn note_response(state: &mut SourceState, meta: &Meta, now: DateTime<Utc>) {
+    if let Some(moved) = &meta.moved_permanently {
+        info!(to = %moved, at = %now.to_rfc3339(), "source moved permanently");
+    }
+    policy::note_response(state, meta);
 }
 
 /// The place to fetch from: where the source moved, else the config's URL.
@@ -301,22 +283,6 @@ fn target(source: &SourceConfig, state: &SourceState) -> Target {
     match &source.location {
         SourceLocation::Http(url) => Target::Http(url.clone()),
         SourceLocation::File(path) => Target::File(path.clone()),
-    }
-}
-
-/// Records what the transport said: status, validators, a permanent move.
-fn note_meta(state: &mut SourceState, meta: &Meta, now: DateTime<Utc>) {
-    state.http_status = meta.status;
-    if meta.etag.is_some() || meta.last_modified.is_some() || meta.status != Some(304) {
-        state.etag = meta.etag.clone();
-        state.last_modified = meta.last_modified.clone();
-    }
-    if let Some(moved) = &meta.moved_permanently {
-        info!(to = %moved, at = %now.to_rfc3339(), "source moved permanently");
-        state.moved_to = Some(moved.to_string());
-    }
-    if let Some(max_age) = meta.max_age {
-        state.ttl_secs = Some(max_age.as_secs().max(state.ttl_secs.unwrap_or(0)));
     }
 }
 
@@ -342,17 +308,20 @@ async fn run_stages(
         etag: state.etag.as_deref(),
         last_modified: state.last_modified.as_deref(),
     };
+    let started = std::time::Instant::now();
     let fetched = tokio::select! {
         fetched = pipeline.fetcher.fetch(&request) => fetched?,
         () = stop.cancelled() => return Err(PollError::Cancelled),
     };
     let (body, meta, slot) = match fetched {
         Fetched::NotModified(meta) => {
-            note_meta(state, &meta, now);
+            pipeline.metrics.fetch(started.elapsed(), 0);
+            note_response(state, &meta, now);
             return Ok(PollOutcome::NotModified);
         }
         Fetched::Document { body, meta, slot } => (body, meta, slot),
     };
+    pipeline.metrics.fetch(started.elapsed(), body.len());
 
     // Parsing, normalizing and the store transaction are CPU and disk work:
     // keep them off the async workers, one poll per core at a time.
@@ -373,7 +342,7 @@ async fn run_stages(
     }
     let limits = pipeline.limits.clone();
     let stop = stop.clone();
-    let (counts, seen, title, home_page, encoding, ttl, notes) =
+    let ((counts, left_out), seen, title, home_page, encoding, ttl, notes) =
         tokio::task::spawn_blocking(move || {
             let meta = parse_meta;
             let mut parsed = parse::parse_with(
@@ -383,7 +352,9 @@ async fn run_stages(
                 &limits,
             )?;
             drop(body);
-            let notes = parse::bound(&mut parsed, &limits).notes(&limits);
+            let cuts = parse::bound(&mut parsed, &limits);
+            let notes = cuts.notes(&limits);
+            let left_out = cuts.entries_over.map_or(0, |n| n - limits.max_entries);
             let now = Utc::now();
             let entries = normalize::normalize_with_hints(
                 &parsed.feed,
@@ -413,7 +384,7 @@ async fn run_stages(
             };
             let ttl = parsed.feed.ttl.map(|minutes| u64::from(minutes) * 60);
             Ok::<_, PollError>((
-                counts,
+                (counts, left_out),
                 entries.len(),
                 title,
                 home_page,
@@ -425,6 +396,7 @@ async fn run_stages(
         .await
         .map_err(|e| PollError::Task(e.to_string()))??;
 
+    pipeline.metrics.entries(&IngestCounts::default(), left_out);
     if encoding.contains("replaced") {
         warn!(encoding = %encoding, "document had bytes invalid in its encoding");
     }
@@ -433,7 +405,7 @@ async fn run_stages(
     }
     state.notes = notes;
     state.ttl_secs = ttl;
-    note_meta(state, &meta, now);
+    note_response(state, &meta, now);
     state.entries_seen = seen;
     state.title = title.or(state.title.take());
     state.home_page = home_page.or(state.home_page.take());
