@@ -78,11 +78,20 @@ pub fn normalize_with_hints(feed: &Feed, hints: &[EntryHints], ctx: &Context<'_>
     };
     let none = EntryHints::default();
     let mut detected = language::DocumentLanguage::default();
-    feed.entries
+    let mut entries: Vec<Entry> = feed
+        .entries
         .iter()
         .enumerate()
         .map(|(i, e)| entry(e, hints.get(i).unwrap_or(&none), &facts, &mut detected))
-        .collect()
+        .collect();
+    // Ids are the document's to give: guids that differ only in their
+    // fragment are two entries when listed side by side.
+    let guids: Vec<&str> = entries.iter().map(|e| e.source_id.as_str()).collect();
+    let ids = dedup::document_ids(ctx.source, &guids);
+    for (entry, id) in entries.iter_mut().zip(ids) {
+        entry.id = id;
+    }
+    entries
 }
 
 fn entry(
