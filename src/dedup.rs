@@ -4,8 +4,10 @@
 //! Pure functions only; the store applies them with its indexes. Three
 //! layers:
 //! 1. same source, same entry: the publisher's id (scheme, host and
-//!    fragment variants of URL-like ids folded together), or the same
-//!    canonical link when a publisher changes ids;
+//!    fragment variants of URL-like ids folded together over time, but two
+//!    items of one document are never one entry: [`document_ids`],
+//!    [`stored_under`]), or the same canonical link when a publisher
+//!    changes ids (unless the stored copy is listed beside it);
 //! 2. same canonical URL across sources ([`canonical_url`]);
 //! 3. near-duplicate text across sources ([`fingerprint`], MinHash over word
 //!    pairs after script-aware normalization, [`similarity`]).
@@ -126,15 +128,115 @@ pub fn identity_key(source_id: &str) -> String {
         .unwrap_or_else(|| id.to_string())
 }
 
+/// [`identity_key`] with the id's fragment kept: what tells apart two items
+/// of one document whose guids differ only after the `#` (Scripting News
+/// writes `.../2002/09/29#When:12:59:01PM` and `...#When:6:52:02PM`).
+pub fn exact_key(source_id: &str) -> String {
+    let key = identity_key(source_id);
+    let id = source_id.trim();
+    match id.split_once('#') {
+        Some((_, fragment)) if !fragment.is_empty() && key != id => format!("{key}#{fragment}"),
+        _ => key,
+    }
+}
+
+/// The id of each item of one document (`source_ids`, in order), from
+/// source `source`. Guids that differ only in their fragment are one entry
+/// over time (one replacing the other between fetches), but two items
+/// listed side by side are never one entry: an item whose fragment-free
+/// key another item of the document shares, under a different guid, gets
+/// the id of its exact key; every other item the id of its fragment-free
+/// key ([`entry_id`]).
+pub fn document_ids(source: &str, source_ids: &[&str]) -> Vec<String> {
+    let shared = shared_keys(source_ids.iter().copied());
+    source_ids
+        .iter()
+        .map(|id| {
+            if shared.contains(&identity_key(id)) {
+                id_of_key(source, &exact_key(id))
+            } else {
+                entry_id(source, id)
+            }
+        })
+        .collect()
+}
+
+/// The fragment-free keys that several distinct exact keys share.
+fn shared_keys<'a>(source_ids: impl Iterator<Item = &'a str>) -> HashSet<String> {
+    let mut exact_by_key: std::collections::HashMap<String, HashSet<String>> =
+        std::collections::HashMap::new();
+    for id in source_ids {
+        exact_by_key
+            .entry(identity_key(id))
+            .or_default()
+            .insert(exact_key(id));
+    }
+    exact_by_key
+        .into_iter()
+        .filter(|(_, exact)| exact.len() > 1)
+        .map(|(key, _)| key)
+        .collect()
+}
+
+/// Where an incoming entry may already be stored, in the order to look.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredUnder {
+    /// The stored id to look up.
+    pub id: String,
+    /// Accept what is stored there only when its publisher id has the same
+    /// exact key (fragment included) as the incoming one.
+    pub same_guid_only: bool,
+}
+
+/// The ids to look an incoming entry up under, given the publisher ids of
+/// the whole document it came in (`document`: one per entry, in order;
+/// [`document_ids`] gave the ids). An item alone with its fragment-free
+/// key looks under its exact key first (it was stored there while a
+/// sibling was listed beside it), then under the fragment-free key, which
+/// it takes over whatever guid variant is stored there. An item sharing
+/// its key looks under its exact key, then under the fragment-free key
+/// only for a copy stored from the same guid.
+pub fn stored_under(source: &str, source_id: &str, document: &[&str]) -> Vec<StoredUnder> {
+    let key = identity_key(source_id);
+    let shared = document
+        .iter()
+        .any(|other| identity_key(other) == key && exact_key(other) != exact_key(source_id));
+    let exact = id_of_key(source, &exact_key(source_id));
+    let family = id_of_key(source, &key);
+    let mut out = vec![StoredUnder {
+        id: exact.clone(),
+        same_guid_only: false,
+    }];
+    if family != exact {
+        out.push(StoredUnder {
+            id: family,
+            same_guid_only: shared,
+        });
+    } else if shared {
+        out[0].same_guid_only = true;
+    }
+    out
+}
+
+/// True when two publisher ids are the same guid, fragment included.
+pub fn same_guid(a: &str, b: &str) -> bool {
+    exact_key(a) == exact_key(b)
+}
+
 /// What every feedmerge entry id starts with.
 pub const ENTRY_ID_PREFIX: &str = "urn:feedmerge:entry:";
 
 /// The stable feedmerge id of the entry `source_id` of source `source`.
 pub fn entry_id(source: &str, source_id: &str) -> String {
+    id_of_key(source, &identity_key(source_id))
+}
+
+/// The entry id of an identity key of source `source`.
+fn id_of_key(source: &str, key: &str) -> String {
     let mut hasher = Sha256::new();
     hasher.update(source.as_bytes());
     hasher.update([0]);
-    hasher.update(identity_key(source_id).as_bytes());
+    hasher.update(key.as_bytes());
     let digest = hasher.finalize();
     let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
     format!("{ENTRY_ID_PREFIX}{hex}")
@@ -491,9 +593,12 @@ pub struct Placement {
 /// id (same link, same source), else the story of a copy from another
 /// source with the same canonical URL, else of the most similar
 /// near-duplicate in the window. A copy that matches one story by URL and
-/// another by text joins the two.
+/// another by text joins the two. `listed` holds the ids of the entries of
+/// the document `entry` came in: a stored copy listed there is another
+/// item beside it, never this entry under an old id.
 pub fn place<I: StoryIndex>(
     entry: &Entry,
+    listed: &HashSet<&str>,
     rules: &Rules,
     index: &mut I,
 ) -> Result<Placement, I::Error> {
@@ -501,7 +606,10 @@ pub fn place<I: StoryIndex>(
     let by_url = match &entry.canonical {
         Some(canon) if rules.same_link || rules.canonical_urls => {
             let found = index.by_link(canon, &entry.source)?;
-            if let (true, Some(same)) = (rules.same_link, found.same_source) {
+            let same = found
+                .same_source
+                .filter(|copy| rules.same_link && !listed.contains(copy.id.as_str()));
+            if let Some(same) = same {
                 placement.same_entry = Some(same);
                 return Ok(placement);
             }
@@ -674,6 +782,67 @@ mod tests {
             "tag:example.org,2025:1"
         );
         assert_eq!(identity_key("12345"), "12345");
+    }
+
+    #[test]
+    fn guids_differing_in_their_fragment() {
+        let noon = "http://scriptingnews.userland.com/backissues/2002/09/29#When:12:59:01PM";
+        let evening = "http://scriptingnews.userland.com/backissues/2002/09/29#When:6:52:02PM";
+        let page = "https://example.org/?p=1";
+        let page0 = "https://example.org/?p=1#0";
+        // (the document's guids, the ids they get, by which key)
+        let family = |id: &str| entry_id("s", id);
+        let exact = |id: &str| id_of_key("s", &exact_key(id));
+        let cases: &[(&[&str], Vec<String>)] = &[
+            // Side by side: two entries, each by its exact key.
+            (&[noon, evening], vec![exact(noon), exact(evening)]),
+            (&[page, page0], vec![exact(page), exact(page0)]),
+            // Alone: the fragment-free key, so a variant replacing it over
+            // time is the same entry.
+            (&[noon], vec![family(noon)]),
+            (&[page0], vec![family(page)]),
+            (&[page], vec![family(page0)]),
+            // The same guid twice is not two variants (normalize tells
+            // such repeats apart by link or text).
+            (&[page, page], vec![family(page), family(page)]),
+            // Not URL-like: the whole id is the key.
+            (
+                &["tag:x,2025:1#a", "tag:x,2025:1#b"],
+                vec![family("tag:x,2025:1#a"), family("tag:x,2025:1#b")],
+            ),
+        ];
+        for (guids, expected) in cases {
+            assert_eq!(&document_ids("s", guids), expected, "{guids:?}");
+        }
+        assert_ne!(exact(noon), exact(evening));
+        assert_eq!(exact(page), family(page));
+
+        // Where to look an entry up: (its guid, the document's, expected).
+        let under = |id: String, same_guid_only: bool| StoredUnder { id, same_guid_only };
+        let lookups: &[(&str, &[&str], Vec<StoredUnder>)] = &[
+            // Alone: where it was stored beside a sibling, then the family.
+            (
+                evening,
+                &[evening],
+                vec![under(exact(evening), false), under(family(evening), false)],
+            ),
+            (page, &[page], vec![under(family(page), false)]),
+            // Beside a sibling: the family's copy only if it is this guid's.
+            (
+                evening,
+                &[noon, evening],
+                vec![under(exact(evening), false), under(family(evening), true)],
+            ),
+            (page, &[page, page0], vec![under(family(page), true)]),
+        ];
+        for (guid, document, expected) in lookups {
+            assert_eq!(
+                &stored_under("s", guid, document),
+                expected,
+                "{guid} in {document:?}"
+            );
+        }
+        assert!(same_guid(noon, noon) && !same_guid(noon, evening));
     }
 
     #[test]
@@ -951,7 +1120,7 @@ mod tests {
             },
         ];
         for case in cases {
-            let placed = place(&case.entry, &case.rules, &mut index).unwrap();
+            let placed = place(&case.entry, &HashSet::new(), &case.rules, &mut index).unwrap();
             assert_eq!(
                 placed.same_entry.map(|c| c.key),
                 case.same_entry,

@@ -9,6 +9,8 @@
 //! go through [`parse_date`], which reads the RFC 822 and ISO 8601 variants
 //! real feeds use. This module does no I/O.
 
+mod content;
+
 use std::borrow::Cow;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -133,6 +135,13 @@ pub struct EntryHints {
     pub media: Vec<MediaHint>,
     /// `feedburner:origLink`: the page a proxied link stands for.
     pub orig_link: Option<String>,
+    /// The `xml:lang` the entry's title declares itself, which speaks for
+    /// the entry (publish labels the entry and its texts with one language).
+    pub title_lang: Option<String>,
+    /// RSS `<body>` / `xhtml:body` (its markup) or `<fullitem>` (its
+    /// escaped HTML, unescaped): the entry's content, as HTML, where
+    /// feed-rs reads none.
+    pub body: Option<String>,
 }
 
 /// One media element of an entry, as written.
@@ -217,7 +226,10 @@ pub fn parse_with(
     };
     let result = catch_unwind(AssertUnwindSafe(|| parser.parse(text.as_bytes())));
     match result {
-        Ok(Ok(feed)) => {
+        Ok(Ok(mut feed)) => {
+            if feed.language.is_none() && text.trim_start().starts_with('<') {
+                feed.language = feed_language_hint(&text);
+            }
             if hints.len() != feed.entries.len() {
                 hints.clear();
             }
@@ -372,6 +384,19 @@ fn shorten<T>(list: &mut Vec<T>, max: usize) -> usize {
 /// Shared: an element without `xml:lang` or `xml:base` reuses its parent's.
 type Frame = std::rc::Rc<(Option<String>, Option<Url>, bool)>;
 
+/// An entry child whose text the light pass keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Capture {
+    /// `feedburner:origLink`: its text.
+    OrigLink,
+    /// `dc:language` (or `language`) of an item: its text.
+    Language,
+    /// RSS `<body>` / `xhtml:body`: its XHTML markup, as written.
+    Body,
+    /// RSS `<fullitem>`: its text, which is escaped HTML.
+    FullItem,
+}
+
 /// Per entry (`entry` or `item` element): effective `xml:lang` and
 /// `xml:base`, and `*:thumbnail` URLs. Empty if the XML cannot be read; an
 /// error if elements nest deeper than `max_depth`.
@@ -388,39 +413,45 @@ fn xml_hints(
     let mut out: Vec<EntryHints> = Vec::new();
     // Stack depth at which the current entry opened.
     let mut open_entry: Option<usize> = None;
-    // Inside an entry's origLink element, whose text is wanted.
-    let mut in_orig_link = false;
+    // The entry child being captured: what, the stack depth inside it, and
+    // where its content starts.
+    let mut capture: Option<(Capture, usize, usize)> = None;
+    let mut captured = String::new();
     loop {
+        let before = usize::try_from(reader.buffer_position()).unwrap_or(usize::MAX);
         let event = match reader.read_event() {
             Ok(event) => event,
             Err(_) => return Ok(Vec::new()),
         };
-        if in_orig_link {
-            let piece = match &event {
-                Event::Text(text) => Some(text.xml10_content().trim().to_string()),
-                Event::GeneralRef(r) => match r.xml10_content().as_ref() {
-                    "amp" => Some("&".to_string()),
-                    "lt" => Some("<".to_string()),
-                    "gt" => Some(">".to_string()),
-                    "quot" => Some("\"".to_string()),
-                    "apos" => Some("'".to_string()),
-                    _ => None,
-                },
-                _ => None,
-            };
-            if let (Some(piece), Some(hints)) = (piece, out.last_mut()) {
-                hints
-                    .orig_link
-                    .get_or_insert_with(String::new)
-                    .push_str(&piece);
-                continue;
+        if let Some((Capture::OrigLink | Capture::Language, _, _)) = capture {
+            match &event {
+                Event::Text(text) => captured.push_str(text.xml10_content().trim()),
+                Event::CData(text) => captured.push_str(text.xml10_content().trim()),
+                Event::GeneralRef(r) => captured.push_str(match r.xml10_content().as_ref() {
+                    "amp" => "&",
+                    "lt" => "<",
+                    "gt" => ">",
+                    "quot" => "\"",
+                    "apos" => "'",
+                    _ => "",
+                }),
+                _ => {}
             }
         }
         let (element, has_children) = match &event {
             Event::Start(e) => (e, true),
             Event::Empty(e) => (e, false),
             Event::End(_) => {
-                in_orig_link = false;
+                if let Some((what, depth, content_start)) = capture {
+                    if depth == stack.len() {
+                        capture = None;
+                        let value = std::mem::take(&mut captured);
+                        if let Some(hints) = out.last_mut() {
+                            let inner = text.get(content_start..before).unwrap_or("");
+                            keep_capture(hints, what, value, inner);
+                        }
+                    }
+                }
                 stack.pop();
                 if open_entry == Some(stack.len()) {
                     open_entry = None;
@@ -436,11 +467,15 @@ fn xml_hints(
         let parent = stack.last().cloned().unwrap_or_default();
         let (mut lang, mut base, mut explicit) = (None, None, false);
         let mut own = false;
+        let mut own_lang = None;
         let mut media = MediaHint::default();
         for attr in element.attributes().flatten() {
             let Ok(value) = attr.normalized_value(quick_xml::XmlVersion::Implicit1_0) else {
                 continue;
             };
+            if attr.key.as_ref() == "xml:lang" {
+                own_lang = Some(value.trim().to_string());
+            }
             match attr.key.as_ref() {
                 // An empty xml:lang means "no language".
                 "xml:lang" | "xml:base" if !own => {
@@ -476,24 +511,44 @@ fn xml_hints(
         };
         let local = element.local_name();
         let name = local.as_ref();
+        // A child of the open entry (the entry's frame is on the stack).
+        let entry_child = open_entry.is_some_and(|depth| depth + 1 == stack.len());
         if (name == "entry" || name == "item") && open_entry.is_none() {
             out.push(EntryHints {
                 lang: frame.0.clone(),
                 base: frame.1.clone().filter(|_| frame.2).map(String::from),
-                media: Vec::new(),
-                orig_link: None,
+                ..EntryHints::default()
             });
             if has_children {
                 open_entry = Some(stack.len());
             }
-        } else if name == "origLink" && open_entry.is_some() && has_children {
-            in_orig_link = true;
-        } else if matches!(name, "enclosure" | "content" | "thumbnail")
-            && open_entry.is_some()
-            && !media.url.is_empty()
-        {
-            if let Some(hints) = out.last_mut() {
-                hints.media.push(media);
+        } else {
+            if entry_child && has_children && capture.is_none() {
+                let what = match name {
+                    "origLink" => Some(Capture::OrigLink),
+                    "language" => Some(Capture::Language),
+                    "body" => Some(Capture::Body),
+                    "fullitem" => Some(Capture::FullItem),
+                    _ => None,
+                };
+                if let Some(what) = what {
+                    let content_start =
+                        usize::try_from(reader.buffer_position()).unwrap_or(usize::MAX);
+                    capture = Some((what, stack.len() + 1, content_start));
+                }
+            }
+            if entry_child && name == "title" {
+                if let (Some(lang), Some(hints)) = (own_lang.clone(), out.last_mut()) {
+                    hints.title_lang = Some(lang).filter(|l| !l.is_empty());
+                }
+            }
+            if matches!(name, "enclosure" | "content" | "thumbnail")
+                && open_entry.is_some()
+                && !media.url.is_empty()
+            {
+                if let Some(hints) = out.last_mut() {
+                    hints.media.push(media);
+                }
             }
         }
         if has_children {
@@ -501,6 +556,77 @@ fn xml_hints(
         }
     }
     Ok(out)
+}
+
+/// Keeps what was captured of an entry child in its hints.
+fn keep_capture(hints: &mut EntryHints, what: Capture, value: String, inner: &str) {
+    match what {
+        Capture::OrigLink => {
+            hints.orig_link = Some(value).filter(|v| !v.is_empty());
+        }
+        Capture::Language => {
+            if hints.lang.is_none() {
+                hints.lang = Some(value).filter(|v| !v.is_empty());
+            }
+        }
+        Capture::Body => {
+            hints.body = Some(inner.trim().to_string()).filter(|b| !b.is_empty());
+        }
+        Capture::FullItem => {
+            let text = content::text_of(inner);
+            hints.body = Some(text.trim().to_string()).filter(|b| !b.is_empty());
+        }
+    }
+}
+
+/// What the document says of its own language where feed-rs does not look:
+/// a channel's `dc:language`, else the `xml:lang` of the feed's title.
+/// Reads up to the first entry.
+fn feed_language_hint(text: &str) -> Option<String> {
+    use quick_xml::events::Event;
+
+    let mut reader = quick_xml::Reader::from_str(text);
+    let mut depth = 0usize;
+    let mut in_language = false;
+    let mut title_lang = None;
+    loop {
+        let event = reader.read_event().ok()?;
+        match &event {
+            Event::Start(e) => {
+                depth += 1;
+                let local = e.local_name();
+                let name = local.as_ref();
+                if matches!(name, "entry" | "item") {
+                    break;
+                }
+                // Atom: feed > title; RSS: rss > channel > language.
+                in_language = name == "language" && depth <= 3;
+                if name == "title" && depth == 2 && title_lang.is_none() {
+                    title_lang = e
+                        .attributes()
+                        .flatten()
+                        .find(|a| a.key.as_ref() == "xml:lang")
+                        .and_then(|a| a.normalized_value(quick_xml::XmlVersion::Implicit1_0).ok())
+                        .map(|v| v.trim().to_string())
+                        .filter(|v| !v.is_empty());
+                }
+            }
+            Event::Text(t) if in_language => {
+                let value = t.xml10_content().trim().to_string();
+                if !value.is_empty() {
+                    return Some(value);
+                }
+            }
+            Event::Empty(e) if matches!(e.local_name().as_ref(), "entry" | "item") => break,
+            Event::End(_) => {
+                depth = depth.saturating_sub(1);
+                in_language = false;
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    title_lang
 }
 
 /// Applies one `xml:lang` or `xml:base` attribute to an element's frame.
@@ -523,7 +649,8 @@ fn apply_xml_attr(
     }
 }
 
-/// Per JSON Feed item: its `image` and `banner_image`, which feed-rs drops.
+/// Per JSON Feed item: its `image` and `banner_image`, and its `language`
+/// (JSON Feed 1.1), which feed-rs drops.
 fn json_hints(text: &str) -> Vec<EntryHints> {
     let Ok(doc) = serde_json::from_str::<serde_json::Value>(text) else {
         return Vec::new();
@@ -542,6 +669,11 @@ fn json_hints(text: &str) -> Vec<EntryHints> {
                     ..MediaHint::default()
                 })
                 .collect(),
+            lang: item
+                .get("language")
+                .and_then(|l| l.as_str())
+                .map(|l| l.trim().to_string())
+                .filter(|l| !l.is_empty()),
             ..EntryHints::default()
         })
         .collect()
@@ -938,8 +1070,10 @@ const ATOM_03: &str = "http://purl.org/atom/ns#";
 const RSS_VERSIONS: &[&str] = &["2.0", "0.91", "0.92"];
 
 /// Rewrites what feed-rs refuses but feeds in the wild send: an `<rss>`
-/// root without a version it knows (read as 2.0), and Atom 0.3 (read as
-/// Atom 1.0, with its renamed elements renamed back).
+/// root without a version it knows (read as 2.0), Atom 0.3 (read as Atom
+/// 1.0, with its renamed elements renamed back), and Atom text constructs
+/// of media types or modes feed-rs refuses or passes on undecoded
+/// (`content::rewrite`).
 fn with_fixups(text: &str) -> Cow<'_, str> {
     let mut out = Cow::Borrowed(text);
     if let Some((start, end)) = root_tag(text) {
@@ -996,6 +1130,9 @@ fn with_fixups(text: &str) -> Cow<'_, str> {
                 .replace(&format!("</{old}>"), &format!("</{new}>"));
         }
         out = Cow::Owned(atom);
+    }
+    if let Some(rewritten) = content::rewrite(&out) {
+        out = Cow::Owned(rewritten);
     }
     out
 }
@@ -1346,13 +1483,13 @@ mod tests {
                         url: "/t/1.webp".into(),
                         ..MediaHint::default()
                     }],
-                    orig_link: None,
+                    ..EntryHints::default()
                 },
                 EntryHints {
                     lang: Some("en".into()),
                     base: Some("https://example.org/blog/".into()),
                     media: vec![],
-                    orig_link: None,
+                    ..EntryHints::default()
                 },
             ]
         );

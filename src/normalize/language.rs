@@ -21,8 +21,19 @@ pub fn first_language(header: &str) -> Option<&str> {
 /// Characters of the text that detection looks at.
 const DETECT_CHARS: usize = 300;
 
-/// Texts shorter than this (in characters) are not trusted to detection.
+/// Texts with fewer letters than this are not trusted to detection.
 const MIN_DETECT_CHARS: usize = 40;
+
+/// From this many letters (a title and a one-line text), a detection is
+/// trusted at [`SHORT_CONFIDENCE`]; below it only when whatlang itself
+/// calls it reliable (confidence above 0.9).
+const SHORT_TEXT_CHARS: usize = 50;
+
+/// The confidence a detection needs from [`SHORT_TEXT_CHARS`] letters on.
+/// Measured on one-line news sentences: right detections of English and
+/// Italian score 0.54 and up, the wrong ones (Spanish taken for Catalan,
+/// Norwegian for Danish) 0.06 to 0.32.
+const SHORT_CONFIDENCE: f64 = 0.5;
 
 /// The language of `text`, when whatlang is confident and the text long
 /// enough; as an ISO 639-1 tag where one exists.
@@ -45,7 +56,10 @@ fn sample(text: &str) -> Option<&str> {
 
 fn detect_sample(sample: &str) -> Option<String> {
     let info = whatlang::detect(sample)?;
-    if !info.is_reliable() {
+    let letters = sample.chars().filter(|c| c.is_alphabetic()).count();
+    let trusted = info.is_reliable()
+        || (letters >= SHORT_TEXT_CHARS && info.confidence() >= SHORT_CONFIDENCE);
+    if !trusted {
         return None;
     }
     let code = info.lang().code();
@@ -217,6 +231,53 @@ mod tests {
             Some("en")
         );
         assert_eq!(detect("Short title"), None, "too short to trust");
+    }
+
+    #[test]
+    fn a_title_and_one_line_of_text_are_enough() {
+        // (title. text, what detection may say): right or nothing, never
+        // wrong, from 50 letters of title and text together.
+        let cases = [
+            (
+                "New library opens. The new library opened its doors to readers today.",
+                Some("en"),
+            ),
+            (
+                "Council approves budget. The city council approved the new budget on Monday.",
+                Some("en"),
+            ),
+            (
+                "Nuova biblioteca. La nuova biblioteca ha aperto le porte oggi ai lettori.",
+                Some("it"),
+            ),
+            (
+                "Nouvelle bibliothèque. La bibliothèque a ouvert ses portes aujourd'hui.",
+                Some("fr"),
+            ),
+            (
+                "Nowa biblioteka. Nowa biblioteka otworzyła dziś drzwi dla czytelników.",
+                Some("pl"),
+            ),
+            // whatlang takes these for Catalan, Danish and Dutch-or-else
+            // with low confidence: not trusted.
+            (
+                "Nueva biblioteca. La nueva biblioteca abrió sus puertas hoy.",
+                None,
+            ),
+            (
+                "Ny bibliotek. Det nye biblioteket åpnet dørene for lesere i dag.",
+                None,
+            ),
+            (
+                "Neue Bibliothek. Die neue Bibliothek hat heute ihre Türen geöffnet.",
+                None,
+            ),
+            // Under 50 letters only a sure detection counts.
+            ("Example Atom. Example content for this entry.", None),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(detect(text).as_deref(), expected, "{text}");
+        }
     }
 
     #[test]

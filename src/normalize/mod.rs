@@ -78,11 +78,20 @@ pub fn normalize_with_hints(feed: &Feed, hints: &[EntryHints], ctx: &Context<'_>
     };
     let none = EntryHints::default();
     let mut detected = language::DocumentLanguage::default();
-    feed.entries
+    let mut entries: Vec<Entry> = feed
+        .entries
         .iter()
         .enumerate()
         .map(|(i, e)| entry(e, hints.get(i).unwrap_or(&none), &facts, &mut detected))
-        .collect()
+        .collect();
+    // Ids are the document's to give: guids that differ only in their
+    // fragment are two entries when listed side by side.
+    let guids: Vec<&str> = entries.iter().map(|e| e.source_id.as_str()).collect();
+    let ids = dedup::document_ids(ctx.source, &guids);
+    for (entry, id) in entries.iter_mut().zip(ids) {
+        entry.id = id;
+    }
+    entries
 }
 
 fn entry(
@@ -120,6 +129,7 @@ fn entry(
         .or_else(|| ctx.document_url.cloned());
 
     let title = e.title.as_ref().map(text_as_plain).unwrap_or_default();
+    // feed-rs reads no RSS `<body>` or `<fullitem>`: the hints carry them.
     let content = e
         .content
         .as_ref()
@@ -132,7 +142,11 @@ fn entry(
             };
             Some(html::sanitize(&html, html_base.as_ref()))
         })
-        .filter(|s| !s.trim().is_empty());
+        .filter(|s| !s.trim().is_empty())
+        .or_else(|| {
+            let body = hints.body.as_deref()?;
+            Some(html::sanitize(body, html_base.as_ref())).filter(|s| !s.trim().is_empty())
+        });
     let content_text = content.as_deref().map(html::sanitized_text);
     let summary = e
         .summary
@@ -145,9 +159,12 @@ fn entry(
         .or_else(|| summary.as_deref().map(html::sanitized_text))
         .unwrap_or_default();
 
+    // A language the title declares itself speaks for the entry; then the
+    // entry's own (or inherited), then its content's.
     let language = hints
-        .lang
+        .title_lang
         .as_deref()
+        .or(hints.lang.as_deref())
         .or(e.language.as_deref())
         .and_then(language::language_tag)
         .or_else(|| facts.language.clone())
@@ -249,6 +266,16 @@ fn enclosures(
             length,
         });
     };
+    // Content by reference (`<content src>`) of a media type that is not
+    // text is a file, not the entry's text.
+    if let Some(content) = &e.content {
+        if let Some(src) = &content.src {
+            let media_type = src.media_type.clone().unwrap_or_default();
+            if !is_text_type(&media_type) {
+                push(&src.href, Some(media_type), None);
+            }
+        }
+    }
     for l in &e.links {
         let attachment = json_feed && l.rel.is_none() && l.media_type.is_some();
         if l.rel.as_deref() == Some("enclosure") || attachment {
@@ -371,6 +398,21 @@ fn text_as_html(text: &Text) -> String {
     } else {
         text.content.clone()
     }
+}
+
+/// True for the Atom text types and text or XML media types: content that
+/// is read, not downloaded.
+fn is_text_type(media_type: &str) -> bool {
+    let essence = media_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    matches!(essence.as_str(), "" | "text" | "html" | "xhtml")
+        || essence.starts_with("text/")
+        || essence.ends_with("/xml")
+        || essence.ends_with("+xml")
 }
 
 /// True for a `text/plain` media type (parameters ignored).

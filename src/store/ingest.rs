@@ -112,12 +112,14 @@ impl Store {
         let mut counts = IngestCounts::default();
         let mut plans: Vec<Plan> = Vec::new();
         let mut seen = HashSet::new();
+        // The document as dedup's identity rules see it: its guids, and the
+        // ids its entries were given.
+        let guids: Vec<&str> = incoming.iter().map(|e| e.source_id.as_str()).collect();
+        let listed: HashSet<&str> = incoming.iter().map(|e| e.id.as_str()).collect();
         for entry in incoming {
-            // The filter answers "not stored" for most new entries.
-            let slot = if state.filters.ids.may_hold(&compact_id(&entry.id)) {
-                self.slot(&entry.id)?
-            } else {
-                None
+            let (stored_id, slot) = match self.find_slot(entry, &guids, &state.filters)? {
+                Some((id, slot)) => (Some(id), Some(slot)),
+                None => (None, None),
             };
             if let Some(Slot::Pruned { .. }) = slot {
                 counts.suppressed += 1;
@@ -137,9 +139,13 @@ impl Store {
                     filters: &state.filters,
                     near: &state.near,
                 };
-                placement = dedup::place(entry, rules, &mut lookup)?;
+                placement = dedup::place(entry, &listed, rules, &mut lookup)?;
             }
             let mut entry = entry.clone();
+            // Found under another guid variant's id: that entry it is.
+            if let Some(id) = stored_id {
+                entry.id = id;
+            }
             if let Some(same) = placement.same_entry.take() {
                 entry.id = same.id;
                 existing = self.stored(same.key)?;
@@ -203,6 +209,48 @@ impl Store {
             self.write(&plans, state, now)?;
         }
         Ok(counts)
+    }
+
+    /// Where `entry` is stored, if it is: the ids `dedup::stored_under`
+    /// names (its own first when they leave it out), in order, each behind
+    /// the Bloom filter (which answers "not stored" for most new entries).
+    fn find_slot(
+        &self,
+        entry: &Entry,
+        guids: &[&str],
+        filters: &Filters,
+    ) -> Result<Option<(String, Slot)>, StoreError> {
+        let mut candidates = dedup::stored_under(&entry.source, &entry.source_id, guids);
+        if !candidates.iter().any(|c| c.id == entry.id) {
+            candidates.insert(
+                0,
+                dedup::StoredUnder {
+                    id: entry.id.clone(),
+                    same_guid_only: false,
+                },
+            );
+        }
+        for candidate in candidates {
+            if !filters.ids.may_hold(&compact_id(&candidate.id)) {
+                continue;
+            }
+            let Some(slot) = self.slot(&candidate.id)? else {
+                continue;
+            };
+            if candidate.same_guid_only {
+                let same = match slot {
+                    Slot::Stored(seq) => self
+                        .stored(seq)?
+                        .is_some_and(|s| dedup::same_guid(&s.entry.source_id, &entry.source_id)),
+                    Slot::Pruned { .. } => false,
+                };
+                if !same {
+                    continue;
+                }
+            }
+            return Ok(Some((candidate.id, slot)));
+        }
+        Ok(None)
     }
 
     /// Plans moving every copy of story `other` into story `into`; the

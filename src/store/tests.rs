@@ -573,3 +573,63 @@ fn a_store_whose_log_is_damaged_says_so_and_how_to_recover() {
     Store::open(fresh.path(), StoreOptions::with_cache(1 << 20)).unwrap();
     Store::open(&fresh.path().join("sub"), StoreOptions::with_cache(1 << 20)).unwrap();
 }
+
+/// One poll of `guids` (newest first) through the ids normalize gives them.
+fn poll_of(guids: &[&str]) -> Vec<Entry> {
+    let ids = dedup::document_ids("src", guids);
+    guids
+        .iter()
+        .zip(ids)
+        .map(|(guid, id)| {
+            let mut e = entry(guid, &format!("item {guid}"), None);
+            e.id = id;
+            e
+        })
+        .collect()
+}
+
+#[test]
+fn guids_that_differ_only_in_their_fragment_are_one_entry_only_over_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), StoreOptions::with_cache(1 << 20)).unwrap();
+    let now = at("2025-04-01T00:00:00Z");
+    let rules = Rules::default();
+    let day = "http://scriptingnews.userland.com/backissues/2002/09/29";
+    let (noon, evening, night) = (
+        format!("{day}#When:12:59:01PM"),
+        format!("{day}#When:6:52:02PM"),
+        format!("{day}#When:11:02:00PM"),
+    );
+    let count = |c: IngestCounts| (c.new, c.updated, c.unchanged);
+    // Side by side: two entries.
+    assert_eq!(
+        count(ingest(&store, &poll_of(&[&evening, &noon]), now, &rules)),
+        (2, 0, 0)
+    );
+    // One left alone is still the one it was.
+    assert_eq!(
+        count(ingest(&store, &poll_of(&[&evening]), now, &rules)),
+        (0, 0, 1)
+    );
+    // A new one beside it is a third.
+    assert_eq!(
+        count(ingest(&store, &poll_of(&[&night, &evening]), now, &rules)),
+        (1, 0, 1)
+    );
+    assert_eq!(store.source_entries("src", 10).unwrap().len(), 3);
+
+    // A `#0` variant replacing the guid over time is the same entry...
+    let (page, page0) = ("https://example.org/?p=7", "https://example.org/?p=7#0");
+    assert_eq!(
+        count(ingest(&store, &poll_of(&[page]), now, &rules)),
+        (1, 0, 0)
+    );
+    let mut replaced = poll_of(&[page0]);
+    replaced[0].title = format!("item {page}");
+    assert_eq!(count(ingest(&store, &replaced, now, &rules)), (0, 0, 1));
+    // ...but the two listed side by side are two: the stored copy is the
+    // guid it was stored from, and the other is new.
+    let both = poll_of(&[page, page0]);
+    assert_eq!(count(ingest(&store, &both, now, &rules)), (1, 0, 1));
+    assert_eq!(store.source_entries("src", 10).unwrap().len(), 5);
+}
