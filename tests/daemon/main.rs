@@ -20,7 +20,9 @@ use tokio_util::sync::CancellationToken;
 
 mod conformance;
 mod dedup_pairs;
+mod fuzz_corpora;
 mod manners;
+mod roundtrip;
 mod upgrade;
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
