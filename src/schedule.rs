@@ -41,6 +41,14 @@ pub fn validate_cron(expr: &str) -> Result<(), String> {
             "{expr:?} has {fields} fields; feedmerge wants 6, seconds first (e.g. \"0 */15 * * * *\")"
         ));
     }
+    // An empty list item (", */15 * * * *") leaves a field matching no
+    // value, and croner then searches for the next time forever.
+    if expr
+        .split_whitespace()
+        .any(|field| field.split(',').any(str::is_empty))
+    {
+        return Err(format!("{expr:?} has an empty item in a list"));
+    }
     Job::new_async(expr, |_, _| Box::pin(async {}))
         .map(|_| ())
         .map_err(|_| format!("{expr:?} is not a valid cron expression"))
@@ -234,5 +242,10 @@ mod tests {
         assert!(validate_cron("0 */15 * * * nonsense")
             .unwrap_err()
             .contains("not a valid cron"));
+        for empty_item in [", */15 * * * *", "0 1,,2 * * * *", "0 */15, * * * *"] {
+            assert!(validate_cron(empty_item)
+                .unwrap_err()
+                .contains("empty item"));
+        }
     }
 }

@@ -146,10 +146,11 @@ pub fn with_direction(html: String, language: Option<&str>) -> String {
 }
 
 /// HTML to plain text: tags dropped (script and style with their content),
-/// entities decoded, whitespace collapsed.
+/// entities decoded, whitespace collapsed, and the control characters that
+/// decoding made (`&#3;`, or HTML's `&#3` without its semicolon) dropped.
 pub fn plain_text(html: &str) -> String {
     let stripped = STRIPPER.with(|builder| builder.clean(html).to_string());
-    serialized_text(&stripped)
+    super::clean_text(&serialized_text(&stripped))
 }
 
 /// Text as html5ever serializes it, entities decoded and whitespace

@@ -454,6 +454,14 @@ mod tests {
     }
 
     #[test]
+    fn control_characters_from_html_references_are_dropped() {
+        let doc = "<feed xmlns=\"http://www.w3.org/2005/Atom\"><entry><id>1</id>\
+            <title type=\"html\">a&amp;#3;b &amp;#3z c&amp;#x1b;[2J</title></entry></feed>";
+        let entries = entries_with(doc, "https://example.org/feed", None);
+        assert_eq!(entries[0].title, "ab z c[2J");
+    }
+
+    #[test]
     fn titles_lose_their_control_characters() {
         let doc = "<rss version=\"2.0\"><channel><title>t</title><item><guid>1</guid>\
             <title>bad\u{9b}2J &#x85;&#155;title</title>\
