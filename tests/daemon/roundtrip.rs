@@ -256,6 +256,8 @@ fn check(raws: &[Raw]) -> Result<(), TestCaseError> {
         .map(|(i, raw)| entry(i, raw, now))
         .collect();
     store.ingest(&entries, now, &config.dedup.rules()).unwrap();
+    // As a poll does: what is not flushed is not shown.
+    store.flush_blocking().unwrap();
     let stored = store.source_entries(SOURCE, entries.len() + 1).unwrap();
     // Every entry is stored (each has its own id and link), as it was made.
     prop_assert_eq!(stored.len(), entries.len());
