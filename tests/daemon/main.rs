@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 mod conformance;
 mod crash;
 mod dedup_pairs;
+mod encodings;
 mod guard;
 mod install;
 mod intake;
