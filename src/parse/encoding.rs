@@ -11,9 +11,9 @@
 //! is not UTF-8, would come out as U+FFFD. So when the named encoding is
 //! ASCII-compatible, was not named by a byte-order mark, and does not
 //! decode cleanly, the XML declaration is tried (if the HTTP charset was
-//! the one that lied), then chardetng, the detector Firefox uses, over the
-//! first [`DETECT_BOUND`] bytes. Its guess is used only when it decodes the
-//! whole document cleanly. A document that is UTF-8 but for a few stray
+//! the one that lied), then chardetng, the detector Firefox uses, over
+//! [`DETECT_BOUND`] bytes from the first non-ASCII one. Its guess is used
+//! only when it decodes the whole document cleanly. A document that is UTF-8 but for a few stray
 //! bytes (most of its non-ASCII sequences valid) stays UTF-8 with those
 //! bytes replaced: reading it as a legacy encoding would garble all its
 //! good text to mend a few bad bytes.
@@ -26,9 +26,10 @@ use std::fmt;
 use chardetng::{EncodingDetector, Iso2022JpDetection, Utf8Detection};
 use encoding_rs::{Encoding, UTF_16BE, UTF_16LE, UTF_8};
 
-/// How much of a document the detector reads. Enough for any feed's first
-/// few entries, where a mislabeled document's legacy bytes already show;
-/// its cost is linear in what it reads (see the README).
+/// How much of a document the detector reads, from its first non-ASCII
+/// byte: dozens of entries' text, where a mislabeled document's legacy
+/// bytes show many times over; its cost is linear in what it reads (see
+/// the README).
 pub const DETECT_BOUND: usize = 64 * 1024;
 
 /// What named the encoding a document was read in.
@@ -215,16 +216,21 @@ fn relabel(
     clean(guess, LabelSource::Detector)
 }
 
-/// chardetng's guess over the first [`DETECT_BOUND`] bytes. UTF-8 is a
-/// possible guess unless it is the encoding being replaced.
+/// chardetng's guess over [`DETECT_BOUND`] bytes from the first non-ASCII
+/// one (ASCII does not count for it, and a long ASCII head would leave it
+/// nothing to read). UTF-8 is a possible guess unless it is the encoding
+/// being replaced.
 pub(crate) fn detect(
     body: &[u8],
     rejected: &'static Encoding,
     tld: Option<&str>,
 ) -> &'static Encoding {
-    let sample = &body[..body.len().min(DETECT_BOUND)];
+    // One byte before the first non-ASCII one: chardetng scores a letter
+    // by its neighbour.
+    let start = Encoding::ascii_valid_up_to(body).saturating_sub(1);
+    let end = body.len().min(start.saturating_add(DETECT_BOUND));
     let mut detector = EncodingDetector::new(Iso2022JpDetection::Deny);
-    detector.feed(sample, sample.len() == body.len());
+    detector.feed(&body[start..end], end == body.len());
     // chardetng panics on a TLD with a period, upper case or non-ASCII.
     let tld = tld
         .filter(|t| {
@@ -241,13 +247,13 @@ pub(crate) fn detect(
     detector.guess(tld, utf8)
 }
 
-/// True when most non-ASCII sequences in the first [`DETECT_BOUND`] bytes
-/// are valid UTF-8: at least twice as many valid characters as invalid
-/// sequences. Text in a legacy encoding forms valid multi-byte UTF-8 only
-/// by chance (windows-1251, -1253, -1256 almost never; the CJK encodings
-/// in well under half their characters).
+/// True when most non-ASCII sequences of `body` are valid UTF-8: at least
+/// twice as many valid characters as invalid sequences. Text in a legacy
+/// encoding forms valid multi-byte UTF-8 only by chance (windows-1251,
+/// -1253, -1256 almost never; the CJK encodings in well under half their
+/// characters). The whole body is read: a stray byte may come late.
 fn mostly_utf8(body: &[u8]) -> bool {
-    let mut rest = &body[..body.len().min(DETECT_BOUND)];
+    let mut rest = body;
     let (mut valid, mut invalid) = (0usize, 0usize);
     // Lead bytes of multi-byte sequences: one per non-ASCII character.
     let leads = |bytes: &[u8]| bytes.iter().filter(|&&b| b >= 0xC0).count();
@@ -265,8 +271,11 @@ fn mostly_utf8(body: &[u8]) -> bool {
                         invalid += 1;
                         rest = &bad[len..];
                     }
-                    // A sequence cut by the sample's end says nothing.
-                    None => break,
+                    // A sequence cut by the end of the body.
+                    None => {
+                        invalid += 1;
+                        break;
+                    }
                 }
             }
         }
@@ -478,6 +487,33 @@ mod tests {
         assert!(text.contains("Съезд партии — итоги"));
         assert_eq!(status.to_string(), "UTF-8 (invalid bytes replaced)");
         assert!(status.rejected.is_none() && status.replaced);
+    }
+
+    #[test]
+    fn a_late_stray_byte_after_a_long_ascii_head_keeps_utf8() {
+        let head = format!("<!-- {} -->", "x".repeat(2 * DETECT_BOUND));
+        let doc = [
+            head.as_bytes(),
+            rss("Grüße — “quoted” café").as_bytes(),
+            b"<!-- \x92 -->".as_slice(),
+        ]
+        .concat();
+        let (text, status) = decode_document(&doc, Some("utf-8"), None);
+        assert!(text.contains("Grüße — “quoted” café"));
+        assert_eq!(status.to_string(), "UTF-8 (invalid bytes replaced)");
+    }
+
+    #[test]
+    fn the_detector_reads_past_a_long_ascii_head() {
+        let head = format!("<!-- {} -->", "x".repeat(2 * DETECT_BOUND));
+        let doc = format!("{head}{}", rss("Правительство утвердило проект бюджета"));
+        let (bytes, _, _) = encoding_rs::WINDOWS_1251.encode(&doc);
+        let (text, status) = decode_document(&bytes, None, None);
+        assert!(text.contains("Правительство утвердило проект бюджета"));
+        assert_eq!(
+            status.to_string(),
+            "undeclared, not UTF-8; detected windows-1251"
+        );
     }
 
     #[test]
