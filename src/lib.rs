@@ -8,6 +8,9 @@
 //! - [`schedule`]: when each source is due (cron jobs)
 //! - [`poll`]: one source through every stage below
 //! - [`fetch`]: HTTP or file bytes, bounded in time and size
+//! - [`document`]: one document's path, bytes to entries and feed facts
+//!   (parse, the intake limits, normalize), the one the poller and the
+//!   conformance test both take
 //! - [`parse`]: encoding detection, transcoding, feed-rs under a panic guard
 //! - [`normalize`]: feed-rs entries to [`model::Entry`]
 //! - [`dedup`]: entry identity and change detection (pure)
@@ -27,6 +30,7 @@ pub mod app;
 pub mod config;
 pub mod control;
 pub mod dedup;
+pub mod document;
 pub mod feeds;
 pub mod fetch;
 pub mod logging;

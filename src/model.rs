@@ -160,7 +160,9 @@ pub struct SourceState {
     pub title: Option<String>,
     /// The source's home page, from its last parsed document.
     pub home_page: Option<String>,
-    /// Encoding the last document was decoded from.
+    /// How the last document was decoded, rendered from
+    /// [`crate::parse::EncodingStatus`]: `UTF-8`, or e.g. `declared UTF-8
+    /// (HTTP charset), not valid; detected windows-1256`.
     pub encoding: Option<String>,
     /// The configured URL this state belongs to; when the config changes it,
     /// the moved URL, the disabled flag and the validators are dropped.

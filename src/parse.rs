@@ -1,13 +1,12 @@
 //! Bytes to a feed-rs model: decide the encoding, transcode to UTF-8, parse.
 //!
 //! feed-rs ignores the HTTP charset and trips over some XML declarations, so
-//! the encoding is decided here, in order: byte-order mark, the HTTP
-//! `Content-Type` charset, the XML declaration, then UTF-8. The document is
-//! transcoded with encoding_rs, its declaration rewritten to say UTF-8, and
-//! handed to feed-rs inside a panic guard. UTF-32 (which the WHATWG
-//! standard, and so encoding_rs, leaves out) is decoded here by hand. Dates
-//! go through [`parse_date`], which reads the RFC 822 and ISO 8601 variants
-//! real feeds use. This module does no I/O.
+//! the encoding is decided here (`encoding`: byte-order mark, the HTTP
+//! `Content-Type` charset, the XML declaration, then UTF-8; chardetng when
+//! that label does not hold). The document is transcoded with encoding_rs,
+//! its declaration rewritten to say UTF-8, and handed to feed-rs inside a
+//! panic guard. Dates go through [`parse_date`], which reads the RFC 822
+//! and ISO 8601 variants real feeds use. This module does no I/O.
 
 mod content;
 
@@ -15,8 +14,13 @@ use std::borrow::Cow;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, Utc};
-use encoding_rs::{Encoding, UTF_16BE, UTF_16LE, UTF_8};
 use url::Url;
+
+mod encoding;
+
+pub use encoding::{
+    charset_param, detect_encoding, EncodingStatus, Label, LabelSource, DETECT_BOUND,
+};
 
 /// Why a document could not be parsed.
 #[derive(Debug, thiserror::Error)]
@@ -163,11 +167,9 @@ pub struct Parsed {
     /// One per entry of `feed`, in order; empty when the second pass could
     /// not match the entries up.
     pub hints: Vec<EntryHints>,
-    /// Name of the encoding the bytes were decoded from.
-    pub encoding: &'static str,
-    /// True when some bytes were not valid in that encoding and were
-    /// replaced with U+FFFD.
-    pub had_replacements: bool,
+    /// How the bytes were decoded: the encoding, what named it, the label
+    /// it replaced when that did not hold, and whether bytes were replaced.
+    pub encoding: EncodingStatus,
 }
 
 /// Parses `body`, given the HTTP `Content-Type` (if any) and the document's
@@ -193,18 +195,10 @@ pub fn parse_with(
         return Err(ParseError::Empty);
     }
     let charset = content_type.and_then(charset_param);
-    let (text, encoding, had_replacements) = match utf32(body, charset) {
-        Some(big_endian) => {
-            let (text, replaced) = decode_utf32(body, big_endian);
-            let name = if big_endian { "UTF-32BE" } else { "UTF-32LE" };
-            (text, name, replaced)
-        }
-        None => {
-            let encoding = detect_encoding(body, charset);
-            let (text, replaced) = decode(body, encoding);
-            (text, encoding.name(), replaced)
-        }
-    };
+    let tld = base
+        .and_then(Url::domain)
+        .and_then(|domain| domain.rsplit('.').next());
+    let (text, encoding) = encoding::decode_document(body, charset, tld);
     let text = with_utf8_declaration(&text);
     let text = with_fixups(&text);
 
@@ -237,7 +231,6 @@ pub fn parse_with(
                 feed,
                 hints,
                 encoding,
-                had_replacements,
             })
         }
         Ok(Err(err)) => Err(ParseError::Invalid(err.to_string())),
@@ -679,104 +672,6 @@ fn json_hints(text: &str) -> Vec<EntryHints> {
         .collect()
 }
 
-/// The `charset` parameter of a `Content-Type` header value.
-pub fn charset_param(content_type: &str) -> Option<&str> {
-    content_type.split(';').skip(1).find_map(|param| {
-        let (key, value) = param.split_once('=')?;
-        key.trim()
-            .eq_ignore_ascii_case("charset")
-            .then(|| value.trim().trim_matches(|c| c == '"' || c == '\''))
-    })
-}
-
-/// Decides the document's encoding: BOM, then HTTP charset, then the XML
-/// declaration (or the byte pattern of an unmarked UTF-16 one), then UTF-8.
-pub fn detect_encoding(body: &[u8], http_charset: Option<&str>) -> &'static Encoding {
-    if let Some((encoding, _)) = Encoding::for_bom(body) {
-        return encoding;
-    }
-    if let Some(encoding) = http_charset.and_then(|label| Encoding::for_label(label.as_bytes())) {
-        return without_utf16_guess(encoding, body);
-    }
-    match body {
-        [0x3C, 0x00, 0x3F, 0x00, ..] => return UTF_16LE,
-        [0x00, 0x3C, 0x00, 0x3F, ..] => return UTF_16BE,
-        _ => {}
-    }
-    declared_encoding(body)
-        .and_then(|label| Encoding::for_label(label.as_bytes()))
-        .map(|encoding| without_utf16_guess(encoding, body))
-        .unwrap_or(UTF_8)
-}
-
-/// A declaration read as ASCII cannot truthfully say UTF-16 (the bytes
-/// would not have been ASCII); such a document is really ASCII-compatible.
-fn without_utf16_guess(encoding: &'static Encoding, body: &[u8]) -> &'static Encoding {
-    let looks_utf16 = matches!(body, [0x3C, 0x00, ..] | [0x00, 0x3C, ..]);
-    if (encoding == UTF_16LE || encoding == UTF_16BE) && !looks_utf16 {
-        UTF_8
-    } else {
-        encoding
-    }
-}
-
-/// The `encoding` pseudo-attribute of an ASCII-compatible XML declaration.
-fn declared_encoding(body: &[u8]) -> Option<String> {
-    let start = body.iter().position(|b| !b.is_ascii_whitespace())?;
-    let head = body.get(start..)?;
-    if !head.starts_with(b"<?xml") {
-        return None;
-    }
-    let end = head.iter().take(1024).position(|&b| b == b'>')?;
-    let decl = std::str::from_utf8(head.get(..end)?).ok()?;
-    let after = &decl[decl.find("encoding")? + "encoding".len()..];
-    let after = after.trim_start().strip_prefix('=')?.trim_start();
-    let quote = after.chars().next().filter(|c| *c == '"' || *c == '\'')?;
-    let value = &after[1..];
-    Some(value[..value.find(quote)?].trim().to_string())
-}
-
-/// `Some(big_endian)` when the document is UTF-32: by BOM, by the byte
-/// pattern of a leading `<`, or by an HTTP charset naming it.
-fn utf32(body: &[u8], http_charset: Option<&str>) -> Option<bool> {
-    match body {
-        [0x00, 0x00, 0xFE, 0xFF, ..] | [0x00, 0x00, 0x00, 0x3C, ..] => return Some(true),
-        [0xFF, 0xFE, 0x00, 0x00, ..] | [0x3C, 0x00, 0x00, 0x00, ..] => return Some(false),
-        _ => {}
-    }
-    let label = http_charset?.trim().to_ascii_lowercase();
-    match label.as_str() {
-        "utf-32be" => Some(true),
-        "utf-32" | "utf-32le" => Some(false),
-        _ => None,
-    }
-}
-
-/// Decodes UTF-32 (BOM dropped); invalid code points become U+FFFD.
-fn decode_utf32(body: &[u8], big_endian: bool) -> (String, bool) {
-    let mut replaced = body.len() % 4 != 0;
-    let text = body
-        .chunks_exact(4)
-        .filter_map(|b| {
-            let bytes = [b[0], b[1], b[2], b[3]];
-            let unit = if big_endian {
-                u32::from_be_bytes(bytes)
-            } else {
-                u32::from_le_bytes(bytes)
-            };
-            match char::from_u32(unit) {
-                Some('\u{feff}') => None,
-                Some(c) => Some(c),
-                None => {
-                    replaced = true;
-                    Some('\u{fffd}')
-                }
-            }
-        })
-        .collect();
-    (text, replaced)
-}
-
 /// Parses the dates real feeds carry: RFC 3339 and its sloppy ISO 8601
 /// cousins (no zone means UTC; a date alone means midnight UTC), and
 /// RFC 822 with named zones, long, lowercase or non-English month and day
@@ -1062,11 +957,6 @@ fn zone_offset(zone: &str) -> Option<i32> {
         return None;
     }
     Some(sign * (hours * 60 + minutes))
-}
-
-fn decode(body: &[u8], encoding: &'static Encoding) -> (String, bool) {
-    let (text, had_errors) = encoding.decode_with_bom_removal(body);
-    (text.into_owned(), had_errors)
 }
 
 /// Atom 0.3's namespace, which feed-rs does not know.
@@ -1456,7 +1346,7 @@ mod tests {
                 "مرحبا"
             );
             assert_eq!(
-                parsed.encoding,
+                parsed.encoding.name(),
                 if big_endian { "UTF-32BE" } else { "UTF-32LE" }
             );
             // Without the BOM, the byte pattern of `<` tells.
@@ -1528,7 +1418,7 @@ mod tests {
             ("gbk", "今日新闻"),
         ];
         for (label, title) in cases {
-            let encoding = Encoding::for_label(label.as_bytes()).unwrap();
+            let encoding = encoding_rs::Encoding::for_label(label.as_bytes()).unwrap();
             let doc = format!(
                 "<?xml version=\"1.0\" encoding=\"{label}\"?><rss version=\"2.0\"><channel><title>t</title><item><guid>1</guid><title>{title}</title></item></channel></rss>"
             );
@@ -1540,7 +1430,7 @@ mod tests {
                 title,
                 "{label}"
             );
-            assert!(!parsed.had_replacements, "{label}");
+            assert!(parsed.encoding.is_clean(), "{label}");
         }
     }
 
@@ -1568,14 +1458,31 @@ mod tests {
     }
 
     #[test]
-    fn invalid_bytes_are_replaced_and_reported() {
-        // Declared UTF-8, but a windows-1252 byte slipped in.
-        let doc = b"<?xml version=\"1.0\" encoding=\"utf-8\"?><rss version=\"2.0\"><channel><title>t</title><item><guid>1</guid><title>caf\xe9</title></item></channel></rss>";
-        let parsed = parse(doc, None, None).unwrap();
-        assert!(parsed.had_replacements);
+    fn invalid_bytes_are_replaced_or_the_label_replaced_and_reported() {
+        // Declared UTF-8, but a windows-1252 byte slipped into UTF-8 text:
+        // the byte is replaced, the rest kept.
+        let doc = [
+            "<?xml version=\"1.0\" encoding=\"utf-8\"?><rss version=\"2.0\"><channel><title>Ünïcödé</title><item><guid>1</guid><title>caf".as_bytes(),
+            b"\xe9",
+            b"</title></item></channel></rss>",
+        ]
+        .concat();
+        let parsed = parse(&doc, None, None).unwrap();
+        assert!(parsed.encoding.replaced && parsed.encoding.rejected.is_none());
         assert_eq!(
             parsed.feed.entries[0].title.as_ref().unwrap().content,
             "caf\u{fffd}"
+        );
+        // Declared UTF-8, and all of it windows-1252: the label is replaced.
+        let doc = b"<?xml version=\"1.0\" encoding=\"utf-8\"?><rss version=\"2.0\"><channel><title>t</title><item><guid>1</guid><title>Caf\xe9 cr\xe8me br\xfbl\xe9e</title></item></channel></rss>";
+        let parsed = parse(doc, None, None).unwrap();
+        assert_eq!(
+            parsed.feed.entries[0].title.as_ref().unwrap().content,
+            "Café crème brûlée"
+        );
+        assert_eq!(
+            parsed.encoding.to_string(),
+            "declared UTF-8 (XML declaration), not valid; detected windows-1252"
         );
     }
 
@@ -1628,7 +1535,7 @@ mod tests {
              <item><guid>1</guid><title>قائد القيادة المركزية يزور قطر</title></item></channel></rss>",
         );
         let parsed = parse(&bytes, None, None).unwrap();
-        assert_eq!(parsed.encoding, "windows-1256");
+        assert_eq!(parsed.encoding.name(), "windows-1256");
         let title = parsed.feed.entries[0].title.as_ref().unwrap();
         assert_eq!(title.content, "قائد القيادة المركزية يزور قطر");
     }

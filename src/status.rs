@@ -41,8 +41,9 @@ pub struct SourceStatus {
     /// The feed's home page, without userinfo.
     #[serde(default)]
     pub home_page: Option<String>,
-    /// The encoding the last document was decoded from, and whether some
-    /// of its bytes were invalid in it (and replaced).
+    /// How the last document was decoded: its encoding, and when its label
+    /// did not hold or bytes were replaced, what was used instead (that
+    /// line is also among the notes).
     pub encoding: Option<String>,
     /// What the last document had to give up to the intake limits.
     #[serde(default)]
@@ -298,9 +299,6 @@ pub fn table(statuses: &[SourceStatus]) -> String {
             notes.push(why.clone());
         } else if let Some(error) = &s.last_error {
             notes.push(error.clone());
-        }
-        if let Some(encoding) = s.encoding.as_deref().filter(|e| e.contains("replaced")) {
-            notes.push(encoding.to_string());
         }
         if s.current_url != s.url {
             notes.push(format!("moved to {}", s.current_url));

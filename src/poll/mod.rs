@@ -20,11 +20,11 @@ use tracing::{info, instrument, warn};
 
 use crate::config::{DedupConfig, SourceConfig, SourceLocation};
 use crate::dedup::Rules;
+use crate::document::{self, DocumentMeta, Reading};
 use crate::fetch::{FetchError, Fetched, Fetcher, Meta, Request, Target};
 use crate::metrics::{Metrics, PollResult};
 use crate::model::{IngestCounts, SourceState};
-use crate::normalize::{self, Context};
-use crate::parse::{self, Limits, ParseError};
+use crate::parse::{Limits, ParseError};
 use crate::schedule;
 use crate::store::{Store, StoreError};
 
@@ -342,73 +342,53 @@ async fn run_stages(
     }
     let limits = pipeline.limits.clone();
     let stop = stop.clone();
-    let ((counts, left_out), seen, title, home_page, encoding, ttl, notes) =
-        tokio::task::spawn_blocking(move || {
-            let meta = parse_meta;
-            let mut parsed = parse::parse_with(
-                &body,
-                meta.content_type.as_deref(),
-                meta.final_url.as_ref(),
-                &limits,
-            )?;
-            drop(body);
-            let cuts = parse::bound(&mut parsed, &limits);
-            let notes = cuts.notes(&limits);
-            let left_out = cuts.entries_over.map_or(0, |n| n - limits.max_entries);
-            let now = Utc::now();
-            let entries = normalize::normalize_with_hints(
-                &parsed.feed,
-                &parsed.hints,
-                &Context {
-                    source: &name,
-                    document_url: meta.final_url.as_ref(),
-                    http_language: meta.content_language.as_deref(),
-                    now,
-                    tracking: &dedup.tracking_params,
-                },
-            );
-            drop(cpu);
-            // The last point a reload can stop this poll: past it, the
-            // entries are written (and the reload waits for that).
-            if stop.is_cancelled() {
-                return Err(PollError::Cancelled);
-            }
-            let counts = store.ingest(&entries, now, &rules)?;
-            let title = normalize::feed_title(&parsed.feed);
-            let home_page =
-                normalize::feed_home_page(&parsed.feed, meta.final_url.as_ref()).map(String::from);
-            let encoding = if parsed.had_replacements {
-                format!("{} (invalid bytes replaced)", parsed.encoding)
-            } else {
-                parsed.encoding.to_string()
-            };
-            let ttl = parsed.feed.ttl.map(|minutes| u64::from(minutes) * 60);
-            Ok::<_, PollError>((
-                (counts, left_out),
-                entries.len(),
-                title,
-                home_page,
-                encoding,
-                ttl,
-                notes,
-            ))
-        })
-        .await
-        .map_err(|e| PollError::Task(e.to_string()))??;
+    let (counts, document) = tokio::task::spawn_blocking(move || {
+        let meta = parse_meta;
+        let now = Utc::now();
+        let document = document::read(
+            &body,
+            &DocumentMeta {
+                content_type: meta.content_type.as_deref(),
+                url: meta.final_url.as_ref(),
+                content_language: meta.content_language.as_deref(),
+            },
+            &Reading {
+                source: &name,
+                limits: &limits,
+                tracking: &dedup.tracking_params,
+                now,
+            },
+        )?;
+        drop(body);
+        drop(cpu);
+        // The last point a reload can stop this poll: past it, the
+        // entries are written (and the reload waits for that).
+        if stop.is_cancelled() {
+            return Err(PollError::Cancelled);
+        }
+        let counts = store.ingest(&document.entries, now, &rules)?;
+        Ok::<_, PollError>((counts, document))
+    })
+    .await
+    .map_err(|e| PollError::Task(e.to_string()))??;
 
+    let left_out = document
+        .cuts
+        .entries_over
+        .map_or(0, |n| n - pipeline.limits.max_entries);
     pipeline.metrics.entries(&IngestCounts::default(), left_out);
-    if encoding.contains("replaced") {
-        warn!(encoding = %encoding, "document had bytes invalid in its encoding");
+    if !document.encoding.is_clean() {
+        warn!(encoding = %document.encoding, "document bytes were not valid in their labelled encoding");
     }
-    for note in &notes {
+    for note in &document.cut_notes {
         warn!(limit = %note, "document held more than the intake limits let in");
     }
-    state.notes = notes;
-    state.ttl_secs = ttl;
+    state.notes = document.notes();
+    state.encoding = Some(document.encoding.to_string());
+    state.ttl_secs = document.ttl_secs;
     note_response(state, &meta, now);
-    state.entries_seen = seen;
-    state.title = title.or(state.title.take());
-    state.home_page = home_page.or(state.home_page.take());
-    state.encoding = Some(encoding);
+    state.entries_seen = document.entries.len();
+    state.title = document.title.or(state.title.take());
+    state.home_page = document.home_page.or(state.home_page.take());
     Ok(PollOutcome::Stored(counts))
 }

@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 mod conformance;
 mod crash;
 mod dedup_pairs;
+mod encodings;
 mod fidelity2;
 mod fuzz_corpora;
 mod guard;
