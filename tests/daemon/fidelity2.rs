@@ -45,20 +45,10 @@ async fn serve(State(served): State<Served>, UrlPath(name): UrlPath<String>) -> 
 }
 
 async fn start_server(served: Served) -> (String, CancellationToken) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let stop = CancellationToken::new();
     let router = Router::new()
         .route("/{name}", get(serve))
         .with_state(served);
-    let token = stop.clone();
-    tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(token.cancelled_owned())
-            .await
-            .unwrap();
-    });
-    (format!("http://{addr}"), stop)
+    super::serve_router(router).await
 }
 
 /// A config with one source per served path (named after it, dots made
