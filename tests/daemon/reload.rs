@@ -207,7 +207,7 @@ fn sighup_applies_the_config_file_and_a_broken_one_changes_nothing() {
 
 #[test]
 fn watch_config_reloads_a_file_replaced_by_rename() {
-    let (feeds, _hits) = start_counting_server();
+    let (feeds, hits) = start_counting_server();
     let port = free_port();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("feedmerge.toml");
@@ -226,6 +226,35 @@ fn watch_config_reloads_a_file_replaced_by_rename() {
     });
     let health = plain_http::get(&format!("http://127.0.0.1:{port}/healthz")).unwrap();
     assert_eq!(last_reload(&health)["ok"], true, "{health}");
+
+    // A broken save is refused the same way: the daemon serves on, and
+    // health says why.
+    let mut broken = config_text(port, true, feeds, &["alpha", "delta", "omega"]);
+    broken.push_str("surprise = 1\n");
+    std::fs::write(&next, &broken).unwrap();
+    std::fs::rename(&next, &path).unwrap();
+    let health = wait_for(port, "healthz", "the refused reload", |b| {
+        last_reload(b)["ok"] == false
+    });
+    let message = last_reload(&health)["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(message.contains("unknown field `surprise`"), "{message}");
+    let feed = plain_http::get(&format!("http://127.0.0.1:{port}/feed.atom")).unwrap();
+    assert!(feed.contains("alpha one") && feed.contains("delta one"));
+    assert!(!hits.lock().unwrap().contains_key("omega"));
+
+    // Fixing the file applies it.
+    std::fs::write(
+        &next,
+        config_text(port, true, feeds, &["alpha", "delta", "omega"]),
+    )
+    .unwrap();
+    std::fs::rename(&next, &path).unwrap();
+    wait_for(port, "feed.atom", "omega's entry after the fix", |b| {
+        b.contains("omega one")
+    });
     stop(child);
 }
 
