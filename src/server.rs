@@ -63,6 +63,10 @@ impl ServerState {
     }
 }
 
+/// The header-read (and idle) timeout of connections accepted when the
+/// last tenth of `server.max_connections` is in use.
+pub const PRESSED_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Longest request URI accepted, in bytes; longer ones get 414.
 pub const MAX_URI_BYTES: usize = 8 * 1024;
 
@@ -93,12 +97,22 @@ pub async fn serve(
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let connections = TaskTracker::new();
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(MAX_HEAD_BYTES)
-        .keep_alive(true);
+    let builder = |header_read_timeout| {
+        let mut builder = http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_read_timeout)
+            .max_buf_size(MAX_HEAD_BYTES)
+            .keep_alive(true);
+        builder
+    };
+    let relaxed = builder(limits.header_read_timeout);
+    // Near the cap, connections that hold a slot without sending a request
+    // (slowloris, idle keep-alives) would keep new clients in the backlog
+    // for a whole header-read timeout: the last tenth of the slots gets a
+    // short one, so they come free quickly.
+    let pressed = builder(limits.header_read_timeout.min(PRESSED_HEADER_READ_TIMEOUT));
+    let pressed_below = limits.max_connections.div_ceil(10);
     let request_timeout = limits.request_timeout;
     loop {
         // At the cap, connections wait in the listen backlog, not in memory.
@@ -142,6 +156,11 @@ pub async fn serve(
                 }
             }
         });
+        let builder = if permits.available_permits() < pressed_below {
+            &pressed
+        } else {
+            &relaxed
+        };
         let connection = builder.serve_connection(TokioIo::new(stream), service);
         let stop = shutdown.clone();
         connections.spawn(async move {

@@ -1082,3 +1082,38 @@ async fn the_server_closes_slow_huge_and_unwanted_requests() {
     assert_eq!(status, StatusCode::OK);
     running.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_holding_every_slot_make_room_quickly() {
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("feedmerge.toml");
+    std::fs::write(
+        &config_path,
+        "[server]\nlisten = \"127.0.0.1:0\"\nheader_read_timeout = \"30s\"\nmax_connections = 10\n\
+         [storage]\npath = \"store\"\n",
+    )
+    .unwrap();
+    let running = start_daemon(&config_path).await;
+    let addr = running.base.trim_start_matches("http://").to_string();
+    // Ten connections that never send a request hold every slot.
+    let mut idle = Vec::new();
+    for _ in 0..10 {
+        idle.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // A new client waits for the last slot's short timeout, not for the
+    // 30 s one.
+    let client = ::reqwest::Client::builder()
+        .timeout(Duration::from_secs(15))
+        .build()
+        .unwrap();
+    let answer = client
+        .get(format!("{}/healthz", running.base))
+        .send()
+        .await
+        .expect("a new client waited out the idle connections");
+    assert_eq!(answer.status().as_u16(), 200);
+    drop(idle);
+    running.stop().await;
+}
