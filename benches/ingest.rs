@@ -79,6 +79,7 @@ fn entry(rng: &mut Rng, n: u64, size: u64, now: DateTime<Utc>, rules: &DedupConf
         language: Some("en".into()),
         enclosures: vec![],
         merged: None,
+        external: None,
     }
 }
 

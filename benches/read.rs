@@ -86,6 +86,7 @@ fn store_batch(store: &Store, batch: &[Generated], now: DateTime<Utc>, rules: &D
                 language: None,
                 enclosures: vec![],
                 merged: None,
+                external: None,
             }
         })
         .collect();

@@ -715,6 +715,7 @@ mod tests {
             canonical: None,
             fingerprint: None,
             merged: None,
+            external: None,
         }
     }
 

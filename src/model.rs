@@ -49,6 +49,10 @@ pub struct Entry {
     pub fingerprint: Option<Fingerprint>,
     /// Why this entry joined another's story, if it did.
     pub merged: Option<Merged>,
+    /// A page elsewhere the entry is about (JSON Feed's `external_url`, a
+    /// linkblog's target), published as a `rel="related"` link.
+    #[serde(default)]
+    pub external: Option<String>,
 }
 
 /// What near-duplicate detection compares (see `dedup::fingerprint`).

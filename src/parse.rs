@@ -146,6 +146,9 @@ pub struct EntryHints {
     /// escaped HTML, unescaped): the entry's content, as HTML, where
     /// feed-rs reads none.
     pub body: Option<String>,
+    /// JSON Feed's `external_url`: the page elsewhere the item is about
+    /// (feed-rs keeps it only as a second, unlabelled link).
+    pub external: Option<String>,
 }
 
 /// One media element of an entry, as written.
@@ -334,6 +337,14 @@ pub fn bound(parsed: &mut Parsed, limits: &Limits) -> Cuts {
             .is_some_and(|l| l.len() > limits.max_url)
         {
             hints.orig_link = None;
+            cuts.urls += 1;
+        }
+        if hints
+            .external
+            .as_ref()
+            .is_some_and(|l| l.len() > limits.max_url)
+        {
+            hints.external = None;
             cuts.urls += 1;
         }
         if hints
@@ -667,6 +678,11 @@ fn json_hints(text: &str) -> Vec<EntryHints> {
                 .and_then(|l| l.as_str())
                 .map(|l| l.trim().to_string())
                 .filter(|l| !l.is_empty()),
+            external: item
+                .get("external_url")
+                .and_then(|u| u.as_str())
+                .map(|u| u.trim().to_string())
+                .filter(|u| !u.is_empty()),
             ..EntryHints::default()
         })
         .collect()

@@ -147,7 +147,7 @@ fn atom_item(item: &Item, sources: &HashMap<String, SourceInfo>) -> Option<AtomE
             continue;
         }
         if let Some(href) = &copy.link {
-            if rep.link.as_ref() != Some(href) {
+            if rep.link.as_ref() != Some(href) && rep.external.as_ref() != Some(href) {
                 entry.links.push(Link {
                     href: href.clone(),
                     rel: "related".into(),
@@ -202,6 +202,13 @@ fn atom_entry(entry: &Entry, source: Option<&SourceInfo>) -> AtomEntry {
             href: href.clone(),
             rel: "alternate".into(),
             hreflang: lang.clone(),
+            ..Link::default()
+        });
+    }
+    if let Some(href) = &entry.external {
+        links.push(Link {
+            href: href.clone(),
+            rel: "related".into(),
             ..Link::default()
         });
     }
@@ -359,6 +366,7 @@ mod tests {
             canonical: None,
             fingerprint: None,
             merged: None,
+            external: None,
         };
         let sources = HashMap::from([(
             "centcom-ar".to_string(),

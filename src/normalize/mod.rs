@@ -218,6 +218,19 @@ fn entry(
             link.as_ref(),
             html_base.as_ref(),
         ),
+        external: hints
+            .external
+            .as_deref()
+            .or_else(|| {
+                e.links
+                    .iter()
+                    .find(|l| l.rel.as_deref() == Some("related"))
+                    .map(|l| l.href.as_str())
+            })
+            .and_then(|href| absolute_url(href, doc_base))
+            .filter(is_http)
+            .map(String::from)
+            .filter(|external| Some(external) != link.as_ref().map(|l| l.to_string()).as_ref()),
         link: link.map(String::from),
         summary,
         content,

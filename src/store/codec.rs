@@ -24,7 +24,7 @@ use crate::model::{Enclosure, Entry, Fingerprint, MergeRule, Merged, SourceState
 use super::keys::{compact_id, number_at};
 
 /// The schema version this build writes and reads.
-pub(super) const SCHEMA_VERSION: u32 = 2;
+pub(super) const SCHEMA_VERSION: u32 = 3;
 
 /// Format byte of a JSON value (source states).
 const JSON_V1: u8 = 1;
@@ -32,6 +32,9 @@ const JSON_V1: u8 = 1;
 pub(super) const ENTRY_V1: u8 = 2;
 /// Format byte of a version 2 entry record.
 pub(super) const ENTRY_V2: u8 = 3;
+/// Format byte of a version 3 entry record: the version 2 fields, then
+/// `external`.
+pub(super) const ENTRY_V3: u8 = 4;
 
 /// Packed text: stored as it is.
 const TEXT_PLAIN: u8 = 0;
@@ -44,8 +47,10 @@ const ZSTD_LEVEL: i32 = 1;
 /// Most bytes a packed text may unpack to (a bound on a corrupt value).
 const MAX_TEXT: usize = 64 << 20;
 
-/// An entry as stored (version 2): the domain entry's fields, its story's
-/// seq (the one story identity), times as seconds and nanoseconds.
+/// An entry as stored: the domain entry's fields, its story's seq (the one
+/// story identity), times as seconds and nanoseconds. Serialized as the
+/// version 2 fields; version 3 appends `external` after them
+/// ([`encode_entry`]), so a version 2 record reads with it absent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) struct StoredEntry {
     pub story_seq: u64,
@@ -67,6 +72,10 @@ pub(super) struct StoredEntry {
     pub canonical: Option<String>,
     pub fingerprint: Option<StoredFingerprint>,
     pub merged: Option<StoredMerged>,
+    /// Version 3: the page elsewhere the entry points to; written after the
+    /// version 2 fields by [`encode_entry`], not by serde.
+    #[serde(skip)]
+    pub external: Option<String>,
 }
 
 /// A UTC time.
@@ -198,6 +207,7 @@ impl StoredEntry {
                 with: m.with.clone(),
                 rule: StoredRule::of(&m.rule),
             }),
+            external: entry.external.clone(),
         })
     }
 
@@ -238,6 +248,7 @@ impl StoredEntry {
                 with: m.with.clone(),
                 rule: m.rule.rule(),
             }),
+            external: self.external.clone(),
         })
     }
 
@@ -297,12 +308,19 @@ fn unpack_texts(bytes: &[u8]) -> Result<Texts, String> {
 
 /// Writes an entry record (version 2).
 pub(super) fn encode_entry(stored: &StoredEntry) -> Result<Vec<u8>, String> {
-    postcard::to_extend(stored, vec![ENTRY_V2]).map_err(|e| e.to_string())
+    let out = postcard::to_extend(stored, vec![ENTRY_V3]).map_err(|e| e.to_string())?;
+    postcard::to_extend(&stored.external, out).map_err(|e| e.to_string())
 }
 
 /// Reads an entry record of this version.
 pub(super) fn decode_entry(bytes: &[u8]) -> Result<StoredEntry, String> {
     match bytes.split_first() {
+        Some((&ENTRY_V3, data)) => {
+            let (mut stored, rest) =
+                postcard::take_from_bytes::<StoredEntry>(data).map_err(|e| e.to_string())?;
+            stored.external = postcard::from_bytes(rest).map_err(|e| e.to_string())?;
+            Ok(stored)
+        }
         Some((&ENTRY_V2, data)) => postcard::from_bytes(data).map_err(|e| e.to_string()),
         Some((&ENTRY_V1, _)) => Err("entry in the version 1 form (not migrated)".into()),
         Some((kind, _)) => Err(format!("unknown entry form {kind}")),
@@ -587,6 +605,7 @@ pub(super) mod legacy {
                     }
                 },
             }),
+            external: None,
         };
         Ok((stored, e.story))
     }
@@ -633,6 +652,7 @@ mod tests {
                 with: crate::dedup::entry_id("other", "9"),
                 rule: MergeRule::NearDuplicate { similarity: 61 },
             }),
+            external: Some("https://elsewhere.example/linked".into()),
         }
     }
 
@@ -664,6 +684,20 @@ mod tests {
         let bytes = encode_entry(&StoredEntry::of(&e, 42).unwrap()).unwrap();
         let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(hex, GOLDEN_ENTRY, "entry form changed");
+        // The version 2 form, written before `external` existed, still
+        // reads: the same entry, without it.
+        let v2: Vec<u8> = (0..GOLDEN_ENTRY_V2.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&GOLDEN_ENTRY_V2[i..i + 2], 16).unwrap())
+            .collect();
+        assert_eq!(v2[0], ENTRY_V2);
+        let old = decode_entry(&v2).unwrap();
+        assert_eq!(old.story_seq, 42);
+        let mut without = e.clone();
+        without.external = None;
+        assert_eq!(old.entry().unwrap(), without);
+        // A version 3 record is the version 2 one, then `external`.
+        assert_eq!(&bytes[1..v2.len()], &v2[1..]);
         let state = SourceState {
             etag: Some("\"v1\"".into()),
             last_modified: Some("Thu, 27 Mar 2025 10:00:00 GMT".into()),
@@ -690,10 +724,31 @@ mod tests {
         assert_eq!(story.len(), 17);
         assert_eq!(decode_story_id(&story).unwrap(), e.id);
         assert_eq!(decode_story_id(&encode_story_id("plain")).unwrap(), "plain");
-        assert_eq!(SCHEMA_VERSION, 2);
+        assert_eq!(SCHEMA_VERSION, 3);
     }
 
+    /// The entry form of schema version 3 (format byte 4).
     const GOLDEN_ENTRY: &str = concat!(
+        "042a3475726e3a666565646d657267653a656e7472793a3630616661396664303835663762386337",
+        "3265393033623336653933383134390a63656e74636f6d2d617206677569642d311ed8a7d8acd8aa",
+        "d985d8a7d8b920d981d98a20d8a7d984d8afd988d8add8a9011768747470733a2f2f782e6578616d",
+        "706c652f7373632f311000010c3c703e73686f72743c2f703e000109412e20577269746572010873",
+        "6563757269747901c086a9fe0c0000988ba9fe0c959aef3a988ba9fe0c959aef3a01026172012368",
+        "747470733a2f2f782e6578616d706c652f7373632f696d616765732f312e77656270010a696d6167",
+        "652f7765627001d209010f782e6578616d706c652f7373632f310180020000000001010101020202",
+        "02030303030404040405050505060606060707070708080808090909090a0a0a0a0b0b0b0b0c0c0c",
+        "0c0d0d0d0d0e0e0e0e0f0f0f0f101010101111111112121212131313131414141415151515161616",
+        "161717171718181818191919191a1a1a1a1b1b1b1b1c1c1c1c1d1d1d1d1e1e1e1e1f1f1f1f202020",
+        "202121212122222222232323232424242425252525262626262727272728282828292929292a2a2a",
+        "2a2b2b2b2b2c2c2c2c2d2d2d2d2e2e2e2e2f2f2f2f30303030313131313232323233333333343434",
+        "3435353535363636363737373738383838393939393a3a3a3a3b3b3b3b3c3c3c3c3d3d3d3d3e3e3e",
+        "3e3f3f3f3f020709013475726e3a666565646d657267653a656e7472793a38303234633064366238",
+        "66613732376261363035333964643630333162303937013d012068747470733a2f2f656c73657768",
+        "6572652e6578616d706c652f6c696e6b6564",
+    );
+
+    /// The entry form of schema version 2 (format byte 3).
+    const GOLDEN_ENTRY_V2: &str = concat!(
         "032a3475726e3a666565646d657267653a656e7472793a3630616661396664303835663762386337",
         "3265393033623336653933383134390a63656e74636f6d2d617206677569642d311ed8a7d8acd8aa",
         "d985d8a7d8b920d981d98a20d8a7d984d8afd988d8add8a9011768747470733a2f2f782e6578616d",

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use tracing::info;
 
-use super::codec::{self, legacy, ENTRY_V2, SCHEMA_VERSION};
+use super::codec::{self, legacy, ENTRY_V1, SCHEMA_VERSION};
 use super::keys::{self, source_key};
 use super::{Store, StoreError, META_ENTRIES, META_VERSION};
 
@@ -112,6 +112,30 @@ pub(super) fn bring_up_to_date(store: &Store, before: Before) -> Result<(), Stor
     if version == 1 {
         v1_to_v2(store)?;
     }
+    if version <= 2 {
+        v2_to_v3(store)?;
+    }
+    Ok(())
+}
+
+/// Version 2 -> 3: entries gained a trailing field (the page an entry
+/// points to elsewhere, JSON Feed's `external_url`). Records in the
+/// version 2 form stay readable as they are (the field reads as absent)
+/// and are rewritten in the new form when next written, so only the
+/// version changes; older builds then refuse the store instead of
+/// skipping the new records as corrupt.
+fn v2_to_v3(store: &Store) -> Result<(), StoreError> {
+    let sled = |e| store.sled_err(e);
+    store
+        .t
+        .meta
+        .insert(META_VERSION, &3u32.to_be_bytes())
+        .map_err(sled)?;
+    store.db.flush().map_err(sled)?;
+    info!(
+        store = %store.path.display(),
+        "migrated the store to schema version 3"
+    );
     Ok(())
 }
 
@@ -205,7 +229,7 @@ fn v1_to_v2(store: &Store) -> Result<(), StoreError> {
             let Some(seq) = keys::number_at(key, 0) else {
                 continue;
             };
-            let stored = if value.first() == Some(&ENTRY_V2) {
+            let stored = if value.first() != Some(&ENTRY_V1) {
                 // Converted by an earlier, interrupted run.
                 codec::decode_entry(value)
             } else {

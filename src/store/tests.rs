@@ -62,6 +62,7 @@ fn entry(source_id: &str, title: &str, published: Option<&str>) -> Entry {
         canonical: None,
         fingerprint: None,
         merged: None,
+        external: None,
     }
 }
 

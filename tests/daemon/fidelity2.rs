@@ -211,7 +211,7 @@ async fn typed_and_hidden_contents_arrive_as_text() {
     assert!(published(&xml, "Library hours change").contains("an hour earlier"));
 
     // JSON Feed 1.1: item languages, authors (1.1 `authors` and 1.0
-    // `author`), summary, tags, modification date, images.
+    // `author`), summary, tags, modification date, images, external_url.
     let notes = entries("items-json");
     let ferry = stored(&notes, "Short note");
     assert_eq!(ferry.language.as_deref(), Some("en"));
@@ -233,7 +233,16 @@ async fn typed_and_hidden_contents_arrive_as_text() {
             "https://notes.example.org/ferry-wide.jpg"
         ]
     );
+    // `external_url`: kept, and published as a related link.
+    assert_eq!(
+        ferry.external.as_deref(),
+        Some("https://elsewhere.example.com/original")
+    );
     let entry = published(&xml, "Short note");
+    assert!(
+        entry.contains(r#"<link href="https://elsewhere.example.com/original" rel="related"/>"#),
+        "{entry}"
+    );
     assert!(entry.starts_with(r#"<entry xml:lang="en">"#), "{entry}");
     assert!(entry.contains("<name>Ada Example</name>"), "{entry}");
     assert!(entry.contains("<name>Bo Example</name>"), "{entry}");

@@ -212,6 +212,7 @@ fn entry(index: usize, raw: &Raw, now: DateTime<Utc>) -> Entry {
             })
             .collect(),
         merged: None,
+        external: None,
     }
 }
 

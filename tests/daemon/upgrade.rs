@@ -8,6 +8,12 @@
 //! stories joined across sources by URL and by text, and a prune with
 //! `max_per_source = 2` left two tombstones. `store-v1.json` is what that
 //! release read back from it.
+//!
+//! `tests/fixtures/store-v2.tar.gz` is a whole config folder written by the
+//! release before schema version 3 (entries without `external`): its
+//! config, the fixture feeds it read as file sources, the store its
+//! `feedmerge fetch` wrote, and under `expected/` what that release's
+//! `export` and `sources --json` printed from that store.
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
@@ -213,4 +219,70 @@ fn what_is_not_a_store_is_refused_with_what_to_do() {
     assert!(message.contains("notes.txt"), "{message}");
     // Nothing was written among the files that are there.
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_of_schema_version_2_publishes_the_same_after_upgrading() {
+    let dir = tempfile::tempdir().unwrap();
+    let status = std::process::Command::new("tar")
+        .arg("-xzf")
+        .arg(fixture("store-v2.tar.gz"))
+        .arg("-C")
+        .arg(dir.path())
+        .status()
+        .expect("tar runs");
+    assert!(status.success());
+    let config = feedmerge::config::load(&dir.path().join("feedmerge.toml")).unwrap();
+    let expected =
+        |name: &str| std::fs::read_to_string(dir.path().join("expected").join(name)).unwrap();
+    use feedmerge::feeds::Selector;
+    let mut documents = vec![
+        ("feed.atom".to_string(), Selector::Merged),
+        ("stories.atom".to_string(), Selector::Output("stories")),
+    ];
+    for source in &config.sources {
+        documents.push((
+            format!("source-{}.atom", source.name),
+            Selector::Source(&source.name),
+        ));
+    }
+    for (file, selector) in documents {
+        let xml = feedmerge::app::export(&config, selector).await.unwrap();
+        assert_eq!(xml, expected(&file), "{file} changed across the upgrade");
+    }
+    // Every source state, as that release showed it.
+    let before: Vec<serde_json::Value> = serde_json::from_str(&expected("sources.json")).unwrap();
+    let after = feedmerge::app::sources(&config).await.unwrap();
+    assert_eq!(before.len(), after.len());
+    for (old, new) in before.iter().zip(&after) {
+        assert_eq!(old["name"], new.name.as_str());
+        assert_eq!(old["entries_seen"], new.entries_seen);
+        assert_eq!(old["title"].as_str(), new.title.as_deref());
+        assert_eq!(old["encoding"].as_str(), new.encoding.as_deref());
+        assert_eq!(
+            old["last_success"]
+                .as_str()
+                .map(|t| t.parse::<chrono::DateTime<chrono::Utc>>().unwrap()),
+            new.last_success,
+            "{}",
+            new.name
+        );
+    }
+    // The next poll finds every entry under its old id: nothing new.
+    let reports = feedmerge::app::fetch_once(config.clone(), None)
+        .await
+        .unwrap();
+    for report in reports {
+        let line = report.to_string();
+        assert!(line.contains(": 0 new,"), "{line}");
+    }
+    // And once written again in the new form, it still publishes the same.
+    let xml = feedmerge::app::export(&config, Selector::Merged)
+        .await
+        .unwrap();
+    assert_eq!(
+        super::entry_count(&xml),
+        super::entry_count(&expected("feed.atom"))
+    );
+    super::assert_valid_atom(&xml);
 }
