@@ -5,10 +5,12 @@
 //! loopback, the real daemon polls them, and each entry is checked in the
 //! merged Atom document (which jing validates) and in the store.
 //!
-//! Then a few dozen feeds that no one here wrote (podcastparser's test
-//! feeds, from its sdist, unpacked by `.ci/run` under `target/conformance/`)
-//! go through the same daemon: every entry the parser finds arrives, and
-//! every document published stays valid.
+//! Then 81 feeds that no one here wrote go through the same daemon:
+//! podcastparser's 70 test feeds and rss2email's 11 feeds captured from
+//! real sites (BBC Chinese, Disqus, Gmane, Node.js, Tails...), both from
+//! their sdists, unpacked by `.ci/run` under `target/conformance/`. Every
+//! entry the parser finds arrives, and every document published stays
+//! valid.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -29,6 +31,10 @@ const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/fide
 
 /// The podcastparser sdist, as `.ci/run` unpacks it.
 const PODCASTPARSER: &str = "podcastparser-0.6.11";
+/// The rss2email sdist, as `.ci/run` unpacks it: real sites' feeds
+/// (BBC Chinese, Disqus, Gmane, Node.js, Tails...) captured for its bug
+/// reports.
+const RSS2EMAIL: &str = "rss2email-3.14";
 
 /// What the server hands out: path → (content type, body). Tests change it
 /// between polls.
@@ -347,15 +353,63 @@ fn podcastparser_feeds() -> Vec<PathBuf> {
     files
 }
 
+/// rss2email's captured feeds (`test/data/SITE/feed*.{rss,atom,xml}`), each
+/// named `SITE-FILE`, or a message saying how to get them.
+fn rss2email_feeds() -> Vec<(String, PathBuf)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/conformance")
+        .join(RSS2EMAIL)
+        .join("test/data");
+    let sites = std::fs::read_dir(&dir).unwrap_or_else(|err| {
+        panic!(
+            "{}: {err}; run .ci/run, which fetches rss2email's sdist from PyPI into \
+             target/conformance",
+            dir.display()
+        )
+    });
+    let mut files = Vec::new();
+    for site in sites {
+        let site = site.unwrap().path();
+        let Ok(listing) = std::fs::read_dir(&site) else {
+            continue;
+        };
+        for file in listing {
+            let file = file.unwrap().path();
+            let name = file.file_name().unwrap().to_string_lossy().to_string();
+            if name.starts_with("feed") && !name.ends_with(".config") {
+                let site_name = site.file_name().unwrap().to_string_lossy().to_string();
+                files.push((format!("{site_name}-{name}"), file));
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn feeds_no_one_here_wrote_arrive_whole() {
-    let files = podcastparser_feeds();
-    assert!(files.len() >= 30, "only {} feeds", files.len());
+    let mut files: Vec<(String, PathBuf)> = podcastparser_feeds()
+        .into_iter()
+        .map(|file| {
+            (
+                file.file_name().unwrap().to_string_lossy().to_string(),
+                file,
+            )
+        })
+        .collect();
+    let captured = rss2email_feeds();
+    assert!(
+        captured.len() >= 10,
+        "only {} captured feeds",
+        captured.len()
+    );
+    files.extend(captured);
+    assert!(files.len() >= 40, "only {} feeds", files.len());
     let mut served = HashMap::new();
     // Per path: how many entries the parser finds.
     let mut expected: HashMap<String, usize> = HashMap::new();
-    for file in &files {
-        let name = file.file_name().unwrap().to_string_lossy().to_string();
+    for (name, file) in &files {
+        let name = name.clone();
         let body = std::fs::read(file).unwrap();
         // What the parser makes of it; a document it refuses is not counted.
         if let Ok(parsed) = feedmerge::parse::parse(&body, None, None) {
