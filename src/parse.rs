@@ -331,29 +331,11 @@ pub fn bound(parsed: &mut Parsed, limits: &Limits) -> Cuts {
         let before = hints.media.len();
         hints.media.retain(|m| m.url.len() <= limits.max_url);
         cuts.urls += before - hints.media.len();
-        if hints
-            .orig_link
-            .as_ref()
-            .is_some_and(|l| l.len() > limits.max_url)
-        {
-            hints.orig_link = None;
-            cuts.urls += 1;
-        }
-        if hints
-            .external
-            .as_ref()
-            .is_some_and(|l| l.len() > limits.max_url)
-        {
-            hints.external = None;
-            cuts.urls += 1;
-        }
-        if hints
-            .base
-            .as_ref()
-            .is_some_and(|b| b.len() > limits.max_url)
-        {
-            hints.base = None;
-            cuts.urls += 1;
+        for url in [&mut hints.orig_link, &mut hints.external, &mut hints.base] {
+            if url.as_ref().is_some_and(|u| u.len() > limits.max_url) {
+                *url = None;
+                cuts.urls += 1;
+            }
         }
         // A language tag is short (BCP 47 tags in use are under 35 bytes).
         if hints.lang.as_ref().is_some_and(|l| l.len() > 64) {
