@@ -46,6 +46,8 @@ struct Poller {
     /// Per source: cancelled when a reload removes or changes the source,
     /// which ends its poll in flight before anything is written.
     stops: HashMap<String, CancellationToken>,
+    /// Per source: how long after its cron time a scheduled poll starts.
+    offsets: HashMap<String, Duration>,
 }
 
 /// Marks a source busy for as long as it lives.
@@ -94,11 +96,7 @@ impl Poller {
             return;
         };
         let stop = self.stop_of(&source.name);
-        let bound = schedule::jitter_bound(
-            self.config.poll.jitter,
-            schedule::interval(&source.schedule, chrono::Utc::now()),
-        );
-        let offset = schedule::jitter_offset(&source.name, bound);
+        let offset = self.offsets.get(&source.name).copied().unwrap_or_default();
         tokio::select! {
             () = tokio::time::sleep(offset) => {}
             () = shutdown.cancelled() => return,
@@ -203,6 +201,17 @@ fn poller_with(
             .sources
             .iter()
             .map(|s| (s.name.clone(), CancellationToken::new()))
+            .collect(),
+        offsets: config
+            .sources
+            .iter()
+            .map(|s| {
+                let bound = schedule::jitter_bound(
+                    config.poll.jitter,
+                    schedule::interval(&s.schedule, chrono::Utc::now()),
+                );
+                (s.name.clone(), schedule::jitter_offset(&s.name, bound))
+            })
             .collect(),
         config,
         busy,
@@ -694,11 +703,22 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 /// Polls every source (or just `only`) once and stores the results.
 pub async fn fetch_once(config: Config, only: Option<&str>) -> anyhow::Result<Vec<PollReport>> {
     check_source(&config, only)?;
-    let config = Arc::new(config);
     let store = open_store(&config)?;
+    local_round(config, store, only, &|_| {}).await
+}
+
+/// Polls every source (or `only`) of `config` into `store`, here, now,
+/// and flushes.
+async fn local_round(
+    config: Config,
+    store: Store,
+    only: Option<&str>,
+    progress: &(dyn Fn(&PollReport) + Sync),
+) -> anyhow::Result<Vec<PollReport>> {
+    let config = Arc::new(config);
     let metrics = Arc::new(Metrics::new(&config.storage.path));
-    let poller = new_poller(Arc::clone(&config), store.clone(), metrics);
-    let reports = poller.poll_round(only, Due::Ignore, &|_| {}).await;
+    let poller = new_poller(config, store.clone(), metrics);
+    let reports = poller.poll_round(only, Due::Ignore, progress).await;
     store.flush().await?;
     Ok(reports)
 }
@@ -723,14 +743,9 @@ pub async fn fetch(
     check_source(&config, only)?;
     match Store::open(&config.storage.path, store_options(&config)) {
         Ok(store) => {
-            let config = Arc::new(config);
-            let metrics = Arc::new(Metrics::new(&config.storage.path));
-            let poller = new_poller(Arc::clone(&config), store.clone(), metrics);
             let total = only.map_or(config.sources.len(), |_| 1);
-            let reports = poller
-                .poll_round(only, Due::Ignore, &|report| progress(report, total))
-                .await;
-            store.flush().await?;
+            let reports =
+                local_round(config, store, only, &|report| progress(report, total)).await?;
             Ok(FetchSummary::of(&reports))
         }
         Err(StoreError::Locked { .. }) => {
@@ -830,14 +845,14 @@ fn control_router(core: Weak<Core>) -> axum::Router {
         source: Option<String>,
         feed: Option<String>,
     }
-    type Core_ = State<Weak<Core>>;
+    type CoreRef = State<Weak<Core>>;
     fn gone() -> Response {
         (StatusCode::SERVICE_UNAVAILABLE, "the daemon is stopping\n").into_response()
     }
     fn failed(e: impl std::fmt::Display) -> Response {
         (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response()
     }
-    async fn fetch(State(core): Core_, Query(which): Query<Which>) -> Response {
+    async fn fetch(State(core): CoreRef, Query(which): Query<Which>) -> Response {
         let Some(core) = core.upgrade() else {
             return gone();
         };
@@ -858,13 +873,13 @@ fn control_router(core: Weak<Core>) -> axum::Router {
             Err(e) => failed(e),
         }
     }
-    async fn reload(State(core): Core_) -> Response {
+    async fn reload(State(core): CoreRef) -> Response {
         match core.upgrade() {
             Some(core) => axum::Json(core.reload().await).into_response(),
             None => gone(),
         }
     }
-    async fn sources(State(core): Core_) -> Response {
+    async fn sources(State(core): CoreRef) -> Response {
         let Some(core) = core.upgrade() else {
             return gone();
         };
@@ -873,7 +888,7 @@ fn control_router(core: Weak<Core>) -> axum::Router {
             Err(e) => failed(e),
         }
     }
-    async fn entry(State(core): Core_, UrlPath(id): UrlPath<String>) -> Response {
+    async fn entry(State(core): CoreRef, UrlPath(id): UrlPath<String>) -> Response {
         let Some(core) = core.upgrade() else {
             return gone();
         };
@@ -887,7 +902,7 @@ fn control_router(core: Weak<Core>) -> axum::Router {
             Err(e) => failed(e),
         }
     }
-    async fn export(State(core): Core_, Query(which): Query<Which>) -> Response {
+    async fn export(State(core): CoreRef, Query(which): Query<Which>) -> Response {
         let Some(core) = core.upgrade() else {
             return gone();
         };

@@ -189,7 +189,9 @@ pub enum Fetched {
 
 /// One of the fetcher's in-flight slots; dropping it frees the slot.
 #[derive(Debug)]
-pub struct Slot(#[allow(dead_code)] Option<OwnedSemaphorePermit>);
+pub struct Slot {
+    _permit: Option<OwnedSemaphorePermit>,
+}
 
 /// A reusable HTTP client with feedmerge's settings and fetch limits.
 #[derive(Debug, Clone)]
@@ -396,7 +398,9 @@ impl Fetcher {
             return Ok(Fetched::Document {
                 body,
                 meta,
-                slot: Slot(permits.overall.take()),
+                slot: Slot {
+                    _permit: permits.overall.take(),
+                },
             });
         }
     }
@@ -508,7 +512,7 @@ async fn fetch_file(path: &Path, max_body: u64) -> Result<Fetched, FetchError> {
             final_url: Url::from_file_path(path).ok(),
             ..Meta::default()
         },
-        slot: Slot(None),
+        slot: Slot { _permit: None },
     })
 }
 
