@@ -147,6 +147,12 @@ pub struct MergedFeedConfig {
     pub title: String,
     /// Most entries in one published document.
     pub max_entries: usize,
+    /// How long readers and proxies may reuse a published document
+    /// (`Cache-Control: max-age`).
+    pub max_age: Duration,
+    /// Whether published links drop `[dedup] tracking_params` (the rest of
+    /// the URL is kept as the publisher wrote it).
+    pub clean_links: bool,
 }
 
 /// How polling is paced and limited, across all sources.
@@ -412,6 +418,11 @@ struct RawMergedFeed {
     title: Option<String>,
     /// Most entries per document; default 200.
     max_entries: Option<Spanned<usize>>,
+    /// `Cache-Control: max-age` of published documents; default 5 min.
+    #[serde(default, with = "humantime_serde")]
+    max_age: Option<Duration>,
+    /// Drop tracking parameters from published links; default true.
+    clean_links: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -520,6 +531,8 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_MAX_IN_FLIGHT: usize = 32;
 const DEFAULT_PER_HOST: usize = 2;
+/// Default `[feed] max_age`: readers may reuse a document for 5 minutes.
+const DEFAULT_FEED_MAX_AGE: Duration = Duration::from_secs(300);
 const DEFAULT_JITTER: Duration = Duration::from_secs(30);
 const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(24 * 3600);
 const DEFAULT_MAX_BODY: u64 = 10 * 1024 * 1024;
@@ -849,6 +862,8 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         feed: MergedFeedConfig {
             title: raw.feed.title.clone().unwrap_or_else(|| "feedmerge".into()),
             max_entries: max_entries(&raw.feed.max_entries, "feed.max_entries")?,
+            max_age: raw.feed.max_age.unwrap_or(DEFAULT_FEED_MAX_AGE),
+            clean_links: raw.feed.clean_links.unwrap_or(true),
         },
         poll,
         dedup,

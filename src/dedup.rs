@@ -87,6 +87,44 @@ pub fn canonical_url(url: &str, tracking: &[String]) -> Option<String> {
     Some(format!("{host}{port}{path}{query}"))
 }
 
+/// `url` as published: its tracking parameters (`tracking`, as for
+/// [`canonical_url`]) removed, and everything else (scheme, host, path,
+/// the other parameters in their order and spelling, fragment) exactly as
+/// the publisher wrote it. A URL that does not parse, is not http(s) or has
+/// no tracking parameter comes back unchanged.
+pub fn without_tracking(url: &str, tracking: &[String]) -> String {
+    let Ok(mut parsed) = Url::parse(url) else {
+        return url.to_string();
+    };
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return url.to_string();
+    }
+    let Some(query) = parsed.query() else {
+        return url.to_string();
+    };
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| {
+            let name = pair.split('=').next().unwrap_or_default();
+            let name: String = url::form_urlencoded::parse(name.as_bytes())
+                .next()
+                .map(|(k, _)| k.into_owned())
+                .unwrap_or_default();
+            pair.is_empty() || !is_tracking(&name, tracking)
+        })
+        .collect();
+    if kept.len() == query.split('&').count() {
+        return url.to_string();
+    }
+    let kept: Vec<&str> = kept.into_iter().filter(|p| !p.is_empty()).collect();
+    if kept.is_empty() {
+        parsed.set_query(None);
+    } else {
+        parsed.set_query(Some(&kept.join("&")));
+    }
+    parsed.into()
+}
+
 fn is_tracking(name: &str, tracking: &[String]) -> bool {
     let name = name.to_ascii_lowercase();
     tracking.iter().any(|t| match t.strip_suffix('*') {
@@ -693,6 +731,45 @@ mod tests {
 
     fn at(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn published_links_lose_only_their_trackers() {
+        let tracking = default_tracking();
+        let cases = [
+            (
+                "https://news.example/a/1?utm_source=rss&utm_medium=feed",
+                "https://news.example/a/1",
+            ),
+            (
+                "https://news.example/a?id=7&utm_campaign=x&Page=2#top",
+                "https://news.example/a?id=7&Page=2#top",
+            ),
+            // Order and spelling of what stays are the publisher's.
+            (
+                "https://news.example/a?z=1&fbclid=abc&a=%20b",
+                "https://news.example/a?z=1&a=%20b",
+            ),
+            // Prefix rules (utm_*) and case.
+            (
+                "https://news.example/?UTM_Term=q&q=1",
+                "https://news.example/?q=1",
+            ),
+            // Nothing to drop, not http, not a URL: unchanged.
+            ("https://news.example/a?b=1", "https://news.example/a?b=1"),
+            (
+                "ftp://news.example/a?utm_source=x",
+                "ftp://news.example/a?utm_source=x",
+            ),
+            ("not a url?utm_source=x", "not a url?utm_source=x"),
+        ];
+        for (url, want) in cases {
+            assert_eq!(without_tracking(url, &tracking), want, "{url}");
+        }
+        assert_eq!(
+            without_tracking("https://news.example/a?utm_source=x", &[]),
+            "https://news.example/a?utm_source=x"
+        );
     }
 
     fn entry(title: &str, seen: &str) -> Entry {

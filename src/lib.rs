@@ -15,7 +15,9 @@
 //! - [`normalize`]: feed-rs entries to [`model::Entry`]
 //! - [`dedup`]: entry identity and change detection (pure)
 //! - [`store`]: sled, and only sled
-//! - [`feeds`] and [`publish`]: stored entries to Atom documents
+//! - [`feeds`] and [`publish`]: stored entries to Atom and JSON Feed documents
+//! - [`documents`]: rendered documents cached until what is behind them
+//!   changes, with their validators and compressed forms
 //! - [`status`]: per-source status for the API and `feedmerge sources`
 //! - [`opml`]: subscription lists in (as `[[sources]]` TOML) and out
 //! - [`server`]: the HTTP routes
@@ -31,6 +33,7 @@ pub mod config;
 pub mod control;
 pub mod dedup;
 pub mod document;
+pub mod documents;
 pub mod feeds;
 pub mod fetch;
 pub mod logging;

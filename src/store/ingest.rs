@@ -402,6 +402,7 @@ impl Store {
             let stored = StoredEntry::of(new, story_seq).map_err(|r| self.corrupt("records", r))?;
             let value = codec::encode_entry(&stored).map_err(|r| self.corrupt("records", r))?;
             b.records.insert(&keys::record_key(seq)[..], value);
+            self.changes.touch(&new.source);
             let id = compact_id(&new.id);
             state.filters.ids.add(&id);
             b.ids.insert(id, Slot::Stored(seq).encode());

@@ -55,6 +55,7 @@ mod query;
 mod retention;
 mod window;
 
+pub use query::{Cursor, Page};
 pub use retention::{PruneCounts, Retention};
 
 use filters::Filters;
@@ -208,6 +209,56 @@ pub struct Store {
     unflushed: Arc<Unflushed>,
     /// Undecodable values met since opening.
     corrupt: Arc<AtomicU64>,
+    /// Which sources each flush changed: what cached documents check.
+    changes: Arc<Changes>,
+}
+
+/// The store's change signal. Every write that can change a published
+/// document (an entry stored, changed or pruned; a source's title or home
+/// page) marks its source; the flush that makes the writes visible gives
+/// each marked source a new generation, drawn from one counter, so the
+/// largest generation over a set of sources grows whenever any of them
+/// changes.
+#[derive(Default)]
+struct Changes {
+    /// Sources written since the last flush.
+    pending: Mutex<HashSet<String>>,
+    /// Each source's generation (0: unchanged since opening).
+    generations: RwLock<HashMap<String, u64>>,
+    /// The last generation handed out.
+    counter: AtomicU64,
+}
+
+impl Changes {
+    fn touch(&self, source: &str) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if !pending.contains(source) {
+            pending.insert(source.to_string());
+        }
+    }
+
+    /// The flush is done: what it covered is visible.
+    fn publish(&self) {
+        let pending = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
+        if pending.is_empty() {
+            return;
+        }
+        let generation = self.counter.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut generations = self.generations.write().unwrap_or_else(|e| e.into_inner());
+        for source in pending {
+            generations.insert(source, generation);
+        }
+    }
+
+    fn of<'a>(&self, sources: impl IntoIterator<Item = &'a str>) -> u64 {
+        let generations = self.generations.read().unwrap_or_else(|e| e.into_inner());
+        sources
+            .into_iter()
+            .filter_map(|s| generations.get(s))
+            .copied()
+            .max()
+            .unwrap_or(0)
+    }
 }
 
 /// Writes since the last flush that readers must not see yet: a crash
@@ -406,6 +457,7 @@ impl Store {
             flushed_entries: Arc::new(AtomicU64::new(0)),
             unflushed: Arc::new(Unflushed::default()),
             corrupt: Arc::new(AtomicU64::new(0)),
+            changes: Arc::new(Changes::default()),
         };
         migrate::bring_up_to_date(&store, before)?;
         let count = store
@@ -455,6 +507,14 @@ impl Store {
     /// write is unflushed.
     fn shown(&self, seq: u64) -> bool {
         self.unflushed.shown(seq)
+    }
+
+    /// The generation of what `sources` publish: it grows after every
+    /// flush that made a change to any of them visible (an entry stored,
+    /// changed or pruned, a source's title or home page), and stays put
+    /// otherwise. What a cache of rendered documents compares.
+    pub fn generation<'a>(&self, sources: impl IntoIterator<Item = &'a str>) -> u64 {
+        self.changes.of(sources)
     }
 
     /// Entries stored and undecodable values met.
@@ -535,9 +595,17 @@ impl Store {
     ) -> Result<(), StoreError> {
         let value = codec::encode_source(state).map_err(|r| self.corrupt("sources", r))?;
         let _writer = self.lock_writer();
+        let before = self.t.sources.get(name).map_err(|e| self.sled_err(e))?;
+        // Published documents show a source's title and home page.
+        let described = before
+            .as_deref()
+            .and_then(|bytes| codec::decode_source(bytes).ok())
+            .is_some_and(|old| old.title == state.title && old.home_page == state.home_page);
+        if !described {
+            self.changes.touch(name);
+        }
         let mut unflushed = self.unflushed.sources();
         if !unflushed.contains_key(name) {
-            let before = self.t.sources.get(name).map_err(|e| self.sled_err(e))?;
             unflushed.insert(name.to_string(), before);
         }
         self.t
@@ -596,6 +664,7 @@ impl Store {
         self.db.flush().map_err(|e| self.sled_err(e))?;
         // Under the writer lock, so nothing was written since the flush.
         self.unflushed.clear();
+        self.changes.publish();
         self.flushed_entries
             .store(self.entries.load(Ordering::SeqCst), Ordering::SeqCst);
         Ok(())

@@ -16,6 +16,40 @@ use super::{Store, StoreError};
 /// A `by_source` iterator, newest first.
 type SourceScan = std::iter::Rev<sled::Iter>;
 
+/// A place in a newest-first listing (an entry's sort time and seq): a page
+/// holds what comes strictly after it. Opaque outside the store; it travels
+/// in URLs as 32 hex digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Cursor([u8; 16]);
+
+impl Cursor {
+    /// The cursor as 32 lowercase hex digits.
+    pub fn to_hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// A cursor from [`Cursor::to_hex`]'s form; `None` for anything else.
+    pub fn from_hex(text: &str) -> Option<Self> {
+        if text.len() != 32 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        let mut out = [0u8; 16];
+        for (i, byte) in out.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(text.get(i * 2..i * 2 + 2)?, 16).ok()?;
+        }
+        Some(Self(out))
+    }
+}
+
+/// One page of a newest-first listing.
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    /// What the page holds, newest first.
+    pub items: Vec<T>,
+    /// Where the next (older) page starts, when there may be one.
+    pub next: Option<Cursor>,
+}
+
 impl Store {
     /// What `ids` says of entry id `id`.
     pub(super) fn slot(&self, id: &str) -> Result<Option<Slot>, StoreError> {
@@ -146,11 +180,21 @@ impl Store {
 
     /// Up to `limit` entries of source `source`, newest first.
     pub fn source_entries(&self, source: &str, limit: usize) -> Result<Vec<Entry>, StoreError> {
+        Ok(self.source_page(source, limit, None)?.items)
+    }
+
+    /// Up to `limit` entries of source `source` older than `before` (all,
+    /// when `None`), newest first, and where the next page starts.
+    pub fn source_page(
+        &self,
+        source: &str,
+        limit: usize,
+        before: Option<Cursor>,
+    ) -> Result<Page<Entry>, StoreError> {
         let mut out = Vec::new();
-        for item in self.t.by_source.scan_prefix(source_prefix(source)).rev() {
-            if out.len() >= limit {
-                break;
-            }
+        let mut last = None;
+        let mut next = None;
+        for item in self.source_scan(source, before) {
             let (key, _) = item.map_err(|e| self.sled_err(e))?;
             let Some(seq) = keys::trailing_seq(&key) else {
                 continue;
@@ -158,11 +202,30 @@ impl Store {
             if !self.shown(seq) {
                 continue;
             }
+            if out.len() >= limit {
+                next = last;
+                break;
+            }
             if let Some(stored) = self.stored(seq)? {
                 out.push(stored.entry);
+                last = position(&key);
             }
         }
-        Ok(out)
+        Ok(Page { items: out, next })
+    }
+
+    /// `source`'s `by_source` keys older than `before` (all, when `None`),
+    /// newest first.
+    fn source_scan(&self, source: &str, before: Option<Cursor>) -> SourceScan {
+        let prefix = source_prefix(source);
+        match before {
+            None => self.t.by_source.scan_prefix(prefix).rev(),
+            Some(Cursor(at)) => {
+                let mut end = prefix.clone();
+                end.extend_from_slice(&at);
+                self.t.by_source.range(prefix..end).rev()
+            }
+        }
     }
 
     /// Up to `limit` stories with a copy from `sources`, newest first (by
@@ -175,10 +238,24 @@ impl Store {
         limit: usize,
         sources: &HashSet<&str>,
     ) -> Result<Vec<Item>, StoreError> {
+        Ok(self.stories_page(limit, sources, None)?.items)
+    }
+
+    /// Up to `limit` stories with a copy from `sources` whose newest such
+    /// copy is older than `before` (all, when `None`), newest first, and
+    /// where the next page starts. Following the pages from `None` meets
+    /// every story exactly once: a story belongs to the page of its newest
+    /// copy.
+    pub fn stories_page(
+        &self,
+        limit: usize,
+        sources: &HashSet<&str>,
+        before: Option<Cursor>,
+    ) -> Result<Page<Item>, StoreError> {
         let mut scans: Vec<SourceScan> = Vec::new();
         let mut heads = BinaryHeap::new();
         for source in sources {
-            let mut scan = self.t.by_source.scan_prefix(source_prefix(source)).rev();
+            let mut scan = self.source_scan(source, before);
             if let Some(head) = self.next_head(&mut scan)? {
                 heads.push((head, Reverse(scans.len())));
             }
@@ -187,10 +264,9 @@ impl Store {
         let keep = |e: &Entry| sources.contains(e.source.as_str());
         let mut out = Vec::new();
         let mut emitted = HashSet::new();
-        while let Some(((_, story_seq), Reverse(which))) = heads.pop() {
-            if out.len() >= limit {
-                break;
-            }
+        let mut last = None;
+        let mut next = None;
+        while let Some(((at, story_seq), Reverse(which))) = heads.pop() {
             if let Some(scan) = scans.get_mut(which) {
                 if let Some(head) = self.next_head(scan)? {
                     heads.push((head, Reverse(which)));
@@ -199,11 +275,36 @@ impl Store {
             if !emitted.insert(story_seq) {
                 continue;
             }
+            // On a later page, a story whose newest copy is above the
+            // cursor was on an earlier one.
+            if before.is_some() && self.story_newest(story_seq, &keep)? > Some(Cursor(at)) {
+                continue;
+            }
+            if out.len() >= limit {
+                next = last;
+                break;
+            }
             if let Some(item) = self.story_item(story_seq, &keep)? {
                 out.push(item);
+                last = Some(Cursor(at));
             }
         }
-        Ok(out)
+        Ok(Page { items: out, next })
+    }
+
+    /// Where the newest copy of story `story_seq` that `keep` accepts sits
+    /// in the newest-first order.
+    fn story_newest(
+        &self,
+        story_seq: u64,
+        keep: &dyn Fn(&Entry) -> bool,
+    ) -> Result<Option<Cursor>, StoreError> {
+        Ok(self
+            .members(story_seq)?
+            .into_iter()
+            .filter(|(seq, stored)| self.shown(*seq) && keep(&stored.entry))
+            .map(|(seq, stored)| Cursor(keys::time_key(stored.entry.published_or_seen(), seq)))
+            .max())
     }
 
     /// The next key of a `by_source` scan: (its time and seq, as key
@@ -228,4 +329,13 @@ impl Store {
         }
         Ok(None)
     }
+}
+
+/// Where a `by_source` key sits in the newest-first order.
+fn position(key: &[u8]) -> Option<Cursor> {
+    key.len()
+        .checked_sub(16)
+        .and_then(|at| key.get(at..))
+        .and_then(|t| <[u8; 16]>::try_from(t).ok())
+        .map(Cursor)
 }

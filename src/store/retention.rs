@@ -145,6 +145,7 @@ impl Store {
             let entry = &stored.entry;
             let time = entry.published_or_seen();
             b.records.remove(&keys::record_key(seq)[..]);
+            self.changes.touch(&entry.source);
             b.by_time.remove(&time_key(time, seq)[..]);
             b.by_source.remove(source_key(&entry.source, time, seq));
             if let Some(canon) = &entry.canonical {
