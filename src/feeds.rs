@@ -120,5 +120,6 @@ fn feed_info(config: &Config, path: &str, name: &str, title: &str) -> FeedInfo {
             .unwrap_or_else(|| format!("urn:feedmerge:feed:{name}")),
         title: title.to_string(),
         self_link,
+        next_link: None,
     }
 }

@@ -15,6 +15,8 @@ use chrono::{DateTime, Utc};
 
 use crate::model::{Entry, Item};
 
+pub mod json;
+
 /// Identity of one published document.
 #[derive(Debug, Clone)]
 pub struct FeedInfo {
@@ -24,6 +26,8 @@ pub struct FeedInfo {
     pub title: String,
     /// The document's own URL, for `rel="self"`.
     pub self_link: Option<String>,
+    /// The next page of this document (RFC 5005 paging; JSON Feed `next_url`).
+    pub next_link: Option<String>,
 }
 
 /// What the published feed says about a source.
@@ -71,7 +75,7 @@ pub fn without_userinfo(text: &str) -> String {
 
 /// Why a document could not be written.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot write atom document: {0}")]
+#[error("cannot write feed document: {0}")]
 pub struct PublishError(String);
 
 /// Renders `entries` (already in order) as an Atom document. `empty_updated`
@@ -381,6 +385,7 @@ mod tests {
             id: "urn:feedmerge:feed:merged".into(),
             title: "News".into(),
             self_link: None,
+            next_link: None,
         };
         let xml = render(
             &info,
