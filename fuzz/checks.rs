@@ -80,6 +80,8 @@ pub fn feed(data: &[u8]) {
         id: "urn:feedmerge:feed:fuzz".into(),
         title: "fuzz".into(),
         self_link: Some("https://merged.example/feed.atom".into()),
+        next_link: Some("https://merged.example/feed.atom?limit=3&before=00".into()),
+        json_link: Some("https://merged.example/feed.json".into()),
     };
     let items: Vec<Item> = entries.into_iter().map(Item::single).collect();
     let xml = publish::render(&info, &items, &sources, DateTime::<Utc>::UNIX_EPOCH)
@@ -92,6 +94,15 @@ pub fn feed(data: &[u8]) {
     assert_eq!(
         ids, expected,
         "entries published != entries read back\n{xml}"
+    );
+    let json = publish::json::render(&info, &items, &sources, DateTime::<Utc>::UNIX_EPOCH)
+        .expect("publishing normalized entries as JSON Feed never fails");
+    let back = feed_rs::parser::parse(json.as_bytes())
+        .unwrap_or_else(|e| panic!("feed-rs cannot read the JSON Feed we published: {e}\n{json}"));
+    let json_ids: Vec<&str> = back.entries.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(
+        json_ids, expected,
+        "entries published != entries read back from JSON Feed\n{json}"
     );
     for e in &back.entries {
         assert!(

@@ -575,6 +575,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         last_reload,
         metrics,
         ready: first_round.clone(),
+        documents: Arc::default(),
     });
     let server_stop = shutdown.clone();
     let limits = config.server.clone();

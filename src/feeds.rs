@@ -1,17 +1,20 @@
 //! The published feeds: which stored entries each one holds, rendered.
 //!
-//! This is the glue between the store (which entries, newest first) and
-//! publish (the Atom document); the HTTP server and `feedmerge export` both
-//! go through [`render`], so they always agree.
+//! This is the glue between the store (which entries, newest first, a page
+//! at a time) and publish (the Atom and JSON Feed documents); the HTTP
+//! server and `feedmerge export` both go through [`render_document`], so
+//! they always agree. Published links lose their tracking parameters here
+//! (`[feed] clean_links`).
 
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 
 use crate::config::{Config, SourceLocation};
+use crate::dedup;
 use crate::model::Item;
 use crate::publish::{self, FeedInfo, PublishError, SourceInfo};
-use crate::store::{Store, StoreError};
+use crate::store::{Cursor, Page, Store, StoreError};
 
 /// Why a feed could not be rendered.
 #[derive(Debug, thiserror::Error)]
@@ -35,46 +38,195 @@ pub enum Selector<'a> {
     Source(&'a str),
 }
 
-/// Renders the selected feed; `Ok(None)` when there is no such feed.
+/// A document's format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Format {
+    /// Atom 1.0 (`.atom`).
+    Atom,
+    /// JSON Feed 1.1 (`.json`).
+    Json,
+}
+
+impl Format {
+    /// The file extension it is served under.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Format::Atom => "atom",
+            Format::Json => "json",
+        }
+    }
+
+    /// Its media type.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Atom => publish::ATOM_CONTENT_TYPE,
+            Format::Json => publish::json::JSON_FEED_CONTENT_TYPE,
+        }
+    }
+}
+
+/// One published document: a feed, its format, and which page (RFC 5005
+/// paging: the newest `limit` entries older than `before`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Request<'a> {
+    /// Which feed.
+    pub selector: Selector<'a>,
+    /// Which format.
+    pub format: Format,
+    /// Entries per page, capped at the feed's `max_entries`; `None`: the
+    /// subscription document (`max_entries`).
+    pub limit: Option<usize>,
+    /// Where the page starts; `None`: at the newest entry.
+    pub before: Option<Cursor>,
+}
+
+impl<'a> Request<'a> {
+    /// The subscription document of `selector`, in Atom.
+    pub fn atom(selector: Selector<'a>) -> Self {
+        Self {
+            selector,
+            format: Format::Atom,
+            limit: None,
+            before: None,
+        }
+    }
+
+    /// The document's path under the server's root, without query.
+    pub fn path(&self) -> String {
+        let ext = self.format.extension();
+        match self.selector {
+            Selector::Merged => format!("feed.{ext}"),
+            Selector::Output(name) => format!("feeds/{name}.{ext}"),
+            Selector::Source(name) => format!("sources/{name}.{ext}"),
+        }
+    }
+
+    /// The path with the paging query, if paged: what the document is
+    /// served at, and its cache key.
+    pub fn path_and_query(&self) -> String {
+        let mut out = self.path();
+        let mut sep = '?';
+        if let Some(limit) = self.limit {
+            out.push_str(&format!("{sep}limit={limit}"));
+            sep = '&';
+        }
+        if let Some(before) = self.before {
+            out.push_str(&format!("{sep}before={}", before.to_hex()));
+        }
+        out
+    }
+}
+
+/// Renders the selected feed's subscription document in Atom; `Ok(None)`
+/// when there is no such feed.
 pub fn render(
     config: &Config,
     store: &Store,
     selector: Selector<'_>,
 ) -> Result<Option<String>, FeedError> {
+    render_document(config, store, &Request::atom(selector))
+}
+
+/// The configured sources whose entries `selector` publishes (what its
+/// documents depend on, with the config); `None` when there is no such
+/// feed.
+pub fn sources_behind<'c>(config: &'c Config, selector: Selector<'_>) -> Option<Vec<&'c str>> {
+    let names = |keep: &dyn Fn(&crate::config::SourceConfig) -> bool| {
+        config
+            .sources
+            .iter()
+            .filter(|s| keep(s))
+            .map(|s| s.name.as_str())
+            .collect()
+    };
+    match selector {
+        Selector::Merged => Some(names(&|_| true)),
+        Selector::Output(name) => {
+            let out = config.output_feed(name)?;
+            Some(names(&|s| s.tags.iter().any(|t| out.tags.contains(t))))
+        }
+        Selector::Source(name) => config.source(name).map(|s| vec![s.name.as_str()]),
+    }
+}
+
+/// Renders one document; `Ok(None)` when there is no such feed.
+pub fn render_document(
+    config: &Config,
+    store: &Store,
+    request: &Request<'_>,
+) -> Result<Option<String>, FeedError> {
+    let Some(behind) = sources_behind(config, request.selector) else {
+        return Ok(None);
+    };
     // Entries of sources no longer in the config stay stored but are not
     // published.
-    let configured: HashSet<&str> = config.sources.iter().map(|s| s.name.as_str()).collect();
-    let (info, items) = match selector {
-        Selector::Merged => {
-            let info = feed_info(config, "feed.atom", "merged", &config.feed.title);
-            let stories = store.newest_stories(config.feed.max_entries, &configured)?;
-            (info, stories)
-        }
-        Selector::Output(name) => {
-            let Some(out) = config.output_feed(name) else {
-                return Ok(None);
-            };
-            let allowed: HashSet<&str> = config
-                .sources
-                .iter()
-                .filter(|s| s.tags.iter().any(|t| out.tags.contains(t)))
-                .map(|s| s.name.as_str())
-                .collect();
-            let info = feed_info(config, &format!("feeds/{name}.atom"), name, &out.title);
-            let stories = store.newest_stories(out.max_entries, &allowed)?;
-            (info, stories)
+    let behind: HashSet<&str> = behind.into_iter().collect();
+    let (title, max_entries) = match request.selector {
+        Selector::Merged => (config.feed.title.clone(), config.feed.max_entries),
+        Selector::Output(name) => match config.output_feed(name) {
+            Some(out) => (out.title.clone(), out.max_entries),
+            None => return Ok(None),
+        },
+        Selector::Source(name) => (
+            format!("{} ({name})", config.feed.title),
+            config.feed.max_entries,
+        ),
+    };
+    let limit = request
+        .limit
+        .unwrap_or(max_entries)
+        .clamp(1, max_entries.max(1));
+    let page = match request.selector {
+        Selector::Merged | Selector::Output(_) => {
+            store.stories_page(limit, &behind, request.before)?
         }
         Selector::Source(name) => {
-            if config.source(name).is_none() {
-                return Ok(None);
+            let page = store.source_page(name, limit, request.before)?;
+            Page {
+                items: page.items.into_iter().map(Item::single).collect(),
+                next: page.next,
             }
-            let title = format!("{} ({name})", config.feed.title);
-            let info = feed_info(config, &format!("sources/{name}.atom"), name, &title);
-            let entries = store.source_entries(name, config.feed.max_entries)?;
-            (info, entries.into_iter().map(Item::single).collect())
         }
     };
-    // Only the sources the document names: each entry's atom:source.
+    let mut items = page.items;
+    if config.feed.clean_links {
+        for copy in items.iter_mut().flat_map(|item| item.copies.iter_mut()) {
+            let tracking = &config.dedup.tracking_params;
+            copy.link = copy
+                .link
+                .as_deref()
+                .map(|l| dedup::without_tracking(l, tracking));
+            copy.external = copy
+                .external
+                .as_deref()
+                .map(|l| dedup::without_tracking(l, tracking));
+        }
+    }
+    let info = feed_info(
+        config,
+        request,
+        &title,
+        page.next.map(|next| Request {
+            limit: Some(limit),
+            before: Some(next),
+            ..*request
+        }),
+    );
+    let sources = sources_shown(config, store, &items)?;
+    let epoch = DateTime::<Utc>::UNIX_EPOCH;
+    Ok(Some(match request.format {
+        Format::Atom => publish::render(&info, &items, &sources, epoch)?,
+        Format::Json => publish::json::render(&info, &items, &sources, epoch)?,
+    }))
+}
+
+/// What the document says of the sources it names (each entry's
+/// `atom:source`).
+fn sources_shown(
+    config: &Config,
+    store: &Store,
+    items: &[Item],
+) -> Result<HashMap<String, SourceInfo>, FeedError> {
     let shown: HashSet<&str> = items
         .iter()
         .flat_map(|item| item.copies.iter().map(|e| e.source.as_str()))
@@ -103,23 +255,50 @@ pub fn render(
             },
         );
     }
-    let epoch = DateTime::<Utc>::UNIX_EPOCH;
-    Ok(Some(publish::render(&info, &items, &sources, epoch)?))
+    Ok(sources)
 }
 
-fn feed_info(config: &Config, path: &str, name: &str, title: &str) -> FeedInfo {
-    let self_link = config
-        .server
-        .base_url
-        .as_ref()
-        .and_then(|base| base.join(path).ok())
-        .map(String::from);
+/// The document's identity and links: its id is the subscription
+/// document's (every page of a feed is the same feed), its `self` the URL
+/// it is served at, `next` the next page's.
+fn feed_info(
+    config: &Config,
+    request: &Request<'_>,
+    title: &str,
+    next: Option<Request<'_>>,
+) -> FeedInfo {
+    let base = config.server.base_url.as_ref();
+    // Without a base URL, links are absolute paths on this server.
+    let link = |path: &str| match base {
+        Some(base) => base.join(path).ok().map(String::from),
+        None => Some(format!("/{path}")),
+    };
+    let subscription = Request {
+        limit: None,
+        before: None,
+        format: Format::Atom,
+        ..*request
+    };
+    let name = match request.selector {
+        Selector::Merged => "merged",
+        Selector::Output(name) | Selector::Source(name) => name,
+    };
     FeedInfo {
-        id: self_link
-            .clone()
+        id: base
+            .and_then(|base| base.join(&subscription.path()).ok())
+            .map(String::from)
             .unwrap_or_else(|| format!("urn:feedmerge:feed:{name}")),
         title: title.to_string(),
-        self_link,
-        next_link: None,
+        self_link: base
+            .and_then(|base| base.join(&request.path_and_query()).ok())
+            .map(String::from),
+        next_link: next.and_then(|next| link(&next.path_and_query())),
+        json_link: link(
+            &Request {
+                format: Format::Json,
+                ..*request
+            }
+            .path_and_query(),
+        ),
     }
 }

@@ -17,6 +17,9 @@ use crate::model::{Entry, Item};
 
 pub mod json;
 
+/// The content type of every published Atom document.
+pub const ATOM_CONTENT_TYPE: &str = "application/atom+xml; charset=utf-8";
+
 /// Identity of one published document.
 #[derive(Debug, Clone)]
 pub struct FeedInfo {
@@ -28,6 +31,8 @@ pub struct FeedInfo {
     pub self_link: Option<String>,
     /// The next page of this document (RFC 5005 paging; JSON Feed `next_url`).
     pub next_link: Option<String>,
+    /// The same document as JSON Feed: Atom's `rel="alternate"`.
+    pub json_link: Option<String>,
 }
 
 /// What the published feed says about a source.
@@ -108,13 +113,19 @@ pub fn render(
         entries: items.iter().filter_map(|i| atom_item(i, sources)).collect(),
         ..Feed::default()
     };
-    if let Some(href) = &info.self_link {
-        feed.links.push(Link {
-            href: href.clone(),
-            rel: "self".into(),
-            mime_type: Some("application/atom+xml".into()),
-            ..Link::default()
-        });
+    for (href, rel, mime_type) in [
+        (&info.self_link, "self", "application/atom+xml"),
+        (&info.json_link, "alternate", "application/feed+json"),
+        (&info.next_link, "next", "application/atom+xml"),
+    ] {
+        if let Some(href) = href {
+            feed.links.push(Link {
+                href: href.clone(),
+                rel: rel.into(),
+                mime_type: Some(mime_type.into()),
+                ..Link::default()
+            });
+        }
     }
     let bytes = feed
         .write_with_config(
@@ -386,6 +397,7 @@ mod tests {
             title: "News".into(),
             self_link: None,
             next_link: None,
+            json_link: None,
         };
         let xml = render(
             &info,

@@ -16,8 +16,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{MatchedPath, Path, State};
-use axum::http::{header, Method, Request, StatusCode};
+use axum::extract::{MatchedPath, Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, Request as HttpRequest, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -33,13 +33,14 @@ use tower_service::Service;
 use tracing::{error, warn};
 
 use crate::config::{Config, ServerConfig};
-use crate::feeds::{self, Selector};
+use crate::documents::{self, Documents, RenderFailure};
+use crate::feeds::{self, Format, Request, Selector};
 use crate::metrics::{self, Metrics};
 use crate::status::{self, ReloadStatus};
-use crate::store::Store;
+use crate::store::{Cursor, Store};
 
-/// The content type of every published feed.
-pub const ATOM_CONTENT_TYPE: &str = "application/atom+xml; charset=utf-8";
+/// The content type of every published Atom feed.
+pub use crate::publish::ATOM_CONTENT_TYPE;
 
 /// What the handlers share.
 #[derive(Debug, Clone)]
@@ -54,6 +55,8 @@ pub struct ServerState {
     pub metrics: Arc<Metrics>,
     /// True once the first poll round is done (`/readyz`).
     pub ready: watch::Receiver<bool>,
+    /// The published documents, rendered once per change.
+    pub documents: Arc<Documents>,
 }
 
 impl ServerState {
@@ -136,7 +139,7 @@ pub async fn serve(
             },
         };
         let router = router.clone();
-        let service = service_fn(move |request: Request<Incoming>| {
+        let service = service_fn(move |request: HttpRequest<Incoming>| {
             let mut router = router.clone();
             async move {
                 let uri_len = request.uri().to_string().len();
@@ -181,6 +184,7 @@ pub async fn serve(
 pub fn router(state: ServerState) -> Router {
     Router::new()
         .route("/feed.atom", get(merged_feed))
+        .route("/feed.json", get(merged_json))
         .route("/feeds/{file}", get(named_feed))
         .route("/sources/{file}", get(source_feed))
         .route("/api/entries/{id}", get(entry_story))
@@ -238,26 +242,91 @@ async fn metrics(State(state): State<ServerState>) -> Response {
     ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response()
 }
 
-async fn merged_feed(State(state): State<ServerState>) -> Response {
-    feed_response(state, Wanted::Merged).await
+async fn merged_feed(
+    State(state): State<ServerState>,
+    Query(page): Query<PageQuery>,
+    headers: HeaderMap,
+) -> Response {
+    feed_response(state, Wanted::Merged, Format::Atom, page, &headers).await
 }
 
-async fn named_feed(State(state): State<ServerState>, Path(file): Path<String>) -> Response {
-    match file.strip_suffix(".atom") {
-        Some(name) => feed_response(state, Wanted::Output(name.to_string())).await,
+async fn merged_json(
+    State(state): State<ServerState>,
+    Query(page): Query<PageQuery>,
+    headers: HeaderMap,
+) -> Response {
+    feed_response(state, Wanted::Merged, Format::Json, page, &headers).await
+}
+
+async fn named_feed(
+    State(state): State<ServerState>,
+    Path(file): Path<String>,
+    Query(page): Query<PageQuery>,
+    headers: HeaderMap,
+) -> Response {
+    match split_file(&file) {
+        Some((name, format)) => {
+            feed_response(state, Wanted::Output(name.into()), format, page, &headers).await
+        }
         None => not_found(),
     }
 }
 
-async fn source_feed(State(state): State<ServerState>, Path(file): Path<String>) -> Response {
-    match file.strip_suffix(".atom") {
-        Some(name) => feed_response(state, Wanted::Source(name.to_string())).await,
+async fn source_feed(
+    State(state): State<ServerState>,
+    Path(file): Path<String>,
+    Query(page): Query<PageQuery>,
+    headers: HeaderMap,
+) -> Response {
+    match split_file(&file) {
+        Some((name, format)) => {
+            feed_response(state, Wanted::Source(name.into()), format, page, &headers).await
+        }
         None => not_found(),
+    }
+}
+
+/// `NAME.atom` or `NAME.json`, split.
+fn split_file(file: &str) -> Option<(&str, Format)> {
+    if let Some(name) = file.strip_suffix(".atom") {
+        Some((name, Format::Atom))
+    } else {
+        file.strip_suffix(".json").map(|name| (name, Format::Json))
+    }
+}
+
+/// A feed's paging query (RFC 5005): `?limit=N` (capped at the feed's
+/// `max_entries`), `&before=CURSOR` (from a `next` link). Other
+/// parameters (a reader's cache-buster) are ignored.
+#[derive(Debug, Default, serde::Deserialize)]
+struct PageQuery {
+    limit: Option<String>,
+    before: Option<String>,
+}
+
+impl PageQuery {
+    /// The page asked for, or why the query is refused.
+    fn parse(&self) -> Result<(Option<usize>, Option<Cursor>), &'static str> {
+        let limit = match &self.limit {
+            None => None,
+            Some(text) => match text.parse::<usize>() {
+                Ok(n) if n > 0 => Some(n),
+                _ => return Err("limit must be a positive whole number\n"),
+            },
+        };
+        let before = match &self.before {
+            None => None,
+            Some(text) => match Cursor::from_hex(text) {
+                Some(cursor) => Some(cursor),
+                None => return Err("before must be a cursor from a next link\n"),
+            },
+        };
+        Ok((limit, before))
     }
 }
 
 /// A feed asked for, owned, so it can go to a blocking thread.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum Wanted {
     Merged,
     Output(String),
@@ -274,6 +343,114 @@ impl Wanted {
     }
 }
 
+/// Serves a published document from the cache of rendered documents,
+/// rendering it (on a blocking thread, once however many ask) only when
+/// the config or the entries and sources behind it changed; then answers
+/// conditional requests with 304 and compresses by `Accept-Encoding`.
+async fn feed_response(
+    state: ServerState,
+    wanted: Wanted,
+    format: Format,
+    page: PageQuery,
+    headers: &HeaderMap,
+) -> Response {
+    let (limit, before) = match page.parse() {
+        Ok(page) => page,
+        Err(why) => return (StatusCode::BAD_REQUEST, why).into_response(),
+    };
+    let config = state.config();
+    let request = Request {
+        selector: wanted.selector(),
+        format,
+        limit,
+        before,
+    };
+    let Some(behind) = feeds::sources_behind(&config, request.selector) else {
+        return not_found();
+    };
+    let generation = state.store.generation(behind);
+    let key = request.path_and_query();
+    let render = {
+        let (config, store) = (Arc::clone(&config), state.store.clone());
+        let wanted = wanted.clone();
+        move || {
+            let request = Request {
+                selector: wanted.selector(),
+                format,
+                limit,
+                before,
+            };
+            feeds::render_document(&config, &store, &request)
+                .map(|doc| doc.map(|body| (body, format.content_type())))
+        }
+    };
+    let doc = match state
+        .documents
+        .get(key, Arc::clone(&config), generation, render)
+        .await
+    {
+        Ok(Some(doc)) => doc,
+        Ok(None) => return not_found(),
+        Err(RenderFailure::Render(e)) => {
+            error!(error = %e, feed = ?wanted, "cannot render feed");
+            return (StatusCode::INTERNAL_SERVER_ERROR, "cannot render feed\n").into_response();
+        }
+        Err(RenderFailure::Task(e)) => {
+            error!(error = %e, feed = ?wanted, "render task failed");
+            return (StatusCode::INTERNAL_SERVER_ERROR, "cannot render feed\n").into_response();
+        }
+    };
+    let text = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    let coding = documents::negotiate(text(header::ACCEPT_ENCODING));
+    let mut response =
+        if doc.not_modified(text(header::IF_NONE_MATCH), text(header::IF_MODIFIED_SINCE)) {
+            StatusCode::NOT_MODIFIED.into_response()
+        } else {
+            let body = if doc.ready(coding) {
+                doc.encoded(coding)
+            } else {
+                let doc = Arc::clone(&doc);
+                match tokio::task::spawn_blocking(move || doc.encoded(coding)).await {
+                    Ok(body) => body,
+                    Err(e) => {
+                        error!(error = %e, "compression task failed");
+                        return (StatusCode::INTERNAL_SERVER_ERROR, "cannot render feed\n")
+                            .into_response();
+                    }
+                }
+            };
+            let mut response = Body::from(body).into_response();
+            let h = response.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(doc.content_type),
+            );
+            if let Some(value) = coding.header() {
+                h.insert(header::CONTENT_ENCODING, HeaderValue::from_static(value));
+            }
+            response
+        };
+    let h = response.headers_mut();
+    if let Ok(etag) = HeaderValue::from_str(&doc.etag(coding)) {
+        h.insert(header::ETAG, etag);
+    }
+    if let Ok(date) = HeaderValue::from_str(&httpdate::fmt_http_date(doc.last_modified)) {
+        h.insert(header::LAST_MODIFIED, date);
+    }
+    if let Ok(cache) = HeaderValue::from_str(&cache_control(&config)) {
+        h.insert(header::CACHE_CONTROL, cache);
+    }
+    h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+    response
+}
+
+/// `Cache-Control` of a published document: `[feed] max_age`, for every
+/// page alike (a page past a cursor can still change: a copy joins one of
+/// its stories, retention prunes one).
+fn cache_control(config: &Config) -> String {
+    format!("public, max-age={}", config.feed.max_age.as_secs())
+}
+
 async fn entry_story(State(state): State<ServerState>, Path(id): Path<String>) -> Response {
     match status::explain(&state.store, &id) {
         Ok(Some(report)) => axum::Json(report).into_response(),
@@ -281,30 +458,6 @@ async fn entry_story(State(state): State<ServerState>, Path(id): Path<String>) -
         Err(e) => {
             error!(error = %e, "cannot read entry");
             (StatusCode::INTERNAL_SERVER_ERROR, "cannot read entry\n").into_response()
-        }
-    }
-}
-
-/// Renders a feed on a blocking thread: store reads and rendering never
-/// hold an async worker.
-async fn feed_response(state: ServerState, wanted: Wanted) -> Response {
-    let rendered = tokio::task::spawn_blocking(move || {
-        let result = feeds::render(&state.config(), &state.store, wanted.selector());
-        (result, wanted)
-    })
-    .await;
-    match rendered {
-        Ok((Ok(Some(xml)), _)) => {
-            ([(header::CONTENT_TYPE, ATOM_CONTENT_TYPE)], xml).into_response()
-        }
-        Ok((Ok(None), _)) => not_found(),
-        Ok((Err(e), wanted)) => {
-            error!(error = %e, feed = ?wanted, "cannot render feed");
-            (StatusCode::INTERNAL_SERVER_ERROR, "cannot render feed\n").into_response()
-        }
-        Err(e) => {
-            error!(error = %e, "render task failed");
-            (StatusCode::INTERNAL_SERVER_ERROR, "cannot render feed\n").into_response()
         }
     }
 }

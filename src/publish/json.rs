@@ -249,6 +249,7 @@ mod tests {
             title: "News".into(),
             self_link: Some("https://news.example/feed.json".into()),
             next_link: next_link.map(Into::into),
+            json_link: None,
         }
     }
 

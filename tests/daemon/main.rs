@@ -31,6 +31,7 @@ mod intake;
 mod manners;
 mod observe;
 mod opml;
+mod publishing;
 mod reference_config;
 mod reload;
 mod roundtrip;

@@ -1,0 +1,477 @@
+//! Publishing, on the real daemon over HTTP: every document in both
+//! formats (Atom checked with jing, JSON Feed read back by feed-rs and
+//! serde), conditional requests, compression, HEAD, caching headers, the
+//! RFC 5005 paging walk, links without trackers, and no secret in any
+//! document.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use feedmerge::app;
+use feedmerge::config;
+
+use super::*;
+
+/// A client that leaves compression to the test.
+fn raw_client() -> ::reqwest::Client {
+    ::reqwest::Client::builder()
+        .no_gzip()
+        .no_brotli()
+        .no_deflate()
+        .no_zstd()
+        .build()
+        .unwrap()
+}
+
+/// Writes the fixture corpus's config with `base_url` set to the port the
+/// daemon will listen on, and `extra` appended; returns its path and the
+/// daemon's base URL.
+fn config_with_base(
+    dir: &Path,
+    feeds: &str,
+    sources: &[(&str, &str, &str)],
+    extra: &str,
+) -> (PathBuf, String) {
+    let path = write_config(dir, feeds, sources);
+    give_fixed_port(&path);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let listen = text
+        .lines()
+        .find_map(|l| l.strip_prefix("listen = \""))
+        .and_then(|l| l.strip_suffix('"'))
+        .unwrap()
+        .to_string();
+    let base = format!("http://{listen}");
+    let text = text.replacen(
+        "[server]\n",
+        &format!("[server]\nbase_url = \"{base}/\"\n"),
+        1,
+    );
+    std::fs::write(&path, format!("{text}{extra}")).unwrap();
+    (path, base)
+}
+
+/// Every `null` in `value`, by path.
+fn nulls(value: &serde_json::Value, at: &str, out: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Null => out.push(at.to_string()),
+        serde_json::Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                nulls(v, &format!("{at}[{i}]"), out);
+            }
+        }
+        serde_json::Value::Object(map) => {
+            for (k, v) in map {
+                nulls(v, &format!("{at}.{k}"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The `href` of the feed-level link with `rel`, if any (feed-level links
+/// come before the first entry).
+fn feed_link(xml: &str, rel: &str) -> Option<String> {
+    let head = xml.split("<entry").next().unwrap_or_default();
+    head.split("<link ")
+        .skip(1)
+        .find(|l| l.contains(&format!("rel=\"{rel}\"")))
+        .and_then(|l| l.split("href=\"").nth(1))
+        .and_then(|l| l.split('"').next())
+        .map(|h| h.replace("&amp;", "&"))
+}
+
+/// The `<id>` of each entry, in order.
+fn entry_ids(xml: &str) -> Vec<String> {
+    entry_starts(xml)
+        .filter_map(|at| {
+            let rest = &xml[at..];
+            let start = rest.find("<id>")? + 4;
+            let end = rest[start..].find("</id>")?;
+            Some(rest[start..start + end].to_string())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_document_in_both_formats_is_valid_and_keeps_secrets() {
+    let (feeds, _server_stop) = start_feed_server(Server::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    // One source's URL carries credentials, and one sends a secret header.
+    let with_secret = feeds.replacen("http://", "http://reader:hunter2@", 1);
+    let sources: Vec<(&str, String, &str)> = GOOD_SOURCES
+        .iter()
+        .map(|(n, p, t)| (*n, p.to_string(), *t))
+        .collect();
+    let (config_path, base) = config_with_base(dir.path(), &feeds, &[], "");
+    let mut text = std::fs::read_to_string(&config_path).unwrap();
+    for (i, (name, path, tags)) in sources.iter().enumerate() {
+        let url = if i == 0 { &with_secret } else { &feeds };
+        text.push_str(&format!(
+            "[[sources]]\nname = \"{name}\"\nurl = \"{url}/{path}\"\ntags = {tags}\n"
+        ));
+        if i == 1 {
+            text.push_str("headers = { Authorization = \"Bearer s3cr3t-token\" }\n");
+        }
+    }
+    std::fs::write(&config_path, text).unwrap();
+    let running = start_daemon(&config_path).await;
+    assert_eq!(running.base, base);
+
+    let mut paths = vec![
+        "feed".to_string(),
+        "feeds/security".into(),
+        "feeds/arabic".into(),
+    ];
+    paths.extend(GOOD_SOURCES.iter().map(|(n, _, _)| format!("sources/{n}")));
+    let files = tempfile::tempdir().unwrap();
+    let mut atom_files = Vec::new();
+    let mut everything = String::new();
+    for path in &paths {
+        let url = format!("{base}/{path}.atom");
+        let (status, content_type, xml) = http_get(&url).await;
+        assert_eq!(status, StatusCode::OK, "{url}");
+        assert_eq!(content_type, "application/atom+xml; charset=utf-8");
+        assert_eq!(
+            feed_link(&xml, "self").as_deref(),
+            Some(url.as_str()),
+            "{url}"
+        );
+        assert_eq!(
+            feed_link(&xml, "alternate"),
+            Some(format!("{base}/{path}.json")),
+            "{url}"
+        );
+        // The feed's updated is its newest entry's.
+        let parsed = feed_rs::parser::parse(xml.as_bytes()).unwrap();
+        if let Some(newest) = parsed.entries.iter().filter_map(|e| e.updated).max() {
+            assert_eq!(parsed.updated, Some(newest), "{url}");
+        }
+        let file = files
+            .path()
+            .join(format!("{}.atom", path.replace('/', "-")));
+        std::fs::write(&file, &xml).unwrap();
+        atom_files.push(file);
+
+        let json_url = format!("{base}/{path}.json");
+        let (status, content_type, json) = http_get(&json_url).await;
+        assert_eq!(status, StatusCode::OK, "{json_url}");
+        assert_eq!(content_type, "application/feed+json; charset=utf-8");
+        let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(value["version"], "https://jsonfeed.org/version/1.1");
+        assert_eq!(value["feed_url"], json_url.as_str());
+        let mut found = Vec::new();
+        nulls(&value, "$", &mut found);
+        assert!(found.is_empty(), "{json_url}: nulls at {found:?}");
+        let json_feed = feed_rs::parser::parse(json.as_bytes()).unwrap();
+        // Both formats hold the same entries, in the same order.
+        let atom_ids = entry_ids(&xml);
+        let json_ids: Vec<String> = value["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["id"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(atom_ids, json_ids, "{path}");
+        assert_eq!(json_feed.entries.len(), parsed.entries.len(), "{path}");
+        for item in value["items"].as_array().unwrap() {
+            assert!(item["_feedmerge"]["source"].is_string(), "{path}: {item}");
+        }
+        everything.push_str(&xml);
+        everything.push_str(&json);
+    }
+    // The Arabic entries keep their language in both formats.
+    let (_, _, arabic) = http_get(&format!("{base}/feeds/arabic.json")).await;
+    let arabic: serde_json::Value = serde_json::from_str(&arabic).unwrap();
+    let items = arabic["items"].as_array().unwrap();
+    assert!(!items.is_empty());
+    assert!(items.iter().all(|i| i["language"] == "ar"), "{arabic}");
+    let output = jing(&atom_files);
+    assert!(
+        output.status.success(),
+        "jing: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    let (_, _, opml) = http_get(&format!("{base}/sources.opml")).await;
+    everything.push_str(&opml);
+    let (_, _, api) = http_get(&format!("{base}/api/sources")).await;
+    everything.push_str(&api);
+    for secret in ["hunter2", "reader:", "s3cr3t-token", "Bearer"] {
+        assert!(!everything.contains(secret), "{secret} was published");
+    }
+    // Unknown feeds and bad paging are refused, not rendered.
+    for (path, want) in [
+        ("feeds/nope.atom", StatusCode::NOT_FOUND),
+        ("sources/nope.json", StatusCode::NOT_FOUND),
+        ("feed.atom?limit=0", StatusCode::BAD_REQUEST),
+        ("feed.atom?limit=x", StatusCode::BAD_REQUEST),
+        ("feed.json?before=zz", StatusCode::BAD_REQUEST),
+        ("feeds/security.rss", StatusCode::NOT_FOUND),
+    ] {
+        let (status, _, _) = http_get(&format!("{base}/{path}")).await;
+        assert_eq!(status, want, "{path}");
+    }
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_get_304s_compressed_bytes_and_cache_headers() {
+    let server = Server::default();
+    let (feeds, _server_stop) = start_feed_server(server.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (config_path, base) = config_with_base(dir.path(), &feeds, GOOD_SOURCES, "");
+    let text = std::fs::read_to_string(&config_path).unwrap();
+    std::fs::write(
+        &config_path,
+        text.replacen(
+            "max_entries = 100\n",
+            "max_entries = 100\nmax_age = \"90s\"\n",
+            1,
+        ),
+    )
+    .unwrap();
+    let running = start_daemon(&config_path).await;
+    let client = raw_client();
+    let url = format!("{base}/feed.atom");
+
+    let first = client.get(&url).send().await.unwrap();
+    assert_eq!(first.status().as_u16(), 200);
+    let headers = first.headers().clone();
+    let identity = first.bytes().await.unwrap();
+    let etag = headers["etag"].to_str().unwrap().to_string();
+    let last_modified = headers["last-modified"].to_str().unwrap().to_string();
+    assert!(etag.starts_with('"') && etag.ends_with('"'), "{etag}");
+    assert_eq!(headers["cache-control"], "public, max-age=90");
+    assert_eq!(headers["vary"], "Accept-Encoding");
+    assert!(httpdate::parse_http_date(&last_modified).is_ok());
+
+    // Rendered once: the same bytes and validators on every request.
+    let again = client.get(&url).send().await.unwrap();
+    assert_eq!(again.headers()["etag"].to_str().unwrap(), etag);
+    assert_eq!(again.bytes().await.unwrap(), identity);
+
+    // Both validators answer 304 with no body; a stale one gets the feed.
+    for (name, value) in [
+        ("if-none-match", etag.clone()),
+        ("if-none-match", format!("\"stale\", W/{etag}")),
+        ("if-modified-since", last_modified.clone()),
+    ] {
+        let answer = client.get(&url).header(name, &value).send().await.unwrap();
+        assert_eq!(answer.status().as_u16(), 304, "{name}: {value}");
+        assert_eq!(answer.headers()["etag"].to_str().unwrap(), etag);
+        assert_eq!(answer.headers()["cache-control"], "public, max-age=90");
+        assert!(answer.bytes().await.unwrap().is_empty());
+    }
+    let stale = client
+        .get(&url)
+        .header("if-none-match", "\"stale\"")
+        .header("if-modified-since", &last_modified)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stale.status().as_u16(), 200, "If-None-Match wins");
+
+    // gzip and brotli, each with its own strong ETag, both decoding to the
+    // identity bytes.
+    for (accept, coding) in [
+        ("gzip", "gzip"),
+        ("gzip, br", "br"),
+        ("br;q=0, gzip", "gzip"),
+    ] {
+        let answer = client
+            .get(&url)
+            .header("accept-encoding", accept)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.headers()["content-encoding"], coding, "{accept}");
+        let tag = answer.headers()["etag"].to_str().unwrap().to_string();
+        assert_ne!(tag, etag);
+        let body = answer.bytes().await.unwrap();
+        assert!(
+            body.len() < identity.len() / 3,
+            "{accept}: {} bytes",
+            body.len()
+        );
+        let mut decoded = Vec::new();
+        match coding {
+            "gzip" => {
+                flate2::read::GzDecoder::new(&body[..])
+                    .read_to_end(&mut decoded)
+                    .unwrap();
+            }
+            _ => brotli::BrotliDecompress(&mut &body[..], &mut decoded).unwrap(),
+        }
+        assert_eq!(decoded, identity, "{accept}");
+        let not_modified = client
+            .get(&url)
+            .header("accept-encoding", accept)
+            .header("if-none-match", &tag)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(not_modified.status().as_u16(), 304);
+    }
+
+    // HEAD: the same headers, no body.
+    let head = client.head(&url).send().await.unwrap();
+    assert_eq!(head.status().as_u16(), 200);
+    assert_eq!(head.headers()["etag"].to_str().unwrap(), etag);
+    assert_eq!(
+        head.headers()["content-length"].to_str().unwrap(),
+        identity.len().to_string()
+    );
+    assert!(head.bytes().await.unwrap().is_empty());
+
+    // A poll that changes nothing keeps the validators; a changed entry
+    // gives new ones.
+    let config = config::load(&config_path).unwrap();
+    app::fetch(config.clone(), None, &|_, _| {}).await.unwrap();
+    let unchanged = client.get(&url).send().await.unwrap();
+    assert_eq!(unchanged.headers()["etag"].to_str().unwrap(), etag);
+    assert_eq!(
+        unchanged.headers()["last-modified"].to_str().unwrap(),
+        last_modified
+    );
+    *server.english_updated.lock().unwrap() = true;
+    app::fetch(config, None, &|_, _| {}).await.unwrap();
+    let changed = client
+        .get(&url)
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(changed.status().as_u16(), 200, "the feed changed");
+    assert_ne!(changed.headers()["etag"].to_str().unwrap(), etag);
+    assert_ne!(changed.bytes().await.unwrap(), identity);
+    running.stop().await;
+}
+
+/// Follows `next` links from `start`; returns every entry id met, in
+/// order, and the number of pages.
+async fn walk(start: &str, json: bool, per_page: usize) -> (Vec<String>, usize) {
+    let mut ids = Vec::new();
+    let mut pages = 0;
+    let mut next = Some(start.to_string());
+    while let Some(url) = next.take() {
+        pages += 1;
+        assert!(pages < 100, "the walk does not end");
+        let (status, _, body) = http_get(&url).await;
+        assert_eq!(status, StatusCode::OK, "{url}");
+        if json {
+            let value: serde_json::Value = serde_json::from_str(&body).unwrap();
+            let items = value["items"].as_array().unwrap();
+            assert!(items.len() <= per_page, "{url}");
+            ids.extend(items.iter().map(|i| i["id"].as_str().unwrap().to_string()));
+            next = value["next_url"].as_str().map(str::to_string);
+        } else {
+            assert_valid_atom(&body);
+            let page = entry_ids(&body);
+            assert!(page.len() <= per_page, "{url}");
+            ids.extend(page);
+            next = feed_link(&body, "next");
+        }
+    }
+    (ids, pages)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paging_from_limit_3_meets_every_entry_once() {
+    let (feeds, _server_stop) = start_feed_server(Server::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    // Stories with copies in several sources test the exactly-once rule.
+    let mut sources = GOOD_SOURCES.to_vec();
+    sources.extend([
+        ("story-a", "story-a.xml", "[\"security\"]"),
+        ("story-b", "story-b.xml", "[\"security\"]"),
+        ("story-c", "story-c.xml", "[]"),
+    ]);
+    let (config_path, base) = config_with_base(dir.path(), &feeds, &sources, "");
+    let running = start_daemon(&config_path).await;
+    for (path, per_page) in [("feed", 3), ("feeds/security", 3), ("sources/eng-blog", 2)] {
+        let (_, _, whole) = http_get(&format!("{base}/{path}.atom")).await;
+        let all = entry_ids(&whole);
+        assert!(all.len() > per_page, "{path}: {} entries", all.len());
+        for json in [false, true] {
+            let ext = if json { "json" } else { "atom" };
+            let start = format!("{base}/{path}.{ext}?limit={per_page}");
+            let (ids, pages) = walk(&start, json, per_page).await;
+            let unique: HashSet<&String> = ids.iter().collect();
+            assert_eq!(unique.len(), ids.len(), "{path}.{ext}: an entry twice");
+            assert_eq!(ids, all, "{path}.{ext}: the walk is the feed, in order");
+            assert_eq!(pages, all.len().div_ceil(per_page), "{path}.{ext}");
+        }
+    }
+    // ?limit past max_entries is capped.
+    let (_, _, capped) = http_get(&format!("{base}/feed.atom?limit=100000")).await;
+    let (_, _, whole) = http_get(&format!("{base}/feed.atom")).await;
+    assert_eq!(entry_ids(&capped), entry_ids(&whole));
+    running.stop().await;
+}
+
+const TRACKED: &str = r#"<?xml version="1.0" encoding="utf-8"?>
+<rss version="2.0"><channel><title>Tracked</title><link>https://news.example/</link>
+<item><guid>t-1</guid><title>Tracked story</title>
+<link>https://news.example/a/1?id=5&amp;utm_source=rss&amp;utm_medium=feed&amp;Page=2#part</link>
+<description>A story whose link carries trackers.</description>
+<pubDate>Tue, 25 Mar 2025 10:00:00 GMT</pubDate></item>
+</channel></rss>"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn published_links_drop_trackers_unless_told_not_to() {
+    let routes = HashMap::from([(
+        "tracked.xml".to_string(),
+        (StatusCode::OK, format!("feed:{TRACKED}")),
+    )]);
+    let (port, _stop) = serve_paths(routes).await;
+    let feeds = format!("http://127.0.0.1:{port}");
+    for (clean, want) in [
+        (None, "https://news.example/a/1?id=5&Page=2#part"),
+        (
+            Some(false),
+            "https://news.example/a/1?id=5&utm_source=rss&utm_medium=feed&Page=2#part",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let sources = [("tracked", "tracked.xml", "[]")];
+        let (config_path, base) = config_with_base(dir.path(), &feeds, &sources, "");
+        if let Some(clean) = clean {
+            let text = std::fs::read_to_string(&config_path).unwrap();
+            std::fs::write(
+                &config_path,
+                text.replacen(
+                    "max_entries = 100\n",
+                    &format!("max_entries = 100\nclean_links = {clean}\n"),
+                    1,
+                ),
+            )
+            .unwrap();
+        }
+        let running = start_daemon(&config_path).await;
+        for path in ["feed", "sources/tracked"] {
+            let (_, _, xml) = http_get(&format!("{base}/{path}.atom")).await;
+            let escaped = want.replace('&', "&amp;");
+            assert!(
+                xml.contains(&format!("<link href=\"{escaped}\" rel=\"alternate\"")),
+                "{path} clean_links={clean:?}:\n{xml}"
+            );
+            let (_, _, json) = http_get(&format!("{base}/{path}.json")).await;
+            let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+            assert_eq!(value["items"][0]["url"], want, "{path}");
+        }
+        running.stop().await;
+    }
+}
+
+#[test]
+fn duration_key_reads_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, "[storage]\npath = \"s\"\n[feed]\nmax_age = \"2m\"\n").unwrap();
+    let config = config::load(&path).unwrap();
+    assert_eq!(config.feed.max_age, Duration::from_secs(120));
+    assert!(config.feed.clean_links);
+}
