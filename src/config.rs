@@ -14,6 +14,7 @@ use serde::Deserialize;
 use toml::Spanned;
 use url::Url;
 
+use crate::filter::{EntryFilter, FilterKey};
 use crate::schedule;
 
 /// Why a configuration could not be loaded.
@@ -316,6 +317,9 @@ pub struct SourceConfig {
     /// Whether the source's URL appears in published feeds (its
     /// `atom:source` self link). Userinfo is never published either way.
     pub publish_url: bool,
+    /// Which of the source's entries are taken in (`include`, `exclude`,
+    /// `match`); the others are dropped before they are stored.
+    pub filter: EntryFilter,
 }
 
 /// One more published feed, served at `/feeds/NAME.atom`.
@@ -329,6 +333,9 @@ pub struct OutputFeedConfig {
     pub tags: Vec<String>,
     /// Most entries in one published document.
     pub max_entries: usize,
+    /// Which of the selected sources' entries the feed shows (`include`,
+    /// `exclude`, `match`).
+    pub filter: EntryFilter,
 }
 
 impl Config {
@@ -509,6 +516,13 @@ struct RawSource {
     #[serde(default)]
     headers_from_env: BTreeMap<String, Spanned<String>>,
     publish_url: Option<bool>,
+    /// Regexes an entry must match one of (when any are given).
+    include: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Regexes an entry matching any of is dropped.
+    exclude: Option<Spanned<Vec<Spanned<String>>>>,
+    /// The fields the regexes look at; default all.
+    #[serde(rename = "match")]
+    fields: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -518,6 +532,13 @@ struct RawOutputFeed {
     title: Option<String>,
     tags: Spanned<Vec<String>>,
     max_entries: Option<Spanned<usize>>,
+    /// As in `[[sources]]`.
+    include: Option<Spanned<Vec<Spanned<String>>>>,
+    /// As in `[[sources]]`.
+    exclude: Option<Spanned<Vec<Spanned<String>>>>,
+    /// As in `[[sources]]`.
+    #[serde(rename = "match")]
+    fields: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// The longest window the story rules use.
@@ -790,6 +811,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
             respect_ttl: s.respect_ttl.unwrap_or(defaults.respect_ttl),
             headers,
             publish_url: s.publish_url.unwrap_or(true),
+            filter: checked_filter([&s.include, &s.exclude, &s.fields], &key, &located)?,
         });
     }
 
@@ -818,6 +840,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
             name,
             tags: f.tags.get_ref().clone(),
             max_entries: max_entries(&f.max_entries, &format!("{key}.max_entries"))?,
+            filter: checked_filter([&f.include, &f.exclude, &f.fields], &key, &located)?,
         });
     }
 
@@ -910,6 +933,40 @@ fn checked_log_level(
         .parse(text)
         .map_err(|e| located(at, format!("log.level: {e}: {text:?}")))?;
     Ok(text.to_string())
+}
+
+/// A filter's three keys as written: `include`, `exclude`, `match`.
+type RawFilter<'a> = [&'a Option<Spanned<Vec<Spanned<String>>>>; 3];
+
+/// Checks and compiles the `include`, `exclude` and `match` keys of the
+/// table at `key`; an error points at the pattern or field name at fault
+/// (or at the list, when the list as a whole is).
+fn checked_filter(
+    [include, exclude, fields]: RawFilter<'_>,
+    key: &str,
+    located: &impl Fn(usize, String) -> ConfigError,
+) -> Result<EntryFilter, ConfigError> {
+    let items = |list: &Option<Spanned<Vec<Spanned<String>>>>| -> Vec<String> {
+        list.iter()
+            .flat_map(|l| l.get_ref())
+            .map(|item| item.get_ref().clone())
+            .collect()
+    };
+    let names = fields.as_ref().map(|_| items(fields));
+    EntryFilter::new(&items(include), &items(exclude), names.as_deref()).map_err(|e| {
+        let (which, index) = e.at();
+        let list = match which {
+            FilterKey::Include => include,
+            FilterKey::Exclude => exclude,
+            FilterKey::Match => fields,
+        };
+        let at = list.as_ref().map_or(0, |l| {
+            index
+                .and_then(|i| l.get_ref().get(i))
+                .map_or(l.span().start, |item| item.span().start)
+        });
+        located(at, format!("{key}.{e}"))
+    })
 }
 
 fn checked_header(
@@ -1094,7 +1151,7 @@ mod tests {
         );
         check_err(
             &source("name = \"a\"\nurl = \"http://a/\"\ncolour = \"red\"\n"),
-            "conf/x.toml:6:1: unknown field `colour`, expected one of `name`, `url`, `schedule`, `tags`, `timeout`, `connect_timeout`, `max_body_size`, `user_agent`, `respect_ttl`, `headers`, `headers_from_env`, `publish_url`",
+            "conf/x.toml:6:1: unknown field `colour`, expected one of `name`, `url`, `schedule`, `tags`, `timeout`, `connect_timeout`, `max_body_size`, `user_agent`, `respect_ttl`, `headers`, `headers_from_env`, `publish_url`, `include`, `exclude`, `match`",
         );
         check_err(
             &format!(
@@ -1140,6 +1197,71 @@ mod tests {
         check_err(
             &missing,
             "conf/x.toml:7:38: sources[0].headers_from_env.Authorization: environment variable \"FEEDMERGE_TEST_UNSET\" is not set",
+        );
+    }
+
+    #[test]
+    fn sources_and_feeds_take_include_and_exclude_filters() {
+        let text = format!(
+            "{MINIMAL}[[sources]]\nname = \"a\"\nurl = \"http://a/\"\n\
+             exclude = [\"(?i)sponsored\", \"(?i)^ad:\"]\n\
+             [[sources]]\nname = \"b\"\nurl = \"http://b/\"\n\
+             [[feeds]]\nname = \"climate\"\ntags = [\"news\"]\n\
+             include = [\"(?i)climate\"]\nmatch = [\"title\", \"categories\"]\n"
+        );
+        let config = parse(&text, Path::new("conf/x.toml")).unwrap();
+        let expected = |include: &[&str], exclude: &[&str], fields: Option<&[&str]>| {
+            EntryFilter::new(include, exclude, fields).unwrap()
+        };
+        assert_eq!(
+            config.sources[0].filter,
+            expected(&[], &["(?i)sponsored", "(?i)^ad:"], None)
+        );
+        assert!(config.sources[1].filter.is_empty());
+        assert_eq!(
+            config.feeds[0].filter,
+            expected(&["(?i)climate"], &[], Some(&["title", "categories"]))
+        );
+        assert_ne!(
+            config.feeds[0].filter,
+            expected(&["(?i)climate"], &[], None)
+        );
+    }
+
+    #[test]
+    fn a_bad_filter_is_named_where_it_is_written() {
+        let source =
+            |body: &str| format!("{MINIMAL}[[sources]]\nname = \"a\"\nurl = \"http://a/\"\n{body}");
+        check_err(
+            &source("exclude = [\"ok\", \"(unclosed\"]\n"),
+            "conf/x.toml:6:18: sources[0].exclude[1]: invalid regex: unclosed group",
+        );
+        check_err(
+            &source("include = [\"a\"]\nmatch = [\"title\",\n  \"body\"]\n"),
+            "conf/x.toml:8:3: sources[0].match[1]: unknown field \"body\" (use title, text, categories or authors)",
+        );
+        check_err(
+            &source("match = []\n"),
+            "conf/x.toml:6:9: sources[0].match: list at least one field (title, text, categories or authors)",
+        );
+        check_err(
+            &source(&format!("include = [\"{}\"]\n", "a".repeat(1025))),
+            "conf/x.toml:6:12: sources[0].include[0]: pattern of 1025 bytes, at most 1024",
+        );
+        check_err(
+            &source(&format!("include = [{}]\n", vec!["\"a\""; 65].join(", "))),
+            "conf/x.toml:6:11: sources[0].include: 65 patterns, at most 64",
+        );
+        check_err(
+            &format!(
+                "{MINIMAL}[[feeds]]\nname = \"one\"\ntags = [\"x\"]\n\
+                 [[feeds]]\nname = \"two\"\ntags = [\"x\"]\nexclude = [\"\\\\p{{Nope}}\"]\n"
+            ),
+            "conf/x.toml:9:12: feeds[1].exclude[0]: invalid regex: Unicode property not found",
+        );
+        check_err(
+            &source("exclude = \"sponsored\"\n"),
+            "conf/x.toml:6:11: invalid type: string \"sponsored\", expected a sequence",
         );
     }
 

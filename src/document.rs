@@ -5,11 +5,14 @@
 //! entries, and reads the feed's own facts: title, home page, language, TTL
 //! and how its bytes were decoded. The poller calls it, and so does the
 //! conformance test, so the test checks the pipeline itself rather than a
-//! copy of it. It is pure: the time and the URLs come in as arguments.
+//! copy of it. [`Document::filter`] then drops what the source's
+//! include/exclude filters keep out, before anything is stored. It is pure:
+//! the time and the URLs come in as arguments.
 
 use chrono::{DateTime, Utc};
 use url::Url;
 
+use crate::filter::EntryFilter;
 use crate::model::Entry;
 use crate::normalize::{self, Context};
 use crate::parse::{self, Cuts, EncodingStatus, Limits, ParseError};
@@ -59,17 +62,37 @@ pub struct Document {
     /// What the intake limits cut, one line per kind of cut, naming the
     /// limit.
     pub cut_notes: Vec<String>,
+    /// How many entries [`Document::filter`] dropped.
+    pub excluded: usize,
 }
 
 impl Document {
     /// What the source's status says about this document, one line each:
-    /// a label that did not hold or bytes replaced, then each kind of cut.
+    /// a label that did not hold or bytes replaced, each kind of cut, then
+    /// how many entries the source's filters excluded.
     pub fn notes(&self) -> Vec<String> {
+        let excluded = match self.excluded {
+            0 => None,
+            1 => Some("1 entry excluded by the source's filters".to_string()),
+            n => Some(format!("{n} entries excluded by the source's filters")),
+        };
         self.encoding
             .note()
             .into_iter()
             .chain(self.cut_notes.iter().cloned())
+            .chain(excluded)
             .collect()
+    }
+
+    /// Drops the entries `filter` does not admit (a source's `include` and
+    /// `exclude`), counting them in [`Document::excluded`].
+    pub fn filter(&mut self, filter: &EntryFilter) {
+        if filter.is_empty() {
+            return;
+        }
+        let before = self.entries.len();
+        self.entries.retain(|entry| filter.admits(entry));
+        self.excluded += before - self.entries.len();
     }
 }
 
@@ -105,6 +128,7 @@ pub fn read(
         ttl_secs: feed.ttl.map(|minutes| u64::from(minutes) * 60),
         cuts,
         cut_notes,
+        excluded: 0,
     })
 }
 
@@ -154,5 +178,33 @@ mod tests {
                 "kept the first 1 of 2 entries ([intake] max_entries)",
             ]
         );
+    }
+
+    #[test]
+    fn the_source_filter_drops_entries_and_says_how_many() {
+        let body = "<rss version=\"2.0\"><channel><title>t</title>\
+                    <item><guid>1</guid><title>Sponsored: buy now</title></item>\
+                    <item><guid>2</guid><title>News</title></item>\
+                    <item><guid>3</guid><title>Ad: flights</title></item></channel></rss>";
+        let mut doc = read(
+            body.as_bytes(),
+            &DocumentMeta::default(),
+            &Reading {
+                source: "s",
+                limits: &Limits::default(),
+                tracking: &[],
+                now: Utc::now(),
+            },
+        )
+        .unwrap();
+        doc.filter(&EntryFilter::default());
+        assert_eq!((doc.entries.len(), doc.excluded), (3, 0));
+        assert!(doc.notes().is_empty(), "{:?}", doc.notes());
+        doc.filter(&EntryFilter::new(&[], &["(?i)^sponsored"], None).unwrap());
+        assert_eq!(doc.notes(), ["1 entry excluded by the source's filters"]);
+        doc.filter(&EntryFilter::new(&["^News$", "^Sponsored"], &["^Ad:"], None).unwrap());
+        let titles: Vec<&str> = doc.entries.iter().map(|e| e.title.as_str()).collect();
+        assert_eq!(titles, ["News"]);
+        assert_eq!(doc.notes(), ["2 entries excluded by the source's filters"]);
     }
 }

@@ -13,6 +13,7 @@
 //!   conformance test both take
 //! - [`parse`]: encoding detection, transcoding, feed-rs under a panic guard
 //! - [`normalize`]: feed-rs entries to [`model::Entry`]
+//! - [`filter`]: include and exclude regexes over entries (pure)
 //! - [`dedup`]: entry identity and change detection (pure)
 //! - [`store`]: sled, and only sled
 //! - [`feeds`] and [`publish`]: stored entries to Atom and JSON Feed documents
@@ -36,6 +37,7 @@ pub mod document;
 pub mod documents;
 pub mod feeds;
 pub mod fetch;
+pub mod filter;
 pub mod logging;
 pub mod metrics;
 pub mod model;

@@ -1,6 +1,7 @@
 //! One poll of one source, through every stage: fetch, parse, normalize,
-//! store (dedup happens in the store's ingest), then record the source's
-//! state. Miniflux calls this `RefreshFeed`.
+//! the source's include/exclude filters, store (dedup happens in the
+//! store's ingest), then record the source's state. Miniflux calls this
+//! `RefreshFeed`.
 //!
 //! This is where a source's manners live: a 304 costs no parse and no entry
 //! write; 410 disables the source until its URL changes in the config; 429
@@ -16,7 +17,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, instrument, warn};
+use tracing::{debug, info, instrument, warn};
 
 use crate::config::{DedupConfig, SourceConfig, SourceLocation};
 use crate::dedup::Rules;
@@ -341,11 +342,12 @@ async fn run_stages(
         let _ = url.set_password(None);
     }
     let limits = pipeline.limits.clone();
+    let filter = source.filter.clone();
     let stop = stop.clone();
     let (counts, document) = tokio::task::spawn_blocking(move || {
         let meta = parse_meta;
         let now = Utc::now();
-        let document = document::read(
+        let mut document = document::read(
             &body,
             &DocumentMeta {
                 content_type: meta.content_type.as_deref(),
@@ -359,6 +361,8 @@ async fn run_stages(
                 now,
             },
         )?;
+        // What the source's filters keep out is never stored.
+        document.filter(&filter);
         drop(body);
         drop(cpu);
         // The last point a reload can stop this poll: past it, the
@@ -383,11 +387,17 @@ async fn run_stages(
     for note in &document.cut_notes {
         warn!(limit = %note, "document held more than the intake limits let in");
     }
+    if document.excluded > 0 {
+        debug!(
+            excluded = document.excluded,
+            "entries excluded by the source's filters"
+        );
+    }
     state.notes = document.notes();
     state.encoding = Some(document.encoding.to_string());
     state.ttl_secs = document.ttl_secs;
     note_response(state, &meta, now);
-    state.entries_seen = document.entries.len();
+    state.entries_seen = document.entries.len() + document.excluded;
     state.title = document.title.or(state.title.take());
     state.home_page = document.home_page.or(state.home_page.take());
     Ok(PollOutcome::Stored(counts))

@@ -24,6 +24,7 @@ mod crash;
 mod dedup_pairs;
 mod encodings;
 mod fidelity2;
+mod filters;
 mod fuzz_corpora;
 mod guard;
 mod install;
