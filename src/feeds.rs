@@ -177,8 +177,12 @@ pub fn render_document(
         .unwrap_or(max_entries)
         .clamp(1, max_entries.max(1));
     let page = match request.selector {
-        Selector::Merged | Selector::Output(_) => {
-            store.stories_page(limit, &behind, request.before)?
+        Selector::Merged => store.stories_page(limit, &behind, &|_| true, request.before)?,
+        Selector::Output(name) => {
+            let Some(out) = config.output_feed(name) else {
+                return Ok(None);
+            };
+            store.stories_page(limit, &behind, &|e| out.filter.admits(e), request.before)?
         }
         Selector::Source(name) => {
             let page = store.source_page(name, limit, request.before)?;

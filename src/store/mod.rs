@@ -219,7 +219,6 @@ pub struct Store {
 /// each marked source a new generation, drawn from one counter, so the
 /// largest generation over a set of sources grows whenever any of them
 /// changes.
-#[derive(Default)]
 struct Changes {
     /// Sources written since the last flush.
     pending: Mutex<HashSet<String>>,
@@ -227,6 +226,19 @@ struct Changes {
     generations: RwLock<HashMap<String, u64>>,
     /// The last generation handed out.
     counter: AtomicU64,
+    /// The last generation, for whoever waits for changes.
+    signal: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for Changes {
+    fn default() -> Self {
+        Self {
+            pending: Mutex::default(),
+            generations: RwLock::default(),
+            counter: AtomicU64::new(0),
+            signal: tokio::sync::watch::Sender::new(0),
+        }
+    }
 }
 
 impl Changes {
@@ -248,6 +260,8 @@ impl Changes {
         for source in pending {
             generations.insert(source, generation);
         }
+        drop(generations);
+        self.signal.send_replace(generation);
     }
 
     fn of<'a>(&self, sources: impl IntoIterator<Item = &'a str>) -> u64 {
@@ -515,6 +529,12 @@ impl Store {
     /// otherwise. What a cache of rendered documents compares.
     pub fn generation<'a>(&self, sources: impl IntoIterator<Item = &'a str>) -> u64 {
         self.changes.of(sources)
+    }
+
+    /// Wakes on every flush that made a change visible (its value: the
+    /// newest generation), for whoever acts on changes (WebSub pings).
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.signal.subscribe()
     }
 
     /// Entries stored and undecodable values met.

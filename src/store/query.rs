@@ -238,18 +238,19 @@ impl Store {
         limit: usize,
         sources: &HashSet<&str>,
     ) -> Result<Vec<Item>, StoreError> {
-        Ok(self.stories_page(limit, sources, None)?.items)
+        Ok(self.stories_page(limit, sources, &|_| true, None)?.items)
     }
 
-    /// Up to `limit` stories with a copy from `sources` whose newest such
-    /// copy is older than `before` (all, when `None`), newest first, and
-    /// where the next page starts. Following the pages from `None` meets
-    /// every story exactly once: a story belongs to the page of its newest
-    /// copy.
+    /// Up to `limit` stories with a copy from `sources` that `admit`
+    /// accepts, whose newest such copy is older than `before` (all, when
+    /// `None`), newest first, each with those copies, and where the next
+    /// page starts. Following the pages from `None` meets every story
+    /// exactly once: a story belongs to the page of its newest copy.
     pub fn stories_page(
         &self,
         limit: usize,
         sources: &HashSet<&str>,
+        admit: &dyn Fn(&Entry) -> bool,
         before: Option<Cursor>,
     ) -> Result<Page<Item>, StoreError> {
         let mut scans: Vec<SourceScan> = Vec::new();
@@ -261,7 +262,7 @@ impl Store {
             }
             scans.push(scan);
         }
-        let keep = |e: &Entry| sources.contains(e.source.as_str());
+        let keep = |e: &Entry| sources.contains(e.source.as_str()) && admit(e);
         let mut out = Vec::new();
         let mut emitted = HashSet::new();
         let mut last = None;

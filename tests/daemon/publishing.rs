@@ -591,3 +591,45 @@ async fn newsboat_caches_what_we_publish_and_polls_with_304s() {
     );
     running.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_feeds_choose_entries_by_tags_sources_and_patterns() {
+    let (feeds, _server_stop) = start_feed_server(Server::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let extra = r#"
+[[feeds]]
+name = "tech-no-surveys"
+tags = ["tech"]
+exclude = ["(?i)survey"]
+match = ["title"]
+
+[[feeds]]
+name = "notes-only"
+tags = ["tech"]
+include = ["(?i)^(notes|calibration)"]
+"#;
+    let (config_path, base) = config_with_base(dir.path(), &feeds, GOOD_SOURCES, extra);
+    let running = start_daemon(&config_path).await;
+    let titles = |xml: &str| entry_titles(xml);
+    let (_, _, merged) = http_get(&format!("{base}/feed.atom")).await;
+    assert!(titles(&merged).iter().any(|t| t.contains("survey")));
+    let (_, _, tech) = http_get(&format!("{base}/feeds/tech-no-surveys.atom")).await;
+    let tech = titles(&tech);
+    // eng-blog (3) and notes (2) are tagged tech; one title has "survey".
+    assert_eq!(tech.len(), 4, "{tech:?}");
+    assert!(
+        tech.iter().all(|t| !t.to_lowercase().contains("survey")),
+        "{tech:?}"
+    );
+    let (_, _, notes) = http_get(&format!("{base}/feeds/notes-only.json")).await;
+    let notes: serde_json::Value = serde_json::from_str(&notes).unwrap();
+    let mut got: Vec<&str> = notes["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["title"].as_str().unwrap())
+        .collect();
+    got.sort();
+    assert_eq!(got, ["Calibration checklist", "Notes from the field"]);
+    running.stop().await;
+}
