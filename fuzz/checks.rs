@@ -82,6 +82,7 @@ pub fn feed(data: &[u8]) {
         self_link: Some("https://merged.example/feed.atom".into()),
         next_link: Some("https://merged.example/feed.atom?limit=3&before=00".into()),
         json_link: Some("https://merged.example/feed.json".into()),
+        hub: Some("https://hub.example/".into()),
     };
     let items: Vec<Item> = entries.into_iter().map(Item::single).collect();
     let xml = publish::render(&info, &items, &sources, DateTime::<Utc>::UNIX_EPOCH)

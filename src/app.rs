@@ -602,7 +602,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     // Retention: prune on a period until shutdown, with the limits in force.
     let prune_store = store.clone();
     let prune_stop = shutdown.clone();
-    let prune_config = config_rx;
+    let prune_config = config_rx.clone();
     tracker.spawn(async move {
         loop {
             let every = prune_config.borrow().retention.every;
@@ -651,6 +651,13 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         debug!(error = %e, "sd_notify ready failed");
     }
     tracker.spawn(crate::watchdog::run(store.clone(), shutdown.clone()));
+    // WebSub pings, when a hub is configured (read anew after each change,
+    // so a reload can add or drop it).
+    tracker.spawn(crate::websub::run(
+        config_rx.clone(),
+        store.clone(),
+        shutdown.clone(),
+    ));
 
     let weak = Arc::downgrade(&core);
     let main = tokio::spawn(async move {

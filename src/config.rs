@@ -154,6 +154,9 @@ pub struct MergedFeedConfig {
     /// Whether published links drop `[dedup] tracking_params` (the rest of
     /// the URL is kept as the publisher wrote it).
     pub clean_links: bool,
+    /// A WebSub hub: every feed names it (`rel="hub"`), and the daemon
+    /// tells it when a feed changes. Needs `server.base_url`.
+    pub websub_hub: Option<Url>,
 }
 
 /// How polling is paced and limited, across all sources.
@@ -430,6 +433,8 @@ struct RawMergedFeed {
     max_age: Option<Duration>,
     /// Drop tracking parameters from published links; default true.
     clean_links: Option<bool>,
+    /// WebSub hub URL; default none.
+    websub_hub: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -614,6 +619,29 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
                 return Err(located(
                     s.span().start,
                     "server.base_url: must be an http:// or https:// URL".into(),
+                ));
+            }
+            Some(url)
+        }
+        None => None,
+    };
+
+    let websub_hub = match &raw.feed.websub_hub {
+        Some(s) => {
+            let at = s.span().start;
+            let url = Url::parse(s.get_ref())
+                .map_err(|e| located(at, format!("feed.websub_hub: {e}")))?;
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(located(
+                    at,
+                    "feed.websub_hub: must be an http:// or https:// URL".into(),
+                ));
+            }
+            if base_url.is_none() {
+                return Err(located(
+                    at,
+                    "feed.websub_hub: needs server.base_url, the feeds' public address the hub is told"
+                        .into(),
                 ));
             }
             Some(url)
@@ -887,6 +915,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
             max_entries: max_entries(&raw.feed.max_entries, "feed.max_entries")?,
             max_age: raw.feed.max_age.unwrap_or(DEFAULT_FEED_MAX_AGE),
             clean_links: raw.feed.clean_links.unwrap_or(true),
+            websub_hub,
         },
         poll,
         dedup,

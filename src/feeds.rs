@@ -297,6 +297,12 @@ fn feed_info(
             .and_then(|base| base.join(&request.path_and_query()).ok())
             .map(String::from),
         next_link: next.and_then(|next| link(&next.path_and_query())),
+        // A hub URL's userinfo is the daemon's to use, never to publish.
+        hub: config
+            .feed
+            .websub_hub
+            .as_ref()
+            .map(|hub| publish::without_userinfo(hub.as_str())),
         json_link: link(
             &Request {
                 format: Format::Json,

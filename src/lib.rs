@@ -22,6 +22,7 @@
 //! - [`status`]: per-source status for the API and `feedmerge sources`
 //! - [`opml`]: subscription lists in (as `[[sources]]` TOML) and out
 //! - [`server`]: the HTTP routes
+//! - [`websub`]: pings to a WebSub hub when a published feed changes
 //! - [`app`]: wiring, tasks and shutdown
 //! - `watchdog`: the systemd watchdog's pings, while the daemon makes
 //!   progress
@@ -51,3 +52,4 @@ pub mod server;
 pub mod status;
 pub mod store;
 mod watchdog;
+pub mod websub;

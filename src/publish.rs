@@ -33,6 +33,9 @@ pub struct FeedInfo {
     pub next_link: Option<String>,
     /// The same document as JSON Feed: Atom's `rel="alternate"`.
     pub json_link: Option<String>,
+    /// The WebSub hub that hears of the document's changes (`rel="hub"`,
+    /// JSON Feed `hubs`).
+    pub hub: Option<String>,
 }
 
 /// What the published feed says about a source.
@@ -126,6 +129,13 @@ pub fn render(
                 ..Link::default()
             });
         }
+    }
+    if let Some(hub) = &info.hub {
+        feed.links.push(Link {
+            href: hub.clone(),
+            rel: "hub".into(),
+            ..Link::default()
+        });
     }
     let bytes = feed
         .write_with_config(
@@ -398,6 +408,7 @@ mod tests {
             self_link: None,
             next_link: None,
             json_link: None,
+            hub: None,
         };
         let xml = render(
             &info,

@@ -27,10 +27,19 @@ struct Feed<'a> {
     feed_url: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     next_url: Option<&'a str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    hubs: Vec<Hub<'a>>,
     authors: Vec<Author<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     language: Option<&'a str>,
     items: Vec<JsonItem<'a>>,
+}
+
+#[derive(Serialize)]
+struct Hub<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    url: &'a str,
 }
 
 #[derive(Serialize)]
@@ -111,6 +120,14 @@ pub fn render(
         title: &info.title,
         feed_url: info.self_link.as_deref(),
         next_url: info.next_link.as_deref(),
+        hubs: info
+            .hub
+            .iter()
+            .map(|url| Hub {
+                kind: "WebSub",
+                url,
+            })
+            .collect(),
         authors: vec![Author { name: "feedmerge" }],
         language,
         items,
@@ -250,6 +267,7 @@ mod tests {
             self_link: Some("https://news.example/feed.json".into()),
             next_link: next_link.map(Into::into),
             json_link: None,
+            hub: None,
         }
     }
 

@@ -633,3 +633,118 @@ include = ["(?i)^(notes|calibration)"]
     assert_eq!(got, ["Calibration checklist", "Notes from the field"]);
     running.stop().await;
 }
+
+/// A WebSub hub on loopback that refuses its first `refuse` pings (503)
+/// and records the `hub.url` of every ping it takes.
+async fn start_hub(refuse: usize) -> (String, Arc<Mutex<Vec<String>>>, CancellationToken) {
+    let taken = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let record = Arc::clone(&taken);
+    let router = Router::new().route(
+        "/hub",
+        axum::routing::post(move |body: String| {
+            let record = Arc::clone(&record);
+            let seen = Arc::clone(&seen);
+            async move {
+                if seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < refuse {
+                    return StatusCode::SERVICE_UNAVAILABLE;
+                }
+                let form: HashMap<String, String> = url::form_urlencoded::parse(body.as_bytes())
+                    .into_owned()
+                    .collect();
+                assert_eq!(form.get("hub.mode").map(String::as_str), Some("publish"));
+                record.lock().unwrap().push(form["hub.url"].clone());
+                StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let (base, stop) = serve_router(router).await;
+    (format!("{base}/hub"), taken, stop)
+}
+
+/// Waits (up to 20 s) until the hub has taken pings for all of `topics`.
+async fn wait_for_pings(taken: &Arc<Mutex<Vec<String>>>, from: usize, topics: &[String]) {
+    let started = std::time::Instant::now();
+    loop {
+        let got: Vec<String> = taken.lock().unwrap()[from..].to_vec();
+        if topics.iter().all(|t| got.contains(t)) {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the hub was not told of {topics:?}; it heard {got:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hub_hears_of_each_changed_feed() {
+    let server = Server::default();
+    let (feeds, _server_stop) = start_feed_server(server.clone()).await;
+    // The hub refuses the first two pings: the retries carry them.
+    let (hub, taken, _hub_stop) = start_hub(2).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (config_path, base) = config_with_base(dir.path(), &feeds, GOOD_SOURCES, "");
+    let text = std::fs::read_to_string(&config_path).unwrap();
+    std::fs::write(
+        &config_path,
+        text.replacen(
+            "max_entries = 100\n",
+            &format!("max_entries = 100\nwebsub_hub = \"{hub}\"\n"),
+            1,
+        ),
+    )
+    .unwrap();
+    let running = start_daemon(&config_path).await;
+    let topic = |path: &str| format!("{base}/{path}");
+    let every: Vec<String> = ["feed", "feeds/security", "feeds/arabic"]
+        .into_iter()
+        .map(String::from)
+        .chain(GOOD_SOURCES.iter().map(|(n, _, _)| format!("sources/{n}")))
+        .flat_map(|p| [topic(&format!("{p}.atom")), topic(&format!("{p}.json"))])
+        .collect();
+    // The first round stored entries in every feed: every one is told.
+    wait_for_pings(&taken, 0, &every).await;
+    for url in &every {
+        let (_, _, body) = http_get(url).await;
+        if url.ends_with(".atom") {
+            assert_eq!(
+                feed_link(&body, "hub").as_deref(),
+                Some(hub.as_str()),
+                "{url}"
+            );
+        } else {
+            let value: serde_json::Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(value["hubs"][0]["type"], "WebSub");
+            assert_eq!(value["hubs"][0]["url"], hub.as_str(), "{url}");
+        }
+    }
+    let told = taken.lock().unwrap().len();
+    assert_eq!(
+        told,
+        every.len(),
+        "each feed told once: {:?}",
+        taken.lock().unwrap()
+    );
+
+    // One source changes: the feeds it is behind are told, no other.
+    *server.english_updated.lock().unwrap() = true;
+    let config = config::load(&config_path).unwrap();
+    app::fetch(config, None, &|_, _| {}).await.unwrap();
+    let changed: Vec<String> = ["feed", "sources/eng-blog"]
+        .into_iter()
+        .flat_map(|p| [topic(&format!("{p}.atom")), topic(&format!("{p}.json"))])
+        .collect();
+    wait_for_pings(&taken, told, &changed).await;
+    tokio::time::sleep(GATHER_SLACK).await;
+    let mut after: Vec<String> = taken.lock().unwrap()[told..].to_vec();
+    after.sort();
+    let mut want = changed.clone();
+    want.sort();
+    assert_eq!(after, want, "only the changed feeds are told");
+    running.stop().await;
+}
+
+/// Longer than the daemon's gathering pause, for pings that should not come.
+const GATHER_SLACK: Duration = Duration::from_secs(3);
