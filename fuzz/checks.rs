@@ -83,6 +83,9 @@ pub fn feed(data: &[u8]) {
         next_link: Some("https://merged.example/feed.atom?limit=3&before=00".into()),
         json_link: Some("https://merged.example/feed.json".into()),
         hub: Some("https://hub.example/".into()),
+        archive: true,
+        prev_archive_link: Some("https://merged.example/feed.atom?archive=2025-03-26".into()),
+        current_link: Some("https://merged.example/feed.atom".into()),
     };
     let items: Vec<Item> = entries.into_iter().map(Item::single).collect();
     let xml = publish::render(&info, &items, &sources, DateTime::<Utc>::UNIX_EPOCH)

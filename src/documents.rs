@@ -26,6 +26,11 @@ use crate::config::Config;
 /// on top.
 pub const CACHE_BYTES: usize = 64 * 1024 * 1024;
 
+/// What a document was rendered from, besides the config: the store's
+/// generation of the sources behind it, and the day that decides which
+/// archive it links (archives: which days are still kept).
+pub type Stamp = (u64, i64);
+
 /// A content coding of a document's bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Coding {
@@ -72,18 +77,18 @@ pub struct Rendered {
     gzip: OnceLock<Bytes>,
     brotli: OnceLock<Bytes>,
     config: Arc<Config>,
-    generation: u64,
+    stamp: Stamp,
 }
 
 impl Rendered {
-    /// `body` rendered under `config` at store generation `generation`;
+    /// `body` rendered under `config` at `stamp`;
     /// `previous` is what it replaces, whose `Last-Modified` it keeps when
     /// the bytes did not change.
     pub fn new(
         body: String,
         content_type: &'static str,
         config: Arc<Config>,
-        generation: u64,
+        stamp: Stamp,
         previous: Option<&Rendered>,
         now: SystemTime,
     ) -> Self {
@@ -103,14 +108,14 @@ impl Rendered {
             gzip: OnceLock::new(),
             brotli: OnceLock::new(),
             config,
-            generation,
+            stamp,
         }
     }
 
-    /// Whether it was rendered from what `config` and `generation` say is
+    /// Whether it was rendered from what `config` and `stamp` say is
     /// there now.
-    pub fn current(&self, config: &Arc<Config>, generation: u64) -> bool {
-        Arc::ptr_eq(&self.config, config) && self.generation == generation
+    pub fn current(&self, config: &Arc<Config>, stamp: Stamp) -> bool {
+        Arc::ptr_eq(&self.config, config) && self.stamp == stamp
     }
 
     /// The strong `ETag` of the form in `coding` (each form its own, as
@@ -268,13 +273,13 @@ struct Slot {
 impl Documents {
     /// The document under `key`, rendered by `render` (on a blocking
     /// thread) unless the cached one is current for `config` and
-    /// `generation`. `render` gives the body and media type, or `None`
+    /// `stamp`. `render` gives the body and media type, or `None`
     /// when there is no such document (nothing is cached then).
     pub async fn get<E, F>(
         &self,
         key: String,
         config: Arc<Config>,
-        generation: u64,
+        stamp: Stamp,
         render: F,
     ) -> Result<Option<Arc<Rendered>>, RenderFailure<E>>
     where
@@ -284,7 +289,7 @@ impl Documents {
         let doc = self.slot(&key);
         let mut held = doc.lock().await;
         if let Some(rendered) = held.as_ref() {
-            if rendered.current(&config, generation) {
+            if rendered.current(&config, stamp) {
                 return Ok(Some(Arc::clone(rendered)));
             }
         }
@@ -297,7 +302,7 @@ impl Documents {
                 body,
                 content_type,
                 config,
-                generation,
+                stamp,
                 previous.as_deref(),
                 SystemTime::now(),
             ))))
@@ -421,7 +426,7 @@ mod tests {
 
     fn doc(body: &str, previous: Option<&Rendered>, now: SystemTime) -> Rendered {
         let config = config();
-        Rendered::new(body.into(), "text/plain", config, 1, previous, now)
+        Rendered::new(body.into(), "text/plain", config, (1, 0), previous, now)
     }
 
     #[test]
@@ -511,7 +516,7 @@ mod tests {
             docs.get::<(), _>(
                 "feed.atom".into(),
                 Arc::clone(&config),
-                generation,
+                (generation, 0),
                 move || {
                     renders.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     Ok(Some((format!("g{generation}"), "text/plain")))
@@ -527,7 +532,7 @@ mod tests {
         assert_eq!(renders.load(std::sync::atomic::Ordering::SeqCst), 2);
         // A new config is a change too.
         let other = super::tests::config();
-        docs.get::<(), _>("feed.atom".into(), other, 2, || {
+        docs.get::<(), _>("feed.atom".into(), other, (2, 0), || {
             Ok(Some(("x".into(), "text/plain")))
         })
         .await
@@ -535,9 +540,12 @@ mod tests {
         assert_eq!(docs.len(), 1);
         // No such document: nothing kept.
         let none = docs
-            .get::<(), _>("feeds/nope.atom".into(), Arc::clone(&config), 2, || {
-                Ok(None)
-            })
+            .get::<(), _>(
+                "feeds/nope.atom".into(),
+                Arc::clone(&config),
+                (2, 0),
+                || Ok(None),
+            )
             .await
             .unwrap();
         assert!(none.is_none());

@@ -8,7 +8,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 
 use crate::config::{Config, SourceLocation};
 use crate::dedup;
@@ -78,6 +78,9 @@ pub struct Request<'a> {
     pub limit: Option<usize>,
     /// Where the page starts; `None`: at the newest entry.
     pub before: Option<Cursor>,
+    /// The archive document of this day (RFC 5005 archived feeds), not a
+    /// page.
+    pub archive: Option<NaiveDate>,
 }
 
 impl<'a> Request<'a> {
@@ -88,6 +91,7 @@ impl<'a> Request<'a> {
             format: Format::Atom,
             limit: None,
             before: None,
+            archive: None,
         }
     }
 
@@ -112,6 +116,10 @@ impl<'a> Request<'a> {
         }
         if let Some(before) = self.before {
             out.push_str(&format!("{sep}before={}", before.to_hex()));
+            sep = '&';
+        }
+        if let Some(day) = self.archive {
+            out.push_str(&format!("{sep}archive={}", day.format("%Y-%m-%d")));
         }
         out
     }
@@ -149,18 +157,129 @@ pub fn sources_behind<'c>(config: &'c Config, selector: Selector<'_>) -> Option<
     }
 }
 
-/// Renders one document; `Ok(None)` when there is no such feed.
+/// Most stories in one archive document (a day of a feed); a busier day
+/// keeps its newest this many in the archive, the rest reachable by paging.
+pub const ARCHIVE_MAX: usize = 10_000;
+
+/// The newest day whose archive is complete at `now`: ended at least
+/// `[dedup] window` ago, so late copies no longer join its stories.
+pub fn settled_day(config: &Config, now: DateTime<Utc>) -> NaiveDate {
+    let settled = chrono::Duration::from_std(config.dedup.window)
+        .ok()
+        .and_then(|w| now.checked_sub_signed(w))
+        .unwrap_or(DateTime::<Utc>::MIN_UTC);
+    settled.date_naive().pred_opt().unwrap_or(NaiveDate::MIN)
+}
+
+/// The oldest day whose archive is still served at `now`: retention drops
+/// (and never freezes again) the days older than `[retention] max_age`.
+pub fn oldest_kept_day(config: &Config, now: DateTime<Utc>) -> NaiveDate {
+    chrono::Duration::from_std(config.retention.max_age)
+        .ok()
+        .and_then(|age| now.checked_sub_signed(age))
+        .map_or(NaiveDate::MIN, |t| t.date_naive())
+}
+
+fn day_start(day: NaiveDate) -> DateTime<Utc> {
+    day.and_time(chrono::NaiveTime::MIN).and_utc()
+}
+
+/// Renders one document as it is now; `Ok(None)` when there is no such
+/// feed (or archive day).
 pub fn render_document(
     config: &Config,
     store: &Store,
     request: &Request<'_>,
 ) -> Result<Option<String>, FeedError> {
-    let Some(behind) = sources_behind(config, request.selector) else {
+    render_at(config, store, request, Utc::now())
+}
+
+/// The archive document `request` names (`request.archive` is a day): the
+/// frozen bytes when it was frozen, else rendered and frozen now, so it
+/// never changes again. `Ok(None)` for no such feed, a day not complete
+/// yet or no longer kept, and a day with no stories.
+pub fn archive_document(
+    config: &Config,
+    store: &Store,
+    request: &Request<'_>,
+    now: DateTime<Utc>,
+) -> Result<Option<String>, FeedError> {
+    let Some(day) = request.archive else {
+        return Ok(None);
+    };
+    if sources_behind(config, request.selector).is_none()
+        || day > settled_day(config, now)
+        || day < oldest_kept_day(config, now)
+    {
+        return Ok(None);
+    }
+    let name = request.path_and_query();
+    if let Some(frozen) = store.archive(day, &name)? {
+        return Ok(Some(frozen));
+    }
+    match render_at(config, store, request, now)? {
+        Some(doc) => Ok(Some(store.freeze_archive(day, &name, doc)?)),
+        None => Ok(None),
+    }
+}
+
+/// Up to `limit` stories of `selector` between `before` and `after`.
+fn read_page(
+    config: &Config,
+    store: &Store,
+    selector: Selector<'_>,
+    limit: usize,
+    before: Option<Cursor>,
+    after: Option<Cursor>,
+) -> Result<Option<Page<Item>>, FeedError> {
+    let Some(behind) = sources_behind(config, selector) else {
         return Ok(None);
     };
     // Entries of sources no longer in the config stay stored but are not
     // published.
     let behind: HashSet<&str> = behind.into_iter().collect();
+    Ok(Some(match selector {
+        Selector::Merged => store.stories_between(limit, &behind, &|_| true, before, after)?,
+        Selector::Output(name) => {
+            let Some(out) = config.output_feed(name) else {
+                return Ok(None);
+            };
+            store.stories_between(limit, &behind, &|e| out.filter.admits(e), before, after)?
+        }
+        Selector::Source(name) => {
+            let page = store.source_between(name, limit, before, after)?;
+            Page {
+                items: page.items.into_iter().map(Item::single).collect(),
+                next: page.next,
+                first: page.first,
+            }
+        }
+    }))
+}
+
+/// The newest day before `before` with a story of `selector`, if it is
+/// still kept: where a `prev-archive` link points.
+fn newest_day_before(
+    config: &Config,
+    store: &Store,
+    selector: Selector<'_>,
+    before: Cursor,
+    now: DateTime<Utc>,
+) -> Result<Option<NaiveDate>, FeedError> {
+    let page = read_page(config, store, selector, 1, Some(before), None)?;
+    Ok(page
+        .and_then(|p| p.first)
+        .map(|at| at.time().date_naive())
+        .filter(|day| *day >= oldest_kept_day(config, now)))
+}
+
+/// Renders one document as it is at `now`.
+fn render_at(
+    config: &Config,
+    store: &Store,
+    request: &Request<'_>,
+    now: DateTime<Utc>,
+) -> Result<Option<String>, FeedError> {
     let (title, max_entries) = match request.selector {
         Selector::Merged => (config.feed.title.clone(), config.feed.max_entries),
         Selector::Output(name) => match config.output_feed(name) {
@@ -176,21 +295,32 @@ pub fn render_document(
         .limit
         .unwrap_or(max_entries)
         .clamp(1, max_entries.max(1));
-    let page = match request.selector {
-        Selector::Merged => store.stories_page(limit, &behind, &|_| true, request.before)?,
-        Selector::Output(name) => {
-            let Some(out) = config.output_feed(name) else {
-                return Ok(None);
-            };
-            store.stories_page(limit, &behind, &|e| out.filter.admits(e), request.before)?
-        }
-        Selector::Source(name) => {
-            let page = store.source_page(name, limit, request.before)?;
-            Page {
-                items: page.items.into_iter().map(Item::single).collect(),
-                next: page.next,
-            }
-        }
+    let (limit, before, after) = match request.archive {
+        Some(day) => (
+            ARCHIVE_MAX,
+            day.succ_opt().map(|next| Cursor::at(day_start(next))),
+            Some(Cursor::at(day_start(day))),
+        ),
+        None => (limit, request.before, None),
+    };
+    let Some(page) = read_page(config, store, request.selector, limit, before, after)? else {
+        return Ok(None);
+    };
+    if request.archive.is_some() && page.items.is_empty() {
+        return Ok(None);
+    }
+    // The subscription document and each archive link the archive before
+    // them (RFC 5005 §4).
+    let prev_before = match request.archive {
+        Some(day) => Some(Cursor::at(day_start(day))),
+        None if request.limit.is_none() && request.before.is_none() => settled_day(config, now)
+            .succ_opt()
+            .map(|next| Cursor::at(day_start(next))),
+        None => None,
+    };
+    let prev_archive = match prev_before {
+        Some(before) => newest_day_before(config, store, request.selector, before, now)?,
+        None => None,
     };
     let mut items = page.items;
     if config.feed.clean_links {
@@ -206,16 +336,21 @@ pub fn render_document(
                 .map(|l| dedup::without_tracking(l, tracking));
         }
     }
-    let info = feed_info(
-        config,
-        request,
-        &title,
-        page.next.map(|next| Request {
+    let next = match request.archive {
+        Some(_) => None,
+        None => page.next.map(|next| Request {
             limit: Some(limit),
             before: Some(next),
             ..*request
         }),
-    );
+    };
+    let prev_archive = prev_archive.map(|day| Request {
+        limit: None,
+        before: None,
+        archive: Some(day),
+        ..*request
+    });
+    let info = feed_info(config, request, &title, next, prev_archive);
     let sources = sources_shown(config, store, &items)?;
     let epoch = DateTime::<Utc>::UNIX_EPOCH;
     Ok(Some(match request.format {
@@ -270,6 +405,7 @@ fn feed_info(
     request: &Request<'_>,
     title: &str,
     next: Option<Request<'_>>,
+    prev_archive: Option<Request<'_>>,
 ) -> FeedInfo {
     let base = config.server.base_url.as_ref();
     // Without a base URL, links are absolute paths on this server.
@@ -280,6 +416,7 @@ fn feed_info(
     let subscription = Request {
         limit: None,
         before: None,
+        archive: None,
         format: Format::Atom,
         ..*request
     };
@@ -297,6 +434,17 @@ fn feed_info(
             .and_then(|base| base.join(&request.path_and_query()).ok())
             .map(String::from),
         next_link: next.and_then(|next| link(&next.path_and_query())),
+        archive: request.archive.is_some(),
+        prev_archive_link: prev_archive.and_then(|prev| link(&prev.path_and_query())),
+        current_link: request.archive.and_then(|_| {
+            link(
+                &Request {
+                    format: request.format,
+                    ..subscription
+                }
+                .path_and_query(),
+            )
+        }),
         // A hub URL's userinfo is the daemon's to use, never to publish.
         hub: config
             .feed

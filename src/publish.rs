@@ -36,7 +36,17 @@ pub struct FeedInfo {
     /// The WebSub hub that hears of the document's changes (`rel="hub"`,
     /// JSON Feed `hubs`).
     pub hub: Option<String>,
+    /// Whether this is an archive document (RFC 5005 `fh:archive`): a
+    /// complete day that never changes.
+    pub archive: bool,
+    /// The archive before this document (`rel="prev-archive"`).
+    pub prev_archive_link: Option<String>,
+    /// An archive's subscription document (`rel="current"`).
+    pub current_link: Option<String>,
 }
+
+/// RFC 5005's namespace (`fh:archive`).
+pub const FEED_HISTORY_NS: &str = "http://purl.org/syndication/history/1.0";
 
 /// What the published feed says about a source.
 #[derive(Debug, Clone)]
@@ -120,6 +130,12 @@ pub fn render(
         (&info.self_link, "self", "application/atom+xml"),
         (&info.json_link, "alternate", "application/feed+json"),
         (&info.next_link, "next", "application/atom+xml"),
+        (&info.current_link, "current", "application/atom+xml"),
+        (
+            &info.prev_archive_link,
+            "prev-archive",
+            "application/atom+xml",
+        ),
     ] {
         if let Some(href) = href {
             feed.links.push(Link {
@@ -129,6 +145,9 @@ pub fn render(
                 ..Link::default()
             });
         }
+    }
+    if info.archive {
+        feed.namespaces.insert("fh".into(), FEED_HISTORY_NS.into());
     }
     if let Some(hub) = &info.hub {
         feed.links.push(Link {
@@ -151,7 +170,12 @@ pub fn render(
         .iter()
         .map(|i| i.representative().and_then(|e| e.language.as_deref()))
         .collect();
-    Ok(with_entry_languages(xml, &languages))
+    let xml = with_entry_languages(xml, &languages);
+    Ok(if info.archive {
+        with_archive_mark(xml)
+    } else {
+        xml
+    })
 }
 
 /// A story as one Atom entry: the representative copy's text, the story's
@@ -183,6 +207,19 @@ fn atom_item(item: &Item, sources: &HashMap<String, SourceInfo>) -> Option<AtomE
         }
     }
     Some(entry)
+}
+
+/// Marks an archive document with `<fh:archive/>` among the feed's own
+/// elements, before the entries as RFC 4287 wants extension elements
+/// (atom_syndication writes its extensions after them). Entry text is
+/// escaped, so the first literal `<entry` is the first entry.
+fn with_archive_mark(mut xml: String) -> String {
+    let at = xml
+        .find("  <entry")
+        .or_else(|| xml.find("</feed>"))
+        .unwrap_or(xml.len());
+    xml.insert_str(at, "  <fh:archive/>\n");
+    xml
 }
 
 /// Puts each entry's `xml:lang` on its `<entry>` element, which
@@ -409,6 +446,9 @@ mod tests {
             next_link: None,
             json_link: None,
             hub: None,
+            archive: false,
+            prev_archive_link: None,
+            current_link: None,
         };
         let xml = render(
             &info,

@@ -38,6 +38,7 @@ use crate::feeds::{self, Format, Request, Selector};
 use crate::metrics::{self, Metrics};
 use crate::status::{self, ReloadStatus};
 use crate::store::{Cursor, Store};
+use chrono::{Datelike, NaiveDate};
 
 /// The content type of every published Atom feed.
 pub use crate::publish::ATOM_CONTENT_TYPE;
@@ -296,17 +297,32 @@ fn split_file(file: &str) -> Option<(&str, Format)> {
 }
 
 /// A feed's paging query (RFC 5005): `?limit=N` (capped at the feed's
-/// `max_entries`), `&before=CURSOR` (from a `next` link). Other
-/// parameters (a reader's cache-buster) are ignored.
+/// `max_entries`), `&before=CURSOR` (from a `next` link), or
+/// `?archive=YYYY-MM-DD` (an archive document, from a `prev-archive`
+/// link). Other parameters (a reader's cache-buster) are ignored.
 #[derive(Debug, Default, serde::Deserialize)]
 struct PageQuery {
     limit: Option<String>,
     before: Option<String>,
+    archive: Option<String>,
 }
+
+/// The page asked for: limit, cursor, archive day.
+type Paging = (Option<usize>, Option<Cursor>, Option<NaiveDate>);
 
 impl PageQuery {
     /// The page asked for, or why the query is refused.
-    fn parse(&self) -> Result<(Option<usize>, Option<Cursor>), &'static str> {
+    fn parse(&self) -> Result<Paging, &'static str> {
+        let archive = match &self.archive {
+            None => None,
+            Some(_) if self.limit.is_some() || self.before.is_some() => {
+                return Err("an archive is a whole day: no limit or before with it\n")
+            }
+            Some(text) => match NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+                Ok(day) if text.len() == 10 => Some(day),
+                _ => return Err("archive must be a day, YYYY-MM-DD, from a prev-archive link\n"),
+            },
+        };
         let limit = match &self.limit {
             None => None,
             Some(text) => match text.parse::<usize>() {
@@ -321,7 +337,7 @@ impl PageQuery {
                 None => return Err("before must be a cursor from a next link\n"),
             },
         };
-        Ok((limit, before))
+        Ok((limit, before, archive))
     }
 }
 
@@ -354,7 +370,7 @@ async fn feed_response(
     page: PageQuery,
     headers: &HeaderMap,
 ) -> Response {
-    let (limit, before) = match page.parse() {
+    let (limit, before, archive) = match page.parse() {
         Ok(page) => page,
         Err(why) => return (StatusCode::BAD_REQUEST, why).into_response(),
     };
@@ -364,11 +380,27 @@ async fn feed_response(
         format,
         limit,
         before,
+        archive,
     };
     let Some(behind) = feeds::sources_behind(&config, request.selector) else {
         return not_found();
     };
-    let generation = state.store.generation(behind);
+    let now = chrono::Utc::now();
+    // An archive never changes once frozen (only its day's ageing out
+    // matters); any other document changes with its sources, and the
+    // subscription document also with the newest complete day it links.
+    let stamp = match archive {
+        Some(_) => (
+            0,
+            feeds::oldest_kept_day(&config, now)
+                .num_days_from_ce()
+                .into(),
+        ),
+        None => (
+            state.store.generation(behind),
+            feeds::settled_day(&config, now).num_days_from_ce().into(),
+        ),
+    };
     let key = request.path_and_query();
     let render = {
         let (config, store) = (Arc::clone(&config), state.store.clone());
@@ -379,14 +411,18 @@ async fn feed_response(
                 format,
                 limit,
                 before,
+                archive,
             };
-            feeds::render_document(&config, &store, &request)
-                .map(|doc| doc.map(|body| (body, format.content_type())))
+            let doc = match archive {
+                Some(_) => feeds::archive_document(&config, &store, &request, now),
+                None => feeds::render_document(&config, &store, &request),
+            };
+            doc.map(|doc| doc.map(|body| (body, format.content_type())))
         }
     };
     let doc = match state
         .documents
-        .get(key, Arc::clone(&config), generation, render)
+        .get(key, Arc::clone(&config), stamp, render)
         .await
     {
         Ok(Some(doc)) => doc,
@@ -437,18 +473,23 @@ async fn feed_response(
     if let Ok(date) = HeaderValue::from_str(&httpdate::fmt_http_date(doc.last_modified)) {
         h.insert(header::LAST_MODIFIED, date);
     }
-    if let Ok(cache) = HeaderValue::from_str(&cache_control(&config)) {
+    if let Ok(cache) = HeaderValue::from_str(&cache_control(&config, archive.is_some())) {
         h.insert(header::CACHE_CONTROL, cache);
     }
     h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
     response
 }
 
-/// `Cache-Control` of a published document: `[feed] max_age`, for every
-/// page alike (a page past a cursor can still change: a copy joins one of
-/// its stories, retention prunes one).
-fn cache_control(config: &Config) -> String {
-    format!("public, max-age={}", config.feed.max_age.as_secs())
+/// `Cache-Control` of a published document: an archive is frozen, so it
+/// may be kept for good; everything else for `[feed] max_age`, every page
+/// alike (a page past a cursor can still change: a copy joins one of its
+/// stories, retention prunes one).
+fn cache_control(config: &Config, archive: bool) -> String {
+    if archive {
+        "public, max-age=31536000, immutable".into()
+    } else {
+        format!("public, max-age={}", config.feed.max_age.as_secs())
+    }
 }
 
 async fn entry_story(State(state): State<ServerState>, Path(id): Path<String>) -> Response {

@@ -32,7 +32,22 @@ struct Feed<'a> {
     authors: Vec<Author<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     language: Option<&'a str>,
+    /// RFC 5005's archive links, which JSON Feed has no words for.
+    #[serde(rename = "_feedmerge", skip_serializing_if = "Option::is_none")]
+    history: Option<History<'a>>,
     items: Vec<JsonItem<'a>>,
+}
+
+/// An archive document's marks, or the subscription document's link to
+/// its newest archive.
+#[derive(Serialize)]
+struct History<'a> {
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    archive: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    current: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prev_archive: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -130,6 +145,11 @@ pub fn render(
             .collect(),
         authors: vec![Author { name: "feedmerge" }],
         language,
+        history: (info.archive || info.prev_archive_link.is_some()).then(|| History {
+            archive: info.archive,
+            current: info.current_link.as_deref(),
+            prev_archive: info.prev_archive_link.as_deref(),
+        }),
         items,
     };
     let mut json =
@@ -268,6 +288,9 @@ mod tests {
             next_link: next_link.map(Into::into),
             json_link: None,
             hub: None,
+            archive: false,
+            prev_archive_link: None,
+            current_link: None,
         }
     }
 

@@ -29,6 +29,8 @@ const TREES_V2: &[&str] = &[
     "stories",
     "tombstones",
     "sources",
+    // Version 4.
+    "archives",
 ];
 /// Trees that only version 1 had.
 const TREES_V1_ONLY: &[&str] = &["by_band"];
@@ -115,6 +117,28 @@ pub(super) fn bring_up_to_date(store: &Store, before: Before) -> Result<(), Stor
     if version <= 2 {
         v2_to_v3(store)?;
     }
+    if version <= 3 {
+        v3_to_v4(store)?;
+    }
+    Ok(())
+}
+
+/// Version 3 -> 4: the `archives` tree (frozen RFC 5005 archive
+/// documents), made empty when the store opens; nothing else changes, so
+/// only the version does, and older builds then refuse the store rather
+/// than serve archives they would not keep or prune.
+fn v3_to_v4(store: &Store) -> Result<(), StoreError> {
+    let sled = |e| store.sled_err(e);
+    store
+        .t
+        .meta
+        .insert(META_VERSION, &4u32.to_be_bytes())
+        .map_err(sled)?;
+    store.db.flush().map_err(sled)?;
+    info!(
+        store = %store.path.display(),
+        "migrated the store to schema version 4"
+    );
     Ok(())
 }
 

@@ -46,6 +46,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use tracing::warn;
 
+mod archives;
 mod codec;
 mod filters;
 mod ingest;
@@ -181,6 +182,7 @@ struct Trees {
     stories: sled::Tree,
     tombstones: sled::Tree,
     sources: sled::Tree,
+    archives: sled::Tree,
 }
 
 /// An open store. Cloning is cheap and shares the database.
@@ -459,6 +461,7 @@ impl Store {
             stories: tree("stories")?,
             tombstones: tree("tombstones")?,
             sources: tree("sources")?,
+            archives: tree("archives")?,
         };
         let store = Self {
             path: path.to_path_buf(),

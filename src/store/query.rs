@@ -23,6 +23,21 @@ type SourceScan = std::iter::Rev<sled::Iter>;
 pub struct Cursor([u8; 16]);
 
 impl Cursor {
+    /// The place just before everything sorted at or after `time`: a page
+    /// before it holds what sorts earlier, a bound after it what sorts at
+    /// `time` or later.
+    pub fn at(time: chrono::DateTime<chrono::Utc>) -> Self {
+        Self(keys::time_key(time, 0))
+    }
+
+    /// The sort time of the place.
+    pub fn time(&self) -> chrono::DateTime<chrono::Utc> {
+        let mut millis = [0u8; 8];
+        millis.copy_from_slice(&self.0[..8]);
+        let millis = (u64::from_be_bytes(millis) ^ (1 << 63)) as i64;
+        chrono::DateTime::from_timestamp_millis(millis).unwrap_or_default()
+    }
+
     /// The cursor as 32 lowercase hex digits.
     pub fn to_hex(&self) -> String {
         self.0.iter().map(|b| format!("{b:02x}")).collect()
@@ -48,6 +63,8 @@ pub struct Page<T> {
     pub items: Vec<T>,
     /// Where the next (older) page starts, when there may be one.
     pub next: Option<Cursor>,
+    /// Where the page's first (newest) item sits.
+    pub first: Option<Cursor>,
 }
 
 impl Store {
@@ -191,8 +208,21 @@ impl Store {
         limit: usize,
         before: Option<Cursor>,
     ) -> Result<Page<Entry>, StoreError> {
+        self.source_between(source, limit, before, None)
+    }
+
+    /// [`Store::source_page`], also stopping at `after`: only entries that
+    /// sort at or after it.
+    pub fn source_between(
+        &self,
+        source: &str,
+        limit: usize,
+        before: Option<Cursor>,
+        after: Option<Cursor>,
+    ) -> Result<Page<Entry>, StoreError> {
         let mut out = Vec::new();
         let mut last = None;
+        let mut first = None;
         let mut next = None;
         for item in self.source_scan(source, before) {
             let (key, _) = item.map_err(|e| self.sled_err(e))?;
@@ -202,6 +232,9 @@ impl Store {
             if !self.shown(seq) {
                 continue;
             }
+            if after.is_some_and(|after| position(&key).is_some_and(|at| at < after)) {
+                break;
+            }
             if out.len() >= limit {
                 next = last;
                 break;
@@ -209,9 +242,14 @@ impl Store {
             if let Some(stored) = self.stored(seq)? {
                 out.push(stored.entry);
                 last = position(&key);
+                first = first.or(last);
             }
         }
-        Ok(Page { items: out, next })
+        Ok(Page {
+            items: out,
+            next,
+            first,
+        })
     }
 
     /// `source`'s `by_source` keys older than `before` (all, when `None`),
@@ -253,6 +291,19 @@ impl Store {
         admit: &dyn Fn(&Entry) -> bool,
         before: Option<Cursor>,
     ) -> Result<Page<Item>, StoreError> {
+        self.stories_between(limit, sources, admit, before, None)
+    }
+
+    /// [`Store::stories_page`], also stopping at `after`: only stories
+    /// whose newest admitted copy sorts at or after it.
+    pub fn stories_between(
+        &self,
+        limit: usize,
+        sources: &HashSet<&str>,
+        admit: &dyn Fn(&Entry) -> bool,
+        before: Option<Cursor>,
+        after: Option<Cursor>,
+    ) -> Result<Page<Item>, StoreError> {
         let mut scans: Vec<SourceScan> = Vec::new();
         let mut heads = BinaryHeap::new();
         for source in sources {
@@ -266,8 +317,12 @@ impl Store {
         let mut out = Vec::new();
         let mut emitted = HashSet::new();
         let mut last = None;
+        let mut first = None;
         let mut next = None;
         while let Some(((at, story_seq), Reverse(which))) = heads.pop() {
+            if after.is_some_and(|after| Cursor(at) < after) {
+                break;
+            }
             if let Some(scan) = scans.get_mut(which) {
                 if let Some(head) = self.next_head(scan)? {
                     heads.push((head, Reverse(which)));
@@ -288,9 +343,14 @@ impl Store {
             if let Some(item) = self.story_item(story_seq, &keep)? {
                 out.push(item);
                 last = Some(Cursor(at));
+                first = first.or(last);
             }
         }
-        Ok(Page { items: out, next })
+        Ok(Page {
+            items: out,
+            next,
+            first,
+        })
     }
 
     /// Where the newest copy of story `story_seq` that `keep` accepts sits

@@ -10,7 +10,7 @@ use super::keys::{self, canon_key, compact_id, source_key, story_key, time_key, 
 use super::{Batches, Store, StoreError};
 
 /// Entries removed per hold of the writer lock.
-const PRUNE_BATCH: usize = 500;
+pub(super) const PRUNE_BATCH: usize = 500;
 
 /// How long entries are kept (built from the config by `app`).
 #[derive(Debug, Clone)]
@@ -44,6 +44,8 @@ pub struct PruneCounts {
     pub pruned: usize,
     /// Tombstones old enough to go.
     pub tombstones_expired: usize,
+    /// Frozen archive documents of days older than `max_age`.
+    pub archives: usize,
 }
 
 impl Store {
@@ -124,9 +126,13 @@ impl Store {
                 .map_err(|e| self.sled_err(e))?;
             expired += keys_.len();
         }
+        // Archives of days older than the age limit go too (and are not
+        // served again: see `archive_kept`).
+        let archives = self.prune_archives(oldest_kept.date_naive())?;
         Ok(PruneCounts {
             pruned,
             tombstones_expired: expired,
+            archives,
         })
     }
 

@@ -748,3 +748,124 @@ async fn the_hub_hears_of_each_changed_feed() {
 
 /// Longer than the daemon's gathering pause, for pings that should not come.
 const GATHER_SLACK: Duration = Duration::from_secs(3);
+
+/// Follows `prev-archive` from the subscription document at `url`;
+/// returns each archive's URL and bytes, newest first.
+async fn archives(url: &str) -> Vec<(String, String)> {
+    let (_, _, subscription) = http_get(url).await;
+    let mut out = Vec::new();
+    let mut next = feed_link(&subscription, "prev-archive");
+    while let Some(url) = next.take() {
+        assert!(out.len() < 50, "the archive chain does not end");
+        let response = raw_client().get(&url).send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 200, "{url}");
+        assert_eq!(
+            response.headers()["cache-control"],
+            "public, max-age=31536000, immutable",
+            "{url}"
+        );
+        let xml = response.text().await.unwrap();
+        next = feed_link(&xml, "prev-archive");
+        out.push((url, xml));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archives_hold_every_story_once_and_never_change() {
+    let server = Server::default();
+    let (feeds, _server_stop) = start_feed_server(server.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut sources = GOOD_SOURCES.to_vec();
+    sources.extend([
+        ("story-a", "story-a.xml", "[\"security\"]"),
+        ("story-b", "story-b.xml", "[\"security\"]"),
+    ]);
+    // The fixtures are from 2025: keep them, and their days, for good.
+    let extra = "\n[retention]\nmax_age = \"36500days\"\n";
+    let (config_path, base) = config_with_base(dir.path(), &feeds, &sources, extra);
+    let running = start_daemon(&config_path).await;
+    let mut frozen = HashMap::new();
+    for path in ["feed", "feeds/security", "sources/eng-blog"] {
+        let subscription = format!("{base}/{path}.atom");
+        let (_, _, whole) = http_get(&subscription).await;
+        // Archived: the stories of complete days (the dedup window, 3
+        // days, behind); an entry without a date sorts at its first
+        // sighting, today, and waits in the subscription document.
+        let settled = chrono::Utc::now() - chrono::Duration::days(4);
+        let all: HashSet<String> = feed_rs::parser::parse(whole.as_bytes())
+            .unwrap()
+            .entries
+            .into_iter()
+            .filter(|e| e.published.or(e.updated).is_some_and(|t| t < settled))
+            .map(|e| e.id)
+            .collect();
+        assert!(all.len() >= 3, "{path}: {} old stories", all.len());
+        let chain = archives(&subscription).await;
+        assert!(chain.len() >= 2, "{path}: {} archives", chain.len());
+        let mut seen = Vec::new();
+        let files = tempfile::tempdir().unwrap();
+        let mut paths = Vec::new();
+        for (i, (url, xml)) in chain.iter().enumerate() {
+            assert!(xml.contains("<fh:archive/>"), "{url}");
+            assert_eq!(
+                feed_link(xml, "current").as_deref(),
+                Some(subscription.as_str())
+            );
+            assert_eq!(feed_link(xml, "self").as_deref(), Some(url.as_str()));
+            seen.extend(entry_ids(xml));
+            let file = files.path().join(format!("{i}.atom"));
+            std::fs::write(&file, xml).unwrap();
+            paths.push(file);
+            frozen.insert(url.clone(), xml.clone());
+        }
+        let output = jing(&paths);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+        let unique: HashSet<String> = seen.iter().cloned().collect();
+        assert_eq!(unique.len(), seen.len(), "{path}: a story in two archives");
+        assert_eq!(unique, all, "{path}: the archives hold every story");
+        // The JSON form links the same chain.
+        let (_, _, json) = http_get(&format!("{base}/{path}.json")).await;
+        let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+        let first = value["_feedmerge"]["prev_archive"].as_str().unwrap();
+        assert_eq!(first, chain[0].0.replace(".atom?", ".json?"));
+    }
+    // Refusals: a day not complete yet, a malformed day, paging an archive.
+    let today = chrono::Utc::now().date_naive().format("%Y-%m-%d");
+    for (query, want) in [
+        (format!("archive={today}"), StatusCode::NOT_FOUND),
+        ("archive=1999-01-01".to_string(), StatusCode::NOT_FOUND),
+        ("archive=2025-3-1".to_string(), StatusCode::BAD_REQUEST),
+        (
+            "archive=2025-03-26&limit=2".to_string(),
+            StatusCode::BAD_REQUEST,
+        ),
+    ] {
+        let (status, _, _) = http_get(&format!("{base}/feed.atom?{query}")).await;
+        assert_eq!(status, want, "{query}");
+    }
+
+    // An entry changes: the subscription document does, no archive does.
+    let (_, _, before) = http_get(&format!("{base}/feed.atom")).await;
+    *server.english_updated.lock().unwrap() = true;
+    let config = config::load(&config_path).unwrap();
+    app::fetch(config, None, &|_, _| {}).await.unwrap();
+    let (_, _, after) = http_get(&format!("{base}/feed.atom")).await;
+    assert_ne!(before, after, "the edit reached the feed");
+    for (url, xml) in &frozen {
+        let (_, _, again) = http_get(url).await;
+        assert_eq!(&again, xml, "{url} changed");
+    }
+    // Nor across a restart: they are frozen in the store.
+    running.stop().await;
+    let running = start_daemon(&config_path).await;
+    for (url, xml) in &frozen {
+        let (_, _, again) = http_get(url).await;
+        assert_eq!(&again, xml, "{url} changed across a restart");
+    }
+    running.stop().await;
+}
