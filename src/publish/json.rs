@@ -145,7 +145,7 @@ pub fn render(
             .collect(),
         authors: vec![Author { name: "feedmerge" }],
         language,
-        history: (info.archive || info.prev_archive_link.is_some()).then(|| History {
+        history: (info.archive || info.prev_archive_link.is_some()).then_some(History {
             archive: info.archive,
             current: info.current_link.as_deref(),
             prev_archive: info.prev_archive_link.as_deref(),

@@ -345,7 +345,8 @@ fn a_story_outlives_its_first_copy() {
         store.prune(later, &Retention::default()).unwrap(),
         PruneCounts {
             pruned: 1,
-            tombstones_expired: 0
+            tombstones_expired: 0,
+            archives: 0,
         }
     );
     assert_eq!(store.entry(&first.id).unwrap(), None);
@@ -633,4 +634,63 @@ fn guids_that_differ_only_in_their_fragment_are_one_entry_only_over_time() {
     let both = poll_of(&[page, page0]);
     assert_eq!(count(ingest(&store, &both, now, &rules)), (1, 0, 1));
     assert_eq!(store.source_entries("src", 10).unwrap().len(), 5);
+}
+
+#[test]
+fn archives_freeze_once_survive_reopening_and_age_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = chrono::NaiveDate::from_ymd_opt(2024, 12, 20).unwrap();
+    let recent = chrono::NaiveDate::from_ymd_opt(2025, 3, 30).unwrap();
+    {
+        let store = Store::open(dir.path(), StoreOptions::with_cache(1 << 20)).unwrap();
+        assert_eq!(
+            store.archive(old, "feed.atom?archive=2024-12-20").unwrap(),
+            None
+        );
+        let first = store
+            .freeze_archive(
+                old,
+                "feed.atom?archive=2024-12-20",
+                "<feed>يوم</feed>".into(),
+            )
+            .unwrap();
+        // A second freeze keeps the first bytes.
+        let again = store
+            .freeze_archive(
+                old,
+                "feed.atom?archive=2024-12-20",
+                "<feed>other</feed>".into(),
+            )
+            .unwrap();
+        assert_eq!(again, first);
+        store
+            .freeze_archive(
+                recent,
+                "feed.atom?archive=2025-03-30",
+                "<feed>r</feed>".into(),
+            )
+            .unwrap();
+    }
+    // Durable: frozen before the store closed, read back after.
+    let store = Store::open(dir.path(), StoreOptions::with_cache(1 << 20)).unwrap();
+    assert_eq!(
+        store
+            .archive(old, "feed.atom?archive=2024-12-20")
+            .unwrap()
+            .as_deref(),
+        Some("<feed>يوم</feed>")
+    );
+    // Retention (90 days by default) drops the old day's, keeps the other.
+    let counts = store
+        .prune(at("2025-04-01T00:00:00Z"), &Retention::default())
+        .unwrap();
+    assert_eq!(counts.archives, 1);
+    assert_eq!(
+        store.archive(old, "feed.atom?archive=2024-12-20").unwrap(),
+        None
+    );
+    assert!(store
+        .archive(recent, "feed.atom?archive=2025-03-30")
+        .unwrap()
+        .is_some());
 }
