@@ -334,6 +334,8 @@ pub struct OutputFeedConfig {
     pub title: String,
     /// Entries of sources carrying any of these tags are included.
     pub tags: Vec<String>,
+    /// Entries of these sources are included too (by name).
+    pub sources: Vec<String>,
     /// Most entries in one published document.
     pub max_entries: usize,
     /// Which of the selected sources' entries the feed shows (`include`,
@@ -535,7 +537,11 @@ struct RawSource {
 struct RawOutputFeed {
     name: Spanned<String>,
     title: Option<String>,
-    tags: Spanned<Vec<String>>,
+    #[serde(default)]
+    tags: Vec<String>,
+    /// Sources included by name, besides those the tags select.
+    #[serde(default)]
+    sources: Vec<Spanned<String>>,
     max_entries: Option<Spanned<usize>>,
     /// As in `[[sources]]`.
     include: Option<Spanned<Vec<Spanned<String>>>>,
@@ -857,16 +863,30 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
                 format!("{key}.name: feed {name:?} is defined twice"),
             ));
         }
-        if f.tags.get_ref().is_empty() {
+        if f.tags.is_empty() && f.sources.is_empty() {
             return Err(located(
-                f.tags.span().start,
-                format!("{key}.tags: list at least one tag"),
+                f.name.span().start,
+                format!("{key}: list at least one tag (tags) or source (sources)"),
             ));
+        }
+        let mut chosen = Vec::with_capacity(f.sources.len());
+        for (j, source) in f.sources.iter().enumerate() {
+            if !sources.iter().any(|s| &s.name == source.get_ref()) {
+                return Err(located(
+                    source.span().start,
+                    format!(
+                        "{key}.sources[{j}]: no source is named {:?}",
+                        source.get_ref()
+                    ),
+                ));
+            }
+            chosen.push(source.get_ref().clone());
         }
         feeds.push(OutputFeedConfig {
             title: f.title.clone().unwrap_or_else(|| name.clone()),
             name,
-            tags: f.tags.get_ref().clone(),
+            tags: f.tags.clone(),
+            sources: chosen,
             max_entries: max_entries(&f.max_entries, &format!("{key}.max_entries"))?,
             filter: checked_filter([&f.include, &f.exclude, &f.fields], &key, &located)?,
         });
@@ -1254,6 +1274,35 @@ mod tests {
         assert_ne!(
             config.feeds[0].filter,
             expected(&["(?i)climate"], &[], None)
+        );
+    }
+
+    #[test]
+    fn output_feeds_choose_sources_by_tag_and_by_name() {
+        let sources = format!(
+            "{MINIMAL}[[sources]]\nname = \"a\"\nurl = \"http://a/\"\ntags = [\"t\"]\n\
+             [[sources]]\nname = \"b\"\nurl = \"http://b/\"\n"
+        );
+        let config = parse(
+            &format!("{sources}[[feeds]]\nname = \"f\"\ntags = [\"t\"]\nsources = [\"b\"]\n"),
+            Path::new("conf/x.toml"),
+        )
+        .unwrap();
+        assert_eq!(config.feeds[0].tags, ["t"]);
+        assert_eq!(config.feeds[0].sources, ["b"]);
+        let only = parse(
+            &format!("{sources}[[feeds]]\nname = \"g\"\nsources = [\"a\"]\n"),
+            Path::new("conf/x.toml"),
+        )
+        .unwrap();
+        assert!(only.feeds[0].tags.is_empty());
+        check_err(
+            &format!("{sources}[[feeds]]\nname = \"f\"\nsources = [\"a\", \"nope\"]\n"),
+            "conf/x.toml:12:17: feeds[0].sources[1]: no source is named \"nope\"",
+        );
+        check_err(
+            &format!("{sources}[[feeds]]\nname = \"f\"\n"),
+            "conf/x.toml:11:8: feeds[0]: list at least one tag (tags) or source (sources)",
         );
     }
 

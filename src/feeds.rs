@@ -151,7 +151,9 @@ pub fn sources_behind<'c>(config: &'c Config, selector: Selector<'_>) -> Option<
         Selector::Merged => Some(names(&|_| true)),
         Selector::Output(name) => {
             let out = config.output_feed(name)?;
-            Some(names(&|s| s.tags.iter().any(|t| out.tags.contains(t))))
+            Some(names(&|s| {
+                out.sources.contains(&s.name) || s.tags.iter().any(|t| out.tags.contains(t))
+            }))
         }
         Selector::Source(name) => config.source(name).map(|s| vec![s.name.as_str()]),
     }

@@ -607,6 +607,15 @@ match = ["title"]
 name = "notes-only"
 tags = ["tech"]
 include = ["(?i)^(notes|calibration)"]
+
+[[feeds]]
+name = "picked"
+sources = ["no-guid", "sa-news"]
+
+[[feeds]]
+name = "tagged-and-picked"
+tags = ["tech"]
+sources = ["no-guid"]
 "#;
     let (config_path, base) = config_with_base(dir.path(), &feeds, GOOD_SOURCES, extra);
     let running = start_daemon(&config_path).await;
@@ -631,6 +640,19 @@ include = ["(?i)^(notes|calibration)"]
         .collect();
     got.sort();
     assert_eq!(got, ["Calibration checklist", "Notes from the field"]);
+    // Sources by name: no-guid (2) and sa-news (2), whatever their tags;
+    // with tags too, the union: eng-blog (3), notes (2), no-guid (2).
+    let (_, _, picked) = http_get(&format!("{base}/feeds/picked.atom")).await;
+    assert_valid_atom(&picked);
+    let mut names: Vec<&str> = picked
+        .split("<id>urn:feedmerge:source:")
+        .skip(1)
+        .filter_map(|rest| rest.split('<').next())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["no-guid", "no-guid", "sa-news", "sa-news"]);
+    let (_, _, both) = http_get(&format!("{base}/feeds/tagged-and-picked.atom")).await;
+    assert_eq!(entry_count(&both), 7, "{both}");
     running.stop().await;
 }
 
