@@ -424,9 +424,22 @@ fn main() {
         common::median(runs.iter().map(|r| r.answer_ms).collect()),
         common::median(runs.iter().map(|r| r.healthz_ms).collect())
     );
+    // Each daemon's first /feed.atom renders it; the others are answered
+    // from the render cache.
+    let first_feed: Vec<f64> = runs
+        .iter()
+        .filter_map(|r| r.feed_ms.first().copied())
+        .collect();
+    let cached_feed: Vec<f64> = runs
+        .iter()
+        .flat_map(|r| r.feed_ms.iter().skip(1).copied())
+        .collect();
+    let cached_ms = common::median(cached_feed.clone());
     println!(
-        "  GET /feed.atom over HTTP: median {:.1} ms; GET /sources/{TINY}.atom: median {:.1} ms",
+        "  GET /feed.atom over HTTP: median {:.1} ms (first of each daemon, rendering: median {:.1} ms; \
+         later, from the cache: median {cached_ms:.2} ms); GET /sources/{TINY}.atom: median {:.1} ms",
         common::median(feed_ms),
+        common::median(first_feed),
         common::median(source_ms)
     );
     println!(
@@ -449,6 +462,12 @@ fn main() {
             format!("{merged_ms:.2} ms"),
             "< 5 ms",
             merged_ms < 5.0,
+        ),
+        (
+            "GET /feed.atom, cached (HTTP)",
+            format!("{cached_ms:.2} ms"),
+            "< 5 ms",
+            cached_ms < 5.0,
         ),
         (
             "render /sources/tiny.atom",

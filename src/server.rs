@@ -265,12 +265,7 @@ async fn named_feed(
     Query(page): Query<PageQuery>,
     headers: HeaderMap,
 ) -> Response {
-    match split_file(&file) {
-        Some((name, format)) => {
-            feed_response(state, Wanted::Output(name.into()), format, page, &headers).await
-        }
-        None => not_found(),
-    }
+    by_file(state, &file, Wanted::Output, page, &headers).await
 }
 
 async fn source_feed(
@@ -279,9 +274,20 @@ async fn source_feed(
     Query(page): Query<PageQuery>,
     headers: HeaderMap,
 ) -> Response {
-    match split_file(&file) {
+    by_file(state, &file, Wanted::Source, page, &headers).await
+}
+
+/// The feed `NAME.atom` or `NAME.json` names, as `wanted` reads the name.
+async fn by_file(
+    state: ServerState,
+    file: &str,
+    wanted: fn(String) -> Wanted,
+    page: PageQuery,
+    headers: &HeaderMap,
+) -> Response {
+    match split_file(file) {
         Some((name, format)) => {
-            feed_response(state, Wanted::Source(name.into()), format, page, &headers).await
+            feed_response(state, wanted(name.into()), format, page, headers).await
         }
         None => not_found(),
     }

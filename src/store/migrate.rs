@@ -128,18 +128,7 @@ pub(super) fn bring_up_to_date(store: &Store, before: Before) -> Result<(), Stor
 /// only the version does, and older builds then refuse the store rather
 /// than serve archives they would not keep or prune.
 fn v3_to_v4(store: &Store) -> Result<(), StoreError> {
-    let sled = |e| store.sled_err(e);
-    store
-        .t
-        .meta
-        .insert(META_VERSION, &4u32.to_be_bytes())
-        .map_err(sled)?;
-    store.db.flush().map_err(sled)?;
-    info!(
-        store = %store.path.display(),
-        "migrated the store to schema version 4"
-    );
-    Ok(())
+    raise_version(store, 4)
 }
 
 /// Version 2 -> 3: entries gained a trailing field (the page an entry
@@ -149,16 +138,22 @@ fn v3_to_v4(store: &Store) -> Result<(), StoreError> {
 /// version changes; older builds then refuse the store instead of
 /// skipping the new records as corrupt.
 fn v2_to_v3(store: &Store) -> Result<(), StoreError> {
+    raise_version(store, 3)
+}
+
+/// Writes schema version `to` and flushes: a migration whose stored forms
+/// older data already fits.
+fn raise_version(store: &Store, to: u32) -> Result<(), StoreError> {
     let sled = |e| store.sled_err(e);
     store
         .t
         .meta
-        .insert(META_VERSION, &3u32.to_be_bytes())
+        .insert(META_VERSION, &to.to_be_bytes())
         .map_err(sled)?;
     store.db.flush().map_err(sled)?;
     info!(
         store = %store.path.display(),
-        "migrated the store to schema version 3"
+        "migrated the store to schema version {to}"
     );
     Ok(())
 }

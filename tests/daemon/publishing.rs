@@ -54,6 +54,17 @@ fn config_with_base(
     (path, base)
 }
 
+/// Adds `line` to the `[feed]` section of the config at `path`.
+fn set_feed_key(path: &Path, line: &str) {
+    let text = std::fs::read_to_string(path).unwrap();
+    let text = text.replacen(
+        "max_entries = 100\n",
+        &format!("max_entries = 100\n{line}\n"),
+        1,
+    );
+    std::fs::write(path, text).unwrap();
+}
+
 /// Every `null` in `value`, by path.
 fn nulls(value: &serde_json::Value, at: &str, out: &mut Vec<String>) {
     match value {
@@ -223,16 +234,7 @@ async fn readers_get_304s_compressed_bytes_and_cache_headers() {
     let (feeds, _server_stop) = start_feed_server(server.clone()).await;
     let dir = tempfile::tempdir().unwrap();
     let (config_path, base) = config_with_base(dir.path(), &feeds, GOOD_SOURCES, "");
-    let text = std::fs::read_to_string(&config_path).unwrap();
-    std::fs::write(
-        &config_path,
-        text.replacen(
-            "max_entries = 100\n",
-            "max_entries = 100\nmax_age = \"90s\"\n",
-            1,
-        ),
-    )
-    .unwrap();
+    set_feed_key(&config_path, "max_age = \"90s\"");
     let running = start_daemon(&config_path).await;
     let client = raw_client();
     let url = format!("{base}/feed.atom");
@@ -439,16 +441,7 @@ async fn published_links_drop_trackers_unless_told_not_to() {
         let sources = [("tracked", "tracked.xml", "[]")];
         let (config_path, base) = config_with_base(dir.path(), &feeds, &sources, "");
         if let Some(clean) = clean {
-            let text = std::fs::read_to_string(&config_path).unwrap();
-            std::fs::write(
-                &config_path,
-                text.replacen(
-                    "max_entries = 100\n",
-                    &format!("max_entries = 100\nclean_links = {clean}\n"),
-                    1,
-                ),
-            )
-            .unwrap();
+            set_feed_key(&config_path, &format!("clean_links = {clean}"));
         }
         let running = start_daemon(&config_path).await;
         for path in ["feed", "sources/tracked"] {
@@ -708,16 +701,7 @@ async fn the_hub_hears_of_each_changed_feed() {
     let (hub, taken, _hub_stop) = start_hub(2).await;
     let dir = tempfile::tempdir().unwrap();
     let (config_path, base) = config_with_base(dir.path(), &feeds, GOOD_SOURCES, "");
-    let text = std::fs::read_to_string(&config_path).unwrap();
-    std::fs::write(
-        &config_path,
-        text.replacen(
-            "max_entries = 100\n",
-            &format!("max_entries = 100\nwebsub_hub = \"{hub}\"\n"),
-            1,
-        ),
-    )
-    .unwrap();
+    set_feed_key(&config_path, &format!("websub_hub = \"{hub}\""));
     let running = start_daemon(&config_path).await;
     let topic = |path: &str| format!("{base}/{path}");
     let every: Vec<String> = ["feed", "feeds/security", "feeds/arabic"]
