@@ -279,12 +279,52 @@ fn pack_texts(summary: Option<&str>, content: Option<&str>) -> Result<Vec<u8>, S
         out.extend_from_slice(&plain);
         return Ok(out);
     }
-    let packed = zstd::bulk::compress(&plain, ZSTD_LEVEL).map_err(|e| e.to_string())?;
+    let packed = compress(&plain)?;
     let mut out = Vec::with_capacity(packed.len() + 5);
     out.push(TEXT_ZSTD);
     out.extend_from_slice(&(plain.len() as u32).to_be_bytes());
     out.extend_from_slice(&packed);
     Ok(out)
+}
+
+thread_local! {
+    /// Each thread's zstd contexts, made once: a context per call was a
+    /// visible share of a feed's render (ZSTD_createDCtx and the
+    /// allocations and page faults of its buffers, in perf).
+    static ZSTD: std::cell::RefCell<Option<(zstd::bulk::Compressor<'static>, zstd::bulk::Decompressor<'static>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` with this thread's zstd contexts.
+fn with_zstd<T>(
+    f: impl FnOnce(
+        &mut zstd::bulk::Compressor<'static>,
+        &mut zstd::bulk::Decompressor<'static>,
+    ) -> std::io::Result<T>,
+) -> Result<T, String> {
+    ZSTD.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        if cell.is_none() {
+            let compressor = zstd::bulk::Compressor::new(ZSTD_LEVEL).map_err(|e| e.to_string())?;
+            let decompressor = zstd::bulk::Decompressor::new().map_err(|e| e.to_string())?;
+            *cell = Some((compressor, decompressor));
+        }
+        match cell.as_mut() {
+            Some((c, d)) => f(c, d).map_err(|e| e.to_string()),
+            None => Err("no zstd context".into()),
+        }
+    })
+}
+
+/// `plain`, zstd-compressed at [`ZSTD_LEVEL`] (one frame, as
+/// `zstd::bulk::compress` writes it).
+fn compress(plain: &[u8]) -> Result<Vec<u8>, String> {
+    with_zstd(|c, _| c.compress(plain))
+}
+
+/// One zstd frame of at most `capacity` bytes, decompressed.
+fn decompress(packed: &[u8], capacity: usize) -> Result<Vec<u8>, String> {
+    with_zstd(|_, d| d.decompress(packed, capacity))
 }
 
 type Texts = (Option<String>, Option<String>);
@@ -301,7 +341,7 @@ fn unpack_texts(bytes: &[u8]) -> Result<Texts, String> {
             if len > MAX_TEXT {
                 return Err(format!("packed text claims {len} bytes"));
             }
-            zstd::bulk::decompress(&rest[4..], len).map_err(|e| e.to_string())?
+            decompress(&rest[4..], len)?
         }
         Some((kind, _)) => return Err(format!("unknown text packing {kind}")),
         None => return Err("empty packed text".into()),
@@ -616,7 +656,7 @@ pub(super) mod legacy {
 
 /// A frozen archive document as stored (`archives` values, schema 4).
 pub(super) fn encode_archive(doc: &str) -> Result<Vec<u8>, String> {
-    let packed = zstd::bulk::compress(doc.as_bytes(), ZSTD_LEVEL).map_err(|e| e.to_string())?;
+    let packed = compress(doc.as_bytes())?;
     let mut out = Vec::with_capacity(packed.len() + 9);
     out.push(ARCHIVE_V1);
     out.extend_from_slice(&(doc.len() as u64).to_be_bytes());
@@ -633,8 +673,7 @@ pub(super) fn decode_archive(bytes: &[u8]) -> Result<String, String> {
             if len > MAX_ARCHIVE_BYTES {
                 return Err(format!("archive: {len} bytes is past any archive written"));
             }
-            let plain = zstd::bulk::decompress(rest.get(8..).unwrap_or_default(), len)
-                .map_err(|e| e.to_string())?;
+            let plain = decompress(rest.get(8..).unwrap_or_default(), len)?;
             String::from_utf8(plain).map_err(|e| e.to_string())
         }
         Some((other, _)) => Err(format!("archive: unknown format byte {other}")),
