@@ -288,6 +288,25 @@ fn entry_titles(xml: &str) -> Vec<String> {
         .collect()
 }
 
+/// Runs newsboat's `-x` `commands` on the `urls`, `cache.db` and `config`
+/// under `home`.
+fn newsboat(home: &Path, commands: &[&str]) -> std::process::Output {
+    Command::new("newsboat")
+        .arg("-u")
+        .arg(home.join("urls"))
+        .arg("-c")
+        .arg(home.join("cache.db"))
+        .arg("-C")
+        .arg(home.join("config"))
+        .arg("-x")
+        .args(commands)
+        .env("HOME", home)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run newsboat ({e}); install it: apt-get install newsboat")
+        })
+}
+
 /// Replaces `listen = "127.0.0.1:0"` with a free fixed port, so commands
 /// that look for the daemon through `server.listen` find it.
 fn give_fixed_port(config_path: &Path) {
@@ -519,23 +538,9 @@ async fn newsboat_reads_the_merged_feed() {
     std::fs::create_dir_all(&home).unwrap();
     std::fs::write(home.join("urls"), format!("{}/feed.atom\n", running.base)).unwrap();
     std::fs::write(home.join("config"), "").unwrap();
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new("newsboat")
-            .arg("-u")
-            .arg(home.join("urls"))
-            .arg("-c")
-            .arg(home.join("cache.db"))
-            .arg("-C")
-            .arg(home.join("config"))
-            .args(["-x", "reload", "print-unread"])
-            .env("HOME", &home)
-            .output()
-            .unwrap_or_else(|e| {
-                panic!("cannot run newsboat ({e}); install it: apt-get install newsboat")
-            })
-    })
-    .await
-    .unwrap();
+    let output = tokio::task::spawn_blocking(move || newsboat(&home, &["reload", "print-unread"]))
+        .await
+        .unwrap();
     running.stop().await;
     assert!(
         output.status.success(),

@@ -471,19 +471,7 @@ fn duration_key_reads_back() {
 
 /// Runs `newsboat -x reload` on `urls` with its files under `home`.
 fn newsboat_reload(home: &Path) {
-    let output = Command::new("newsboat")
-        .arg("-u")
-        .arg(home.join("urls"))
-        .arg("-c")
-        .arg(home.join("cache.db"))
-        .arg("-C")
-        .arg(home.join("config"))
-        .args(["-x", "reload"])
-        .env("HOME", home)
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("cannot run newsboat ({e}); install it: apt-get install newsboat")
-        });
+    let output = newsboat(home, &["reload"]);
     assert!(
         output.status.success(),
         "newsboat: {}",
