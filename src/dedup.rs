@@ -12,7 +12,7 @@
 //! 3. near-duplicate text across sources ([`fingerprint`], MinHash over word
 //!    pairs after script-aware normalization, [`similarity`]).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
@@ -161,8 +161,9 @@ pub fn identity_key(source_id: &str) -> String {
     } else {
         None
     };
+    static TRACKING: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(default_tracking);
     as_url
-        .and_then(|u| canonical_url(&u, &default_tracking()))
+        .and_then(|u| canonical_url(&u, &TRACKING))
         .unwrap_or_else(|| id.to_string())
 }
 
@@ -170,7 +171,11 @@ pub fn identity_key(source_id: &str) -> String {
 /// of one document whose guids differ only after the `#` (Scripting News
 /// writes `.../2002/09/29#When:12:59:01PM` and `...#When:6:52:02PM`).
 pub fn exact_key(source_id: &str) -> String {
-    let key = identity_key(source_id);
+    exact_key_of(source_id, identity_key(source_id))
+}
+
+/// [`exact_key`], given the id's [`identity_key`].
+fn exact_key_of(source_id: &str, key: String) -> String {
     let id = source_id.trim();
     match id.split_once('#') {
         Some((_, fragment)) if !fragment.is_empty() && key != id => format!("{key}#{fragment}"),
@@ -186,34 +191,55 @@ pub fn exact_key(source_id: &str) -> String {
 /// the id of its exact key; every other item the id of its fragment-free
 /// key ([`entry_id`]).
 pub fn document_ids(source: &str, source_ids: &[&str]) -> Vec<String> {
-    let shared = shared_keys(source_ids.iter().copied());
+    let document = DocumentGuids::new(source_ids);
     source_ids
         .iter()
         .map(|id| {
-            if shared.contains(&identity_key(id)) {
-                id_of_key(source, &exact_key(id))
+            let key = identity_key(id);
+            if document.shared(&key) {
+                id_of_key(source, &exact_key_of(id, key))
             } else {
-                entry_id(source, id)
+                id_of_key(source, &key)
             }
         })
         .collect()
 }
 
-/// The fragment-free keys that several distinct exact keys share.
-fn shared_keys<'a>(source_ids: impl Iterator<Item = &'a str>) -> HashSet<String> {
-    let mut exact_by_key: std::collections::HashMap<String, HashSet<String>> =
-        std::collections::HashMap::new();
-    for id in source_ids {
-        exact_by_key
-            .entry(identity_key(id))
-            .or_default()
-            .insert(exact_key(id));
+/// The publisher ids of one document, by fragment-free key: each key's
+/// distinct exact keys. Built once per document, so looking every entry up
+/// costs one key per entry, not one per pair.
+#[derive(Debug, Default)]
+pub struct DocumentGuids {
+    exact_by_key: HashMap<String, Vec<String>>,
+}
+
+impl DocumentGuids {
+    /// The keys of `source_ids` (one document's guids).
+    pub fn new(source_ids: &[&str]) -> Self {
+        let mut exact_by_key: HashMap<String, Vec<String>> = HashMap::new();
+        for id in source_ids {
+            let key = identity_key(id);
+            let exact = exact_key_of(id, key.clone());
+            let variants = exact_by_key.entry(key).or_default();
+            if !variants.contains(&exact) {
+                variants.push(exact);
+            }
+        }
+        Self { exact_by_key }
     }
-    exact_by_key
-        .into_iter()
-        .filter(|(_, exact)| exact.len() > 1)
-        .map(|(key, _)| key)
-        .collect()
+
+    /// Whether several distinct exact keys of the document share `key`.
+    fn shared(&self, key: &str) -> bool {
+        self.exact_by_key.get(key).is_some_and(|v| v.len() > 1)
+    }
+
+    /// Whether the document lists, under `key`, an exact key other than
+    /// `exact`.
+    fn shares_with_other(&self, key: &str, exact: &str) -> bool {
+        self.exact_by_key
+            .get(key)
+            .is_some_and(|v| v.iter().any(|other| other != exact))
+    }
 }
 
 /// Where an incoming entry may already be stored, in the order to look.
@@ -227,19 +253,18 @@ pub struct StoredUnder {
 }
 
 /// The ids to look an incoming entry up under, given the publisher ids of
-/// the whole document it came in (`document`: one per entry, in order;
+/// the whole document it came in (`document`, [`DocumentGuids`];
 /// [`document_ids`] gave the ids). An item alone with its fragment-free
 /// key looks under its exact key first (it was stored there while a
 /// sibling was listed beside it), then under the fragment-free key, which
 /// it takes over whatever guid variant is stored there. An item sharing
 /// its key looks under its exact key, then under the fragment-free key
 /// only for a copy stored from the same guid.
-pub fn stored_under(source: &str, source_id: &str, document: &[&str]) -> Vec<StoredUnder> {
+pub fn stored_under(source: &str, source_id: &str, document: &DocumentGuids) -> Vec<StoredUnder> {
     let key = identity_key(source_id);
-    let shared = document
-        .iter()
-        .any(|other| identity_key(other) == key && exact_key(other) != exact_key(source_id));
-    let exact = id_of_key(source, &exact_key(source_id));
+    let exact_key = exact_key_of(source_id, key.clone());
+    let shared = document.shares_with_other(&key, &exact_key);
+    let exact = id_of_key(source, &exact_key);
     let family = id_of_key(source, &key);
     let mut out = vec![StoredUnder {
         id: exact.clone(),
@@ -316,10 +341,16 @@ fn comparable_words_upto(text: &str, limit: usize) -> Vec<String> {
             break;
         }
         folded.clear();
-        if token.bytes().all(|b| b.is_ascii_alphanumeric()) {
-            // Nothing for NFKC or the Arabic foldings to do.
-            folded.push_str(token);
-            folded.make_ascii_lowercase();
+        if token.is_ascii() {
+            // Nothing for NFKC or the Arabic foldings to do: ASCII letters
+            // and digits lowercased, the rest separates words (as `fold`).
+            folded.extend(token.bytes().map(|b| {
+                if b.is_ascii_alphanumeric() {
+                    char::from(b.to_ascii_lowercase())
+                } else {
+                    ' '
+                }
+            }));
         } else {
             folded.extend(token.nfkc().flat_map(char::to_lowercase).filter_map(fold));
         }
@@ -421,20 +452,23 @@ fn numbers_in(text: &str) -> Vec<String> {
 
 /// MinHash signature of a word sequence's word pairs.
 fn minhash(words: &[String]) -> Vec<u32> {
-    let shingles: HashSet<u64> = words
+    let mut shingles: Vec<u64> = words
         .windows(2)
         .map(|pair| fnv1a(pair[0].as_bytes(), pair[1].as_bytes()))
         .collect();
-    (0..FINGERPRINT_HASHES as u64)
-        .map(|i| {
-            let seed = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-            shingles
-                .iter()
-                .map(|s| (mix(s ^ seed) >> 32) as u32)
-                .min()
-                .unwrap_or(u32::MAX)
-        })
-        .collect()
+    shingles.sort_unstable();
+    shingles.dedup();
+    let seeds: [u64; FINGERPRINT_HASHES] =
+        std::array::from_fn(|i| (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    // Shingle by shingle over all seeds at once: the same minimums as seed
+    // by seed over the shingles, in a loop the compiler can unroll.
+    let mut mins = [u32::MAX; FINGERPRINT_HASHES];
+    for s in shingles {
+        for (min, seed) in mins.iter_mut().zip(seeds) {
+            *min = (*min).min((mix(s ^ seed) >> 32) as u32);
+        }
+    }
+    mins.to_vec()
 }
 
 /// Estimated Jaccard similarity of two fingerprints.
@@ -915,7 +949,7 @@ mod tests {
         ];
         for (guid, document, expected) in lookups {
             assert_eq!(
-                &stored_under("s", guid, document),
+                &stored_under("s", guid, &DocumentGuids::new(document)),
                 expected,
                 "{guid} in {document:?}"
             );
@@ -933,6 +967,45 @@ mod tests {
             comparable_words("Ｆｕｌｌ-width TEXT!"),
             ["full", "width", "text"]
         );
+    }
+
+    /// Fingerprints are stored: the fast paths must give exactly what the
+    /// plain definitions give (NFKC, lowercase and `fold` on every token;
+    /// each seed's minimum over the set of shingles).
+    #[test]
+    fn fast_paths_give_the_stored_fingerprints() {
+        let slow_words = |text: &str| -> Vec<String> {
+            let folded: String = text.nfkc().flat_map(char::to_lowercase).filter_map(fold).collect();
+            folded.split_whitespace().map(str::to_string).collect()
+        };
+        let slow_minhash = |words: &[String]| -> Vec<u32> {
+            let shingles: HashSet<u64> = words
+                .windows(2)
+                .map(|pair| fnv1a(pair[0].as_bytes(), pair[1].as_bytes()))
+                .collect();
+            (0..FINGERPRINT_HASHES as u64)
+                .map(|i| {
+                    let seed = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+                    shingles
+                        .iter()
+                        .map(|s| (mix(s ^ seed) >> 32) as u32)
+                        .min()
+                        .unwrap_or(u32::MAX)
+                })
+                .collect()
+        };
+        let texts = [
+            "U.S. officials said on Tuesday (local time) that 2,500 troops -- \"a first\" -- would go; it's done.",
+            "e-mail/web: AT&T's CEO, Jane O'Neil, said [sic] {x} <b>hi</b> 50% of $3.5bn #1 @home_page",
+            "أعلنَ الوزيرُ، إنّ القيادةَ «آمنة» ـــ على mixed ASCII, and Ｆｕｌｌ-width TEXT!",
+            "the the the the the the the the the the the the the the the the the the the the the the",
+        ];
+        for text in texts {
+            assert_eq!(comparable_words(text), slow_words(text), "{text}");
+            let words = comparable_words(text);
+            assert_eq!(minhash(&words), slow_minhash(&words), "{text}");
+        }
+        assert_eq!(minhash(&[]), slow_minhash(&[]));
     }
 
     #[test]

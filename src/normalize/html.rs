@@ -149,8 +149,20 @@ pub fn with_direction(html: String, language: Option<&str>) -> String {
 /// entities decoded, whitespace collapsed, and the control characters that
 /// decoding made (`&#3;`, or HTML's `&#3` without its semicolon) dropped.
 pub fn plain_text(html: &str) -> String {
+    // Without a tag or an entity there is nothing to parse: the parser
+    // would hand the text back as it is (most titles).
+    if !html.contains(['<', '&']) {
+        return collapse_whitespace(&super::clean_text(html));
+    }
+    parsed_plain_text(html)
+}
+
+/// [`plain_text`] through the HTML parser.
+fn parsed_plain_text(html: &str) -> String {
     let stripped = STRIPPER.with(|builder| builder.clean(html).to_string());
-    super::clean_text(&serialized_text(&stripped))
+    // Characters XML forbids go before whitespace is collapsed, so none
+    // leaves a stray space.
+    serialized_text(&super::clean_text(&stripped))
 }
 
 /// Text as html5ever serializes it, entities decoded and whitespace
@@ -253,6 +265,17 @@ pub fn summary_from_text(text: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// Text with no tag and no entity comes out of the fast path as
+        /// the parser would give it.
+        #[test]
+        fn plain_text_without_markup_skips_the_parser(
+            text in "[a-zA-Z0-9 \t\r\n\u{0}-\u{1f}\u{7f}-\u{a0}>\"'=/;#\u{600}-\u{6ff}\u{fdd0}\u{fffd}-\u{ffff}\u{2028}\u{3000}]{0,40}"
+        ) {
+            proptest::prop_assert_eq!(plain_text(&text), parsed_plain_text(&text));
+        }
+    }
 
     #[test]
     fn sanitized_text_is_plain_text_without_a_parse() {

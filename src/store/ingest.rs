@@ -115,6 +115,7 @@ impl Store {
         // The document as dedup's identity rules see it: its guids, and the
         // ids its entries were given.
         let guids: Vec<&str> = incoming.iter().map(|e| e.source_id.as_str()).collect();
+        let guids = dedup::DocumentGuids::new(&guids);
         let listed: HashSet<&str> = incoming.iter().map(|e| e.id.as_str()).collect();
         for entry in incoming {
             let (stored_id, slot) = match self.find_slot(entry, &guids, &state.filters)? {
@@ -217,7 +218,7 @@ impl Store {
     fn find_slot(
         &self,
         entry: &Entry,
-        guids: &[&str],
+        guids: &dedup::DocumentGuids,
         filters: &Filters,
     ) -> Result<Option<(String, Slot)>, StoreError> {
         let mut candidates = dedup::stored_under(&entry.source, &entry.source_id, guids);

@@ -9,6 +9,7 @@
 //! of `records` and `by_time`, and holds at most [`MAX_RESIDENTS`]
 //! entries (the latest arrivals win).
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet, VecDeque};
 
 use chrono::{DateTime, Duration, Utc};
@@ -16,7 +17,8 @@ use chrono::{DateTime, Duration, Utc};
 use crate::dedup::{self, Candidate};
 use crate::model::Fingerprint;
 
-/// Most entries the index holds (about 600 bytes each).
+/// Most entries the index holds (about 800 bytes each: the resident with
+/// its fingerprint, and sixteen band slots).
 pub(super) const MAX_RESIDENTS: usize = 100_000;
 /// Candidates read per LSH band: bounds a lookup however many entries
 /// share a band (boilerplate, templates).
@@ -56,7 +58,9 @@ pub(super) struct NearIndex {
     residents: HashMap<u64, Resident>,
     /// Band key -> seqs, in arrival order (may name seqs no longer
     /// resident: skipped, and swept when they outnumber the live ones).
-    bands: HashMap<[u8; 5], Vec<u64>>,
+    /// Sixteen band keys per resident, nearly all of them held by one
+    /// seq: packed in a `u64`, with one seq inline.
+    bands: HashMap<u64, Seqs>,
     /// Seqs (and their arrival numbers) in arrival order, for eviction.
     arrivals: VecDeque<(u64, u64)>,
     /// Arrivals so far.
@@ -111,7 +115,12 @@ impl NearIndex {
             }
         };
         for band in dedup::band_keys(&e.fingerprint.minhash) {
-            self.bands.entry(band).or_default().push(e.seq);
+            match self.bands.entry(packed(band)) {
+                Entry::Occupied(mut seqs) => seqs.get_mut().push(e.seq),
+                Entry::Vacant(slot) => {
+                    slot.insert(Seqs::One(e.seq));
+                }
+            }
         }
         self.residents.insert(
             e.seq,
@@ -161,10 +170,8 @@ impl NearIndex {
 
     fn sweep(&mut self) {
         let residents = &self.residents;
-        self.bands.retain(|_, seqs| {
-            seqs.retain(|s| residents.contains_key(s));
-            !seqs.is_empty()
-        });
+        self.bands
+            .retain(|_, seqs| seqs.retain(|s| residents.contains_key(s)));
         self.arrivals
             .retain(|(s, a)| residents.get(s).is_some_and(|r| r.arrival == *a));
         self.stale = 0;
@@ -183,11 +190,11 @@ impl NearIndex {
         let (at, window) = (at.timestamp_millis(), window.num_milliseconds());
         let mut offered = HashSet::new();
         for band in dedup::band_keys(&fingerprint.minhash) {
-            let Some(seqs) = self.bands.get(&band) else {
+            let Some(seqs) = self.bands.get(&packed(band)) else {
                 continue;
             };
             let mut from_band = 0;
-            for &seq in seqs.iter().rev() {
+            for &seq in seqs.as_slice().iter().rev() {
                 if from_band >= MAX_CANDIDATES_PER_BAND || offered.len() >= MAX_CANDIDATES {
                     break;
                 }
@@ -210,6 +217,53 @@ impl NearIndex {
     }
 }
 
+/// A band key (band number, then its 32-bit hash) as one number.
+fn packed(band: [u8; 5]) -> u64 {
+    let [b, h0, h1, h2, h3] = band;
+    (u64::from(b) << 32) | u64::from(u32::from_be_bytes([h0, h1, h2, h3]))
+}
+
+/// The seqs under one band key, in arrival order: one inline (most band
+/// keys), more on the heap.
+enum Seqs {
+    One(u64),
+    Many(Box<Vec<u64>>),
+}
+
+impl Seqs {
+    fn push(&mut self, seq: u64) {
+        match self {
+            Seqs::One(first) => *self = Seqs::Many(Box::new(vec![*first, seq])),
+            Seqs::Many(seqs) => seqs.push(seq),
+        }
+    }
+
+    fn as_slice(&self) -> &[u64] {
+        match self {
+            Seqs::One(seq) => std::slice::from_ref(seq),
+            Seqs::Many(seqs) => seqs,
+        }
+    }
+
+    /// Keeps the seqs `keep` accepts; false when none is left.
+    fn retain(&mut self, keep: impl Fn(&u64) -> bool) -> bool {
+        match self {
+            Seqs::One(seq) => keep(seq),
+            Seqs::Many(seqs) => {
+                seqs.retain(|s| keep(s));
+                match seqs.as_slice() {
+                    [] => false,
+                    [one] => {
+                        *self = Seqs::One(*one);
+                        true
+                    }
+                    _ => true,
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,6 +277,21 @@ mod tests {
 
     fn at(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn band_slots_keep_arrival_order_and_shrink_back() {
+        let mut seqs = Seqs::One(1);
+        assert_eq!(seqs.as_slice(), [1]);
+        seqs.push(2);
+        seqs.push(3);
+        assert_eq!(seqs.as_slice(), [1, 2, 3]);
+        assert!(seqs.retain(|s| *s != 2));
+        assert_eq!(seqs.as_slice(), [1, 3]);
+        assert!(seqs.retain(|s| *s == 3));
+        assert!(matches!(seqs, Seqs::One(3)));
+        assert!(!seqs.retain(|_| false));
+        assert_ne!(packed([0, 0, 0, 0, 1]), packed([1, 0, 0, 0, 1]));
     }
 
     #[test]
