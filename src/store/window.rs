@@ -225,6 +225,10 @@ fn packed(band: [u8; 5]) -> u64 {
 
 /// The seqs under one band key, in arrival order: one inline (most band
 /// keys), more on the heap.
+#[expect(
+    clippy::box_collection,
+    reason = "boxed, the Vec keeps the enum (and so each band slot) at 16 bytes"
+)]
 enum Seqs {
     One(u64),
     Many(Box<Vec<u64>>),
