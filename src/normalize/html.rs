@@ -168,13 +168,36 @@ fn parsed_plain_text(html: &str) -> String {
 /// Text as html5ever serializes it, entities decoded and whitespace
 /// collapsed.
 fn serialized_text(text: &str) -> String {
-    let decoded = text
-        .replace("&nbsp;", "\u{a0}")
-        .replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&quot;", "\"")
-        .replace("&#39;", "'")
-        .replace("&amp;", "&");
+    if !text.contains('&') {
+        return collapse_whitespace(text);
+    }
+    // One pass: no decoded character is a `&`, so no decoding makes an
+    // entity for another to decode.
+    const ENTITIES: [(&str, char); 6] = [
+        ("&nbsp;", '\u{a0}'),
+        ("&lt;", '<'),
+        ("&gt;", '>'),
+        ("&quot;", '"'),
+        ("&#39;", '\''),
+        ("&amp;", '&'),
+    ];
+    let mut decoded = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('&') {
+        decoded.push_str(&rest[..at]);
+        rest = &rest[at..];
+        match ENTITIES.iter().find(|(name, _)| rest.starts_with(name)) {
+            Some((name, c)) => {
+                decoded.push(*c);
+                rest = &rest[name.len()..];
+            }
+            None => {
+                decoded.push('&');
+                rest = &rest[1..];
+            }
+        }
+    }
+    decoded.push_str(rest);
     collapse_whitespace(&decoded)
 }
 
@@ -236,7 +259,14 @@ pub fn escape(text: &str) -> String {
 
 /// Whitespace runs to single spaces, trimmed.
 pub fn collapse_whitespace(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
+    let mut out = String::with_capacity(text.len());
+    for word in text.split_whitespace() {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(word);
+    }
+    out
 }
 
 /// Longest derived summary, in characters.
@@ -274,6 +304,30 @@ mod tests {
             text in "[a-zA-Z0-9 \t\r\n\u{0}-\u{1f}\u{7f}-\u{a0}>\"'=/;#\u{600}-\u{6ff}\u{fdd0}\u{fffd}-\u{ffff}\u{2028}\u{3000}]{0,40}"
         ) {
             proptest::prop_assert_eq!(plain_text(&text), parsed_plain_text(&text));
+        }
+    }
+
+    #[test]
+    fn entities_decode_in_one_pass_as_in_sequence() {
+        let sequential = |text: &str| {
+            collapse_whitespace(
+                &text
+                    .replace("&nbsp;", "\u{a0}")
+                    .replace("&lt;", "<")
+                    .replace("&gt;", ">")
+                    .replace("&quot;", "\"")
+                    .replace("&#39;", "'")
+                    .replace("&amp;", "&"),
+            )
+        };
+        for text in [
+            "a &amp;lt; b &lt;&gt; &quot;q&quot; &#39;s&#39;&nbsp;x",
+            "&&amp;&amp;amp;&nbsp &lt &;",
+            "tail &",
+            "&amp;nbsp; و&nbsp;ب  \n c",
+            "",
+        ] {
+            assert_eq!(serialized_text(text), sequential(text), "{text}");
         }
     }
 
