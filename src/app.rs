@@ -202,17 +202,22 @@ fn poller_with(
             .iter()
             .map(|s| (s.name.clone(), CancellationToken::new()))
             .collect(),
-        offsets: config
-            .sources
-            .iter()
-            .map(|s| {
-                let bound = schedule::jitter_bound(
-                    config.poll.jitter,
-                    schedule::interval(&s.schedule, chrono::Utc::now()),
-                );
-                (s.name.clone(), schedule::jitter_offset(&s.name, bound))
-            })
-            .collect(),
+        offsets: {
+            // Sources mostly share a few schedules: each is parsed once.
+            let now = chrono::Utc::now();
+            let mut intervals = HashMap::new();
+            config
+                .sources
+                .iter()
+                .map(|s| {
+                    let interval = *intervals
+                        .entry(s.schedule.as_str())
+                        .or_insert_with(|| schedule::interval(&s.schedule, now));
+                    let bound = schedule::jitter_bound(config.poll.jitter, interval);
+                    (s.name.clone(), schedule::jitter_offset(&s.name, bound))
+                })
+                .collect()
+        },
         config,
         busy,
     }

@@ -179,7 +179,26 @@ impl StoredRule {
 impl StoredEntry {
     /// The stored form of `entry`, a copy in the story whose seq is
     /// `story_seq`.
+    #[cfg(test)]
     pub(super) fn of(entry: &Entry, story_seq: u64) -> Result<Self, String> {
+        Self::of_packed(entry, story_seq, None)
+    }
+
+    /// [`StoredEntry::of`], taking the texts from `ahead` when it packed
+    /// this entry's summary and content (packing is the costly part, and
+    /// can run before the writer lock is taken).
+    pub(super) fn of_packed(
+        entry: &Entry,
+        story_seq: u64,
+        ahead: Option<&PackedTexts>,
+    ) -> Result<Self, String> {
+        let (summary, content) = (entry.summary.as_deref(), entry.content.as_deref());
+        let texts = match ahead {
+            Some(p) if p.summary.as_deref() == summary && p.content.as_deref() == content => {
+                p.bytes.clone()
+            }
+            _ => pack_texts(summary, content)?,
+        };
         Ok(Self {
             story_seq,
             id: entry.id.clone(),
@@ -187,7 +206,7 @@ impl StoredEntry {
             source_id: entry.source_id.clone(),
             title: entry.title.clone(),
             link: entry.link.clone(),
-            texts: pack_texts(entry.summary.as_deref(), entry.content.as_deref())?,
+            texts,
             authors: entry.authors.clone(),
             categories: entry.categories.clone(),
             published: entry.published.map(StoredTime::of),
@@ -266,6 +285,26 @@ impl StoredEntry {
     /// When the entry was first stored.
     pub(super) fn first_seen(&self) -> Result<DateTime<Utc>, String> {
         self.first_seen.time()
+    }
+}
+
+/// An entry's summary and content, packed ahead of its write.
+pub(super) struct PackedTexts {
+    summary: Option<String>,
+    content: Option<String>,
+    bytes: Vec<u8>,
+}
+
+impl PackedTexts {
+    /// Packs `entry`'s texts (`None` when they do not pack: the write
+    /// then packs them again and reports why).
+    pub(super) fn of(entry: &Entry) -> Option<Self> {
+        let bytes = pack_texts(entry.summary.as_deref(), entry.content.as_deref()).ok()?;
+        Some(Self {
+            summary: entry.summary.clone(),
+            content: entry.content.clone(),
+            bytes,
+        })
     }
 }
 
@@ -744,6 +783,19 @@ mod tests {
         let stored = StoredEntry::of(&short, 1).unwrap();
         assert_eq!(stored.texts[0], TEXT_PLAIN);
         assert_eq!(stored.entry().unwrap(), short);
+    }
+
+    #[test]
+    fn texts_packed_ahead_are_used_only_for_the_same_texts() {
+        let e = sample();
+        let ahead = PackedTexts::of(&e).unwrap();
+        let direct = StoredEntry::of(&e, 7).unwrap();
+        assert_eq!(StoredEntry::of_packed(&e, 7, Some(&ahead)).unwrap(), direct);
+        // An entry whose content changed after packing packs its own.
+        let mut changed = e.clone();
+        changed.content = Some("<p>another text</p>".into());
+        let stored = StoredEntry::of_packed(&changed, 7, Some(&ahead)).unwrap();
+        assert_eq!(stored.entry().unwrap(), changed);
     }
 
     /// The stored forms, byte for byte. When this fails, the stored form

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use crate::dedup::{self, Candidate, LinkCopies, Merge, Rules, StoredCopy, StoryIndex};
 use crate::model::{Entry, Fingerprint, IngestCounts, Merged};
 
-use super::codec::{self, Slot, StoredEntry};
+use super::codec::{self, PackedTexts, Slot, StoredEntry};
 use super::filters::{Filters, KeyFilter};
 use super::keys::{self, canon_hash, canon_key, compact_id, source_key, story_key, time_key};
 use super::window::{Indexed, NearIndex, MAX_RESIDENTS};
@@ -24,6 +24,8 @@ struct Plan {
     new: Entry,
     /// The entry starts a story: its id names the story.
     starts_story: bool,
+    /// Which incoming entry it came from (its texts were packed ahead).
+    incoming: Option<usize>,
 }
 
 /// A stored entry, decoded.
@@ -103,6 +105,8 @@ impl Store {
         now: DateTime<Utc>,
         rules: &Rules,
     ) -> Result<IngestCounts, StoreError> {
+        // Compression is most of encoding a record: done before the lock.
+        let ahead: Vec<Option<PackedTexts>> = incoming.iter().map(PackedTexts::of).collect();
         let mut writer = self.lock_writer();
         let state = match writer.take() {
             Some(state) => state,
@@ -117,7 +121,7 @@ impl Store {
         let guids: Vec<&str> = incoming.iter().map(|e| e.source_id.as_str()).collect();
         let guids = dedup::DocumentGuids::new(&guids);
         let listed: HashSet<&str> = incoming.iter().map(|e| e.id.as_str()).collect();
-        for entry in incoming {
+        for (index, entry) in incoming.iter().enumerate() {
             let (stored_id, slot) = match self.find_slot(entry, &guids, &state.filters)? {
                 Some((id, slot)) => (Some(id), Some(slot)),
                 None => (None, None),
@@ -171,6 +175,7 @@ impl Store {
                         old: Some(old),
                         new: e,
                         starts_story: false,
+                        incoming: Some(index),
                     });
                 }
                 Merge::New(mut e) => {
@@ -202,12 +207,13 @@ impl Store {
                         old: None,
                         new: e,
                         starts_story: story_seq == seq,
+                        incoming: Some(index),
                     });
                 }
             }
         }
         if !plans.is_empty() {
-            self.write(&plans, state, now)?;
+            self.write(&plans, &ahead, state, now)?;
         }
         Ok(counts)
     }
@@ -274,6 +280,7 @@ impl Store {
                 old: Some(member),
                 new: moved,
                 starts_story: false,
+                incoming: None,
             });
         }
         Ok(())
@@ -367,6 +374,7 @@ impl Store {
     fn write(
         &self,
         plans: &[Plan],
+        ahead: &[Option<PackedTexts>],
         state: &mut WriterState,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
@@ -379,6 +387,7 @@ impl Store {
                 old,
                 new,
                 starts_story,
+                incoming,
             } = plan;
             let (seq, story_seq) = (*seq, *story_seq);
             let time = new.published_or_seen();
@@ -400,7 +409,9 @@ impl Store {
             } else {
                 added += 1;
             }
-            let stored = StoredEntry::of(new, story_seq).map_err(|r| self.corrupt("records", r))?;
+            let packed = incoming.and_then(|i| ahead.get(i)).and_then(Option::as_ref);
+            let stored = StoredEntry::of_packed(new, story_seq, packed)
+                .map_err(|r| self.corrupt("records", r))?;
             let value = codec::encode_entry(&stored).map_err(|r| self.corrupt("records", r))?;
             b.records.insert(&keys::record_key(seq)[..], value);
             self.changes.touch(&new.source);
