@@ -975,7 +975,11 @@ mod tests {
     #[test]
     fn fast_paths_give_the_stored_fingerprints() {
         let slow_words = |text: &str| -> Vec<String> {
-            let folded: String = text.nfkc().flat_map(char::to_lowercase).filter_map(fold).collect();
+            let folded: String = text
+                .nfkc()
+                .flat_map(char::to_lowercase)
+                .filter_map(fold)
+                .collect();
             folded.split_whitespace().map(str::to_string).collect()
         };
         let slow_minhash = |words: &[String]| -> Vec<u32> {
