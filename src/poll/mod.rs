@@ -103,6 +103,10 @@ pub struct Pipeline {
     /// One permit per core for the CPU stage (parse, normalize, store), so
     /// a round of thousands of polls does not become thousands of threads.
     cpu: Arc<Semaphore>,
+    /// Documents between parsing and the end of their store write: two per
+    /// core. The store's writer is the slower stage, so documents parsed
+    /// further ahead would only wait in memory for it.
+    parsed: Arc<Semaphore>,
     /// Longest backoff after failures, and longest TTL floor.
     max_backoff: Duration,
     /// Deduplication settings, for normalize (tracking parameters).
@@ -131,6 +135,7 @@ impl Pipeline {
             fetcher,
             store,
             cpu: Arc::new(Semaphore::new(cores)),
+            parsed: Arc::new(Semaphore::new(2 * cores)),
             max_backoff,
             rules: dedup.rules(),
             dedup,
@@ -328,6 +333,7 @@ async fn run_stages(
     // keep them off the async workers, one poll per core at a time.
     // The permit covers parsing and normalizing; the store's writes are
     // serialized by its own lock, and a poll waiting for it holds no core.
+    let parsed = Arc::clone(&pipeline.parsed).acquire_owned().await.ok();
     let cpu = Arc::clone(&pipeline.cpu).acquire_owned().await.ok();
     drop(slot);
     let store = pipeline.store.clone();
@@ -371,6 +377,7 @@ async fn run_stages(
             return Err(PollError::Cancelled);
         }
         let counts = store.ingest(&document.entries, now, &rules)?;
+        drop(parsed);
         Ok::<_, PollError>((counts, document))
     })
     .await
