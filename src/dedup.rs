@@ -969,19 +969,22 @@ mod tests {
         );
     }
 
+    /// [`comparable_words`] by its definition: NFKC, lowercase and `fold`
+    /// over the whole text at once.
+    fn whole_text_words(text: &str) -> Vec<String> {
+        let folded: String = text
+            .nfkc()
+            .flat_map(char::to_lowercase)
+            .filter_map(fold)
+            .collect();
+        folded.split_whitespace().map(str::to_string).collect()
+    }
+
     /// Fingerprints are stored: the fast paths must give exactly what the
     /// plain definitions give (NFKC, lowercase and `fold` on every token;
     /// each seed's minimum over the set of shingles).
     #[test]
     fn fast_paths_give_the_stored_fingerprints() {
-        let slow_words = |text: &str| -> Vec<String> {
-            let folded: String = text
-                .nfkc()
-                .flat_map(char::to_lowercase)
-                .filter_map(fold)
-                .collect();
-            folded.split_whitespace().map(str::to_string).collect()
-        };
         let slow_minhash = |words: &[String]| -> Vec<u32> {
             let shingles: HashSet<u64> = words
                 .windows(2)
@@ -1005,7 +1008,7 @@ mod tests {
             "the the the the the the the the the the the the the the the the the the the the the the",
         ];
         for text in texts {
-            assert_eq!(comparable_words(text), slow_words(text), "{text}");
+            assert_eq!(comparable_words(text), whole_text_words(text), "{text}");
             let words = comparable_words(text);
             assert_eq!(minhash(&words), slow_minhash(&words), "{text}");
         }
@@ -1298,14 +1301,7 @@ mod tests {
     #[test]
     fn words_fold_token_by_token_as_over_the_whole_text() {
         // The whole-text folding the token-by-token one must equal.
-        let reference = |text: &str| -> Vec<String> {
-            let folded: String = text
-                .nfkc()
-                .flat_map(char::to_lowercase)
-                .filter_map(fold)
-                .collect();
-            folded.split_whitespace().map(str::to_string).collect()
-        };
+        let reference = whole_text_words;
         for text in [
             "Officials met in Doha, on Thursday; \u{a0}to discuss (regional) security.",
             "اجتمعَ المسؤولونَ في الدّوحة ـ يومَ الخميس؛ لمناقشة أمن الملاحة",
