@@ -190,13 +190,11 @@ impl StoredEntry {
     pub(super) fn of_packed(
         entry: &Entry,
         story_seq: u64,
-        ahead: Option<&PackedTexts>,
+        ahead: Option<&PackedTexts<'_>>,
     ) -> Result<Self, String> {
         let (summary, content) = (entry.summary.as_deref(), entry.content.as_deref());
         let texts = match ahead {
-            Some(p) if p.summary.as_deref() == summary && p.content.as_deref() == content => {
-                p.bytes.clone()
-            }
+            Some(p) if p.summary == summary && p.content == content => p.bytes.clone(),
             _ => pack_texts(summary, content)?,
         };
         Ok(Self {
@@ -288,21 +286,24 @@ impl StoredEntry {
     }
 }
 
-/// An entry's summary and content, packed ahead of its write.
-pub(super) struct PackedTexts {
-    summary: Option<String>,
-    content: Option<String>,
+/// An entry's summary and content, packed ahead of its write (the texts
+/// borrowed from the incoming entry, to tell whether the write's are the
+/// same).
+pub(super) struct PackedTexts<'a> {
+    summary: Option<&'a str>,
+    content: Option<&'a str>,
     bytes: Vec<u8>,
 }
 
-impl PackedTexts {
+impl<'a> PackedTexts<'a> {
     /// Packs `entry`'s texts (`None` when they do not pack: the write
     /// then packs them again and reports why).
-    pub(super) fn of(entry: &Entry) -> Option<Self> {
-        let bytes = pack_texts(entry.summary.as_deref(), entry.content.as_deref()).ok()?;
+    pub(super) fn of(entry: &'a Entry) -> Option<Self> {
+        let (summary, content) = (entry.summary.as_deref(), entry.content.as_deref());
+        let bytes = pack_texts(summary, content).ok()?;
         Some(Self {
-            summary: entry.summary.clone(),
-            content: entry.content.clone(),
+            summary,
+            content,
             bytes,
         })
     }

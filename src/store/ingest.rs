@@ -105,8 +105,16 @@ impl Store {
         now: DateTime<Utc>,
         rules: &Rules,
     ) -> Result<IngestCounts, StoreError> {
-        // Compression is most of encoding a record: done before the lock.
-        let ahead: Vec<Option<PackedTexts>> = incoming.iter().map(PackedTexts::of).collect();
+        // Compression is most of encoding a record: done before the lock,
+        // for the entries not stored yet (most of a feed that changed is
+        // already stored, and an unchanged entry is never written).
+        let ahead: Vec<Option<PackedTexts<'_>>> = incoming
+            .iter()
+            .map(|e| match self.t.ids.contains_key(compact_id(&e.id)) {
+                Ok(true) => None,
+                _ => PackedTexts::of(e),
+            })
+            .collect();
         let mut writer = self.lock_writer();
         let state = match writer.take() {
             Some(state) => state,
@@ -374,7 +382,7 @@ impl Store {
     fn write(
         &self,
         plans: &[Plan],
-        ahead: &[Option<PackedTexts>],
+        ahead: &[Option<PackedTexts<'_>>],
         state: &mut WriterState,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
