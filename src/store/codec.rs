@@ -14,7 +14,9 @@
 //! - slot (`ids` values): stored under a seq, or pruned at a time;
 //! - source state (JSON, [`StoredSource`]): few values that grow fields, so
 //!   JSON, which reads old values with new fields defaulted;
-//! - story id (`stories` values): the story's id, compact.
+//! - story (`stories` values, [`StoredStory`]): its copies' seqs and its
+//!   id, compact; schema versions 2 to 4 held the id alone (read only by
+//!   the migration).
 
 use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
@@ -24,7 +26,7 @@ use crate::model::{Enclosure, Entry, Fingerprint, MergeRule, Merged, SourceState
 use super::keys::{compact_id, number_at};
 
 /// The schema version this build writes and reads.
-pub(super) const SCHEMA_VERSION: u32 = 4;
+pub(super) const SCHEMA_VERSION: u32 = 5;
 
 /// Format byte of a JSON value (source states).
 const JSON_V1: u8 = 1;
@@ -458,9 +460,90 @@ impl Slot {
     }
 }
 
-/// Story id value: a feedmerge id's 16 hash bytes, or the id's text.
+/// Story id forms: a feedmerge id's 16 hash bytes, or the id's text.
+/// Alone, they are the `stories` values of schema versions 2 to 4; after
+/// a story's copies, part of [`StoredStory`]'s form.
 const STORY_HASH: u8 = 1;
 const STORY_TEXT: u8 = 2;
+/// A story without a recorded id (its first copy's id stands in).
+const STORY_NO_ID: u8 = 0;
+/// Format byte of a story with its copies (schema version 5).
+const STORY_V3: u8 = 3;
+/// Most copies a stored story may list (a bound on a corrupt value).
+const MAX_MEMBERS: usize = 1 << 20;
+
+/// A story as stored (`stories` values, schema version 5): its copies'
+/// seqs, ascending, and the story's id (its first copy's, kept after that
+/// copy is pruned). Form: format byte 3, the number of copies (u32), each
+/// copy's seq (u64), then the id in a story id form.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct StoredStory {
+    pub id: Option<String>,
+    pub members: Vec<u64>,
+}
+
+impl StoredStory {
+    /// Adds copy `seq` (kept in order; once).
+    pub(super) fn add(&mut self, seq: u64) {
+        if let Err(at) = self.members.binary_search(&seq) {
+            self.members.insert(at, seq);
+        }
+    }
+
+    /// Removes copy `seq`.
+    pub(super) fn remove(&mut self, seq: u64) {
+        if let Ok(at) = self.members.binary_search(&seq) {
+            self.members.remove(at);
+        }
+    }
+}
+
+pub(super) fn encode_story(story: &StoredStory) -> Vec<u8> {
+    let count = u32::try_from(story.members.len()).unwrap_or(u32::MAX);
+    let mut out = Vec::with_capacity(5 + 8 * story.members.len() + 17);
+    out.push(STORY_V3);
+    out.extend_from_slice(&count.to_be_bytes());
+    for seq in story.members.iter().take(count as usize) {
+        out.extend_from_slice(&seq.to_be_bytes());
+    }
+    match &story.id {
+        Some(id) => out.extend_from_slice(&encode_story_id(id)),
+        None => out.push(STORY_NO_ID),
+    }
+    out
+}
+
+pub(super) fn decode_story(bytes: &[u8]) -> Result<StoredStory, String> {
+    let Some((&STORY_V3, rest)) = bytes.split_first() else {
+        return Err(match bytes.first() {
+            Some(&(STORY_HASH | STORY_TEXT)) => "story in the schema 4 form (not migrated)".into(),
+            Some(kind) => format!("unknown story form {kind}"),
+            None => "empty value".into(),
+        });
+    };
+    let count = rest
+        .get(..4)
+        .and_then(|c| <[u8; 4]>::try_from(c).ok())
+        .map(u32::from_be_bytes)
+        .ok_or("short story")? as usize;
+    if count > MAX_MEMBERS {
+        return Err(format!("story lists {count} copies"));
+    }
+    let seqs = rest.get(4..4 + 8 * count).ok_or("short story")?;
+    let members: Vec<u64> = seqs
+        .chunks_exact(8)
+        .filter_map(|c| number_at(c, 0))
+        .collect();
+    if members.windows(2).any(|w| w[0] >= w[1]) {
+        return Err("story copies out of order".into());
+    }
+    let id = match rest.get(4 + 8 * count..) {
+        Some([STORY_NO_ID]) => None,
+        Some(id) => Some(decode_story_id(id)?),
+        None => return Err("short story".into()),
+    };
+    Ok(StoredStory { id, members })
+}
 
 pub(super) fn encode_story_id(id: &str) -> Vec<u8> {
     let compact = compact_id(id);
@@ -472,6 +555,7 @@ pub(super) fn encode_story_id(id: &str) -> Vec<u8> {
     [&[kind][..], &compact].concat()
 }
 
+/// A story id form (alone: a `stories` value of schema versions 2 to 4).
 pub(super) fn decode_story_id(bytes: &[u8]) -> Result<String, String> {
     match bytes.split_first() {
         Some((&STORY_HASH, hash)) if hash.len() == 16 => {
@@ -850,7 +934,33 @@ mod tests {
         assert_eq!(story.len(), 17);
         assert_eq!(decode_story_id(&story).unwrap(), e.id);
         assert_eq!(decode_story_id(&encode_story_id("plain")).unwrap(), "plain");
-        assert_eq!(SCHEMA_VERSION, 4);
+        // A story: form 3, two copies, then the id in the form above.
+        let mut stored = StoredStory {
+            id: Some(e.id.clone()),
+            members: Vec::new(),
+        };
+        stored.add(9);
+        stored.add(7);
+        stored.add(9);
+        let bytes = encode_story(&stored);
+        assert_eq!(
+            &bytes[..21],
+            &[3, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0, 9]
+        );
+        assert_eq!(&bytes[21..], &story[..]);
+        assert_eq!(decode_story(&bytes).unwrap(), stored);
+        let nameless = StoredStory {
+            id: None,
+            members: vec![1],
+        };
+        assert_eq!(
+            encode_story(&nameless),
+            [3, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0]
+        );
+        assert_eq!(decode_story(&encode_story(&nameless)).unwrap(), nameless);
+        // The schema 4 form (the id alone) is the migration's to read.
+        assert!(decode_story(&story).is_err());
+        assert_eq!(SCHEMA_VERSION, 5);
         // A frozen archive: format byte 1, the length, then zstd (whose
         // bytes depend on the zstd build, so only the frame is pinned).
         let archive = encode_archive("<feed>أرشيف</feed>").unwrap();
@@ -920,6 +1030,17 @@ mod tests {
         assert!(unpack_texts(&[TEXT_ZSTD, 0xff, 0xff, 0xff, 0xff, 1, 2]).is_err());
         assert!(decode_source(b"\x01{not json").is_err());
         assert!(Slot::decode(b"\x01\x00").is_err());
+        for bytes in [
+            &b""[..],
+            b"\x03",
+            b"\x03\x00\x00\x00\x02\x00",
+            b"\x03\xff\xff\xff\xff",
+            b"\x03\x00\x00\x00\x00",
+            b"\x03\x00\x00\x00\x00\x07",
+            b"\x03\x00\x00\x00\x02\0\0\0\0\0\0\0\x02\0\0\0\0\0\0\0\x01\x00",
+        ] {
+            assert!(decode_story(bytes).is_err(), "{bytes:?}");
+        }
         assert!(legacy::upgrade(b"\x02\x00").is_err());
     }
 }

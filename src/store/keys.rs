@@ -17,7 +17,8 @@ pub(super) fn record_key(seq: u64) -> [u8; 8] {
     seq.to_be_bytes()
 }
 
-/// `by_time` key: the entry's sort time, then its seq.
+/// An entry's place in time order: its sort time, then its seq (the end
+/// of its `by_source` key).
 pub(super) fn time_key(sort_time: DateTime<Utc>, seq: u64) -> [u8; 16] {
     let mut key = [0u8; 16];
     key[..8].copy_from_slice(&ordered_millis(sort_time).to_be_bytes());
@@ -64,14 +65,6 @@ pub(super) fn canon_key(canon: &str, seq: u64) -> [u8; 16] {
     key
 }
 
-/// `by_story` key: the story's seq, then the copy's.
-pub(super) fn story_key(story_seq: u64, seq: u64) -> [u8; 16] {
-    let mut key = [0u8; 16];
-    key[..8].copy_from_slice(&story_seq.to_be_bytes());
-    key[8..].copy_from_slice(&seq.to_be_bytes());
-    key
-}
-
 /// `tombstones` key: when the entry was pruned, then its id (compact).
 pub(super) fn tombstone_key(at: DateTime<Utc>, id: &str) -> Vec<u8> {
     [&ordered_millis(at).to_be_bytes()[..], &compact_id(id)].concat()
@@ -114,6 +107,6 @@ mod tests {
         let id = dedup::entry_id("src", "guid");
         assert_eq!(compact_id(&id).len(), 16);
         assert_eq!(compact_id("https://x.example/1"), b"https://x.example/1");
-        assert_eq!(trailing_seq(&story_key(3, 7)), Some(7));
+        assert_eq!(trailing_seq(&canon_key("x", 7)), Some(7));
     }
 }

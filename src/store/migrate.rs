@@ -10,14 +10,14 @@ use std::path::Path;
 
 use tracing::info;
 
-use super::codec::{self, legacy, ENTRY_V1, SCHEMA_VERSION};
+use super::codec::{self, legacy, StoredStory, ENTRY_V1, SCHEMA_VERSION};
 use super::keys::{self, source_key};
 use super::{Store, StoreError, META_ENTRIES, META_VERSION};
 
 /// Records converted per batch.
 const MIGRATE_BATCH: usize = 1_000;
 
-/// The trees of version 2.
+/// The trees of versions 2 to 4 (a store of any of them is ours).
 const TREES_V2: &[&str] = &[
     "meta",
     "records",
@@ -32,6 +32,8 @@ const TREES_V2: &[&str] = &[
     // Version 4.
     "archives",
 ];
+/// Trees that versions 2 to 4 had and version 5 dropped.
+const TREES_V4_ONLY: &[&str] = &["by_time", "by_story"];
 /// Trees that only version 1 had.
 const TREES_V1_ONLY: &[&str] = &["by_band"];
 
@@ -120,7 +122,102 @@ pub(super) fn bring_up_to_date(store: &Store, before: Before) -> Result<(), Stor
     if version <= 3 {
         v3_to_v4(store)?;
     }
+    if version <= 4 {
+        v4_to_v5(store)?;
+    }
     Ok(())
+}
+
+/// Version 4 -> 5: two index trees fewer, two keys fewer per entry.
+/// A story's copies move from `by_story` (story seq + copy seq -> empty)
+/// into its `stories` value, beside its id; `by_time` goes (feeds,
+/// retention and the writer's window merge per-source `by_source` scans).
+/// Safe to run again: each story's value is rebuilt from `by_story`, which
+/// is dropped only when every story is rebuilt, and the version is raised
+/// last.
+fn v4_to_v5(store: &Store) -> Result<(), StoreError> {
+    let sled = |e| store.sled_err(e);
+    info!(store = %store.path.display(), "migrating the store from schema version 4 to 5");
+    let by_story = store.db.open_tree("by_story").map_err(sled)?;
+    let mut stories = sled::Batch::default();
+    let mut pending = 0usize;
+    let mut rebuilt: u64 = 0;
+    let mut current: Option<(u64, Vec<u64>)> = None;
+    let mut finish =
+        |group: Option<(u64, Vec<u64>)>, stories: &mut sled::Batch| -> Result<(), StoreError> {
+            let Some((story_seq, members)) = group else {
+                return Ok(());
+            };
+            let key = keys::record_key(story_seq);
+            let id = match store.t.stories.get(key).map_err(sled)? {
+                Some(bytes) => match codec::decode_story_id(&bytes)
+                    .or_else(|_| codec::decode_story(&bytes).map(|s| s.id.unwrap_or_default()))
+                {
+                    Ok(id) if !id.is_empty() => Some(id),
+                    Ok(_) => None,
+                    Err(reason) => {
+                        store.skip_corrupt("stories", &key, &reason);
+                        None
+                    }
+                },
+                None => None,
+            };
+            stories.insert(&key[..], codec::encode_story(&StoredStory { id, members }));
+            rebuilt += 1;
+            Ok(())
+        };
+    for item in by_story.iter().keys() {
+        let key = item.map_err(sled)?;
+        let (Some(story_seq), Some(seq), 16) = (
+            keys::number_at(&key, 0),
+            keys::trailing_seq(&key),
+            key.len(),
+        ) else {
+            store.skip_corrupt("by_story", &key, "bad key length");
+            continue;
+        };
+        match &mut current {
+            Some((at, members)) if *at == story_seq => members.push(seq),
+            _ => {
+                finish(current.take(), &mut stories)?;
+                current = Some((story_seq, vec![seq]));
+                pending += 1;
+                if pending >= MIGRATE_BATCH {
+                    store
+                        .t
+                        .stories
+                        .apply_batch(std::mem::take(&mut stories))
+                        .map_err(sled)?;
+                    pending = 0;
+                }
+            }
+        }
+    }
+    finish(current.take(), &mut stories)?;
+    store.t.stories.apply_batch(stories).map_err(sled)?;
+    // What is left in the old form lists no copy: its story is gone.
+    let mut dropped = 0u64;
+    let mut gone = sled::Batch::default();
+    for item in store.t.stories.iter() {
+        let (key, value) = item.map_err(sled)?;
+        if codec::decode_story(&value).is_err() {
+            gone.remove(key);
+            dropped += 1;
+        }
+    }
+    store.t.stories.apply_batch(gone).map_err(sled)?;
+    // Every story is rebuilt before its copies' old index goes.
+    store.db.flush().map_err(sled)?;
+    for tree in TREES_V4_ONLY {
+        store.db.drop_tree(tree).map_err(sled)?;
+    }
+    info!(
+        store = %store.path.display(),
+        stories = rebuilt,
+        empty_stories_dropped = dropped,
+        "rebuilt the stories with their copies"
+    );
+    raise_version(store, 5)
 }
 
 /// Version 3 -> 4: the `archives` tree (frozen RFC 5005 archive

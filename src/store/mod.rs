@@ -7,23 +7,20 @@
 //! `by_canon`: what ingest reads and writes stays a small, hot part of the
 //! store however large it grows.
 //!
-//! Layout, schema version 2 (numbers big-endian; values start with a format
+//! Layout, schema version 5 (numbers big-endian; values start with a format
 //! byte, see [`codec`]):
 //! - `meta`: `version` -> schema version (u32), `entries` -> how many
 //!   entries are stored (u64)
 //! - `records`: seq -> the entry and its story's seq ([`codec::StoredEntry`])
 //! - `ids`: entry id (compact) -> slot: its seq, or when it was pruned (a
 //!   tombstone, so its source cannot bring it back)
-//! - `by_time`: sort time (8) + seq -> source name: newest-first reads of
-//!   everything, and retention
 //! - `by_source`: source name (length-prefixed) + sort time (8) + seq ->
-//!   story seq: a source's entries newest first, and feeds of a few sources
-//!   read only those sources
+//!   story seq: a source's entries newest first; feeds, retention and the
+//!   writer's window merge the scans of the sources they need
 //! - `by_canon`: hash of the canonical link (8) + seq -> empty
-//! - `by_story`: story seq + seq -> empty (a story's copies; a story's seq
-//!   is its first copy's)
-//! - `stories`: story seq -> the story's id (its first copy's, kept after
-//!   that copy is pruned)
+//! - `stories`: story seq -> the story's copies (their seqs) and its id
+//!   (its first copy's, kept after that copy is pruned); a story's seq is
+//!   its first copy's ([`codec::StoredStory`])
 //! - `tombstones`: prune time (8) + entry id (compact) -> empty
 //! - `sources`: source name -> source state (JSON)
 //!
@@ -175,10 +172,8 @@ struct Trees {
     meta: sled::Tree,
     records: sled::Tree,
     ids: sled::Tree,
-    by_time: sled::Tree,
     by_source: sled::Tree,
     by_canon: sled::Tree,
-    by_story: sled::Tree,
     stories: sled::Tree,
     tombstones: sled::Tree,
     sources: sled::Tree,
@@ -357,10 +352,8 @@ impl std::fmt::Debug for Store {
 /// keeps writes from interleaving.)
 #[derive(Default)]
 struct Batches {
-    by_time: sled::Batch,
     by_source: sled::Batch,
     by_canon: sled::Batch,
-    by_story: sled::Batch,
     stories: sled::Batch,
     tombstones: sled::Batch,
     ids: sled::Batch,
@@ -372,10 +365,8 @@ impl Store {
     fn apply(&self, batches: Batches) -> Result<(), StoreError> {
         let t = &self.t;
         for (tree, batch) in [
-            (&t.by_time, batches.by_time),
             (&t.by_source, batches.by_source),
             (&t.by_canon, batches.by_canon),
-            (&t.by_story, batches.by_story),
             (&t.stories, batches.stories),
             (&t.tombstones, batches.tombstones),
             (&t.ids, batches.ids),
@@ -454,10 +445,8 @@ impl Store {
             meta: tree("meta")?,
             records: tree("records")?,
             ids: tree("ids")?,
-            by_time: tree("by_time")?,
             by_source: tree("by_source")?,
             by_canon: tree("by_canon")?,
-            by_story: tree("by_story")?,
             stories: tree("stories")?,
             tombstones: tree("tombstones")?,
             sources: tree("sources")?,

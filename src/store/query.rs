@@ -1,20 +1,20 @@
 //! Reads: every one costs what it returns, not what the store holds.
 //! Feeds read only the sources they publish (`by_source`), newest first;
-//! a story's copies come from `by_story`; undecodable values are skipped,
-//! logged and counted, never the end of a feed.
+//! a story's copies are listed in its `stories` value; undecodable values
+//! are skipped, logged and counted, never the end of a feed.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashSet};
 
 use crate::model::{Entry, Item};
 
-use super::codec::{self, Slot, StoredEntry};
+use super::codec::{self, Slot, StoredEntry, StoredStory};
 use super::ingest::Stored;
 use super::keys::{self, compact_id, source_prefix};
 use super::{Store, StoreError};
 
 /// A `by_source` iterator, newest first.
-type SourceScan = std::iter::Rev<sled::Iter>;
+pub(super) type SourceScan = std::iter::Rev<sled::Iter>;
 
 /// A place in a newest-first listing (an entry's sort time and seq): a page
 /// holds what comes strictly after it. Opaque outside the store; it travels
@@ -116,28 +116,13 @@ impl Store {
         }
     }
 
-    /// Every stored copy in the story whose seq is `story_seq`, with their
-    /// seqs.
-    pub(super) fn members(&self, story_seq: u64) -> Result<Vec<(u64, Stored)>, StoreError> {
-        let mut out = Vec::new();
-        for item in self.t.by_story.scan_prefix(story_seq.to_be_bytes()) {
-            let (key, _) = item.map_err(|e| self.sled_err(e))?;
-            let Some(seq) = keys::trailing_seq(&key) else {
-                continue;
-            };
-            if let Some(stored) = self.stored(seq)? {
-                out.push((seq, stored));
-            }
-        }
-        Ok(out)
-    }
-
-    /// The id of the story whose seq is `story_seq`.
-    fn story_id(&self, story_seq: u64) -> Result<Option<String>, StoreError> {
+    /// The story whose seq is `story_seq`, as stored; `None` when absent or
+    /// undecodable (logged and counted).
+    pub(super) fn stored_story(&self, story_seq: u64) -> Result<Option<StoredStory>, StoreError> {
         let key = keys::record_key(story_seq);
         match self.t.stories.get(key).map_err(|e| self.sled_err(e))? {
-            Some(bytes) => match codec::decode_story_id(&bytes) {
-                Ok(id) => Ok(Some(id)),
+            Some(bytes) => match codec::decode_story(&bytes) {
+                Ok(story) => Ok(Some(story)),
                 Err(reason) => {
                     self.skip_corrupt("stories", &key, &reason);
                     Ok(None)
@@ -145,6 +130,68 @@ impl Store {
             },
             None => Ok(None),
         }
+    }
+
+    /// Every stored copy in the story whose seq is `story_seq`, with their
+    /// seqs, oldest first.
+    pub(super) fn members(&self, story_seq: u64) -> Result<Vec<(u64, Stored)>, StoreError> {
+        let Some(story) = self.stored_story(story_seq)? else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::with_capacity(story.members.len());
+        for seq in story.members {
+            if let Some(stored) = self.stored(seq)? {
+                out.push((seq, stored));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The sources `by_source` holds entries of, as their key prefixes:
+    /// one seek per source, whatever they hold.
+    pub(super) fn source_prefixes(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut out: Vec<Vec<u8>> = Vec::new();
+        let mut from: Vec<u8> = Vec::new();
+        loop {
+            let Some((key, _)) = self
+                .t
+                .by_source
+                .range(from.as_slice()..)
+                .next()
+                .transpose()
+                .map_err(|e| self.sled_err(e))?
+            else {
+                break;
+            };
+            let len = key
+                .get(..2)
+                .and_then(|l| <[u8; 2]>::try_from(l).ok())
+                .map(|l| usize::from(u16::from_be_bytes(l)));
+            let Some(prefix) = len.and_then(|len| key.get(..2 + len)) else {
+                self.skip_corrupt("by_source", &key, "short key");
+                from = key.to_vec();
+                from.push(0);
+                continue;
+            };
+            // Past every key of this source: its prefix, then more 0xff
+            // than a key's 16 bytes of time and seq.
+            from = prefix.to_vec();
+            from.extend_from_slice(&[0xff; 17]);
+            out.push(prefix.to_vec());
+        }
+        Ok(out)
+    }
+
+    /// The `by_source` keys of the source whose key prefix is `prefix`
+    /// that sort at or after `after` (all, when `None`), newest first.
+    pub(super) fn source_keys_since(&self, prefix: &[u8], after: Option<Cursor>) -> SourceScan {
+        let mut start = prefix.to_vec();
+        if let Some(after) = after {
+            start.extend_from_slice(&after.0);
+        }
+        let mut end = prefix.to_vec();
+        end.extend_from_slice(&[0xff; 17]);
+        self.t.by_source.range(start..end).rev()
     }
 
     /// The story whose seq is `story_seq`, with its copies that `keep`
@@ -165,7 +212,7 @@ impl Store {
             return Ok(None);
         }
         copies.sort_by_key(|e| (e.published_or_seen(), e.first_seen));
-        let id = match self.story_id(story_seq)? {
+        let id = match self.stored_story(story_seq)?.and_then(|s| s.id) {
             Some(id) => id,
             None => copies[0].id.clone(),
         };

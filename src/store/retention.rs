@@ -1,12 +1,13 @@
 //! Retention: which entries go, removed in bounded batches so the writer
 //! lock is never held for the whole store, each leaving a tombstone.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, BinaryHeap, HashMap};
 
 use chrono::{DateTime, Utc};
 
-use super::codec::{self, Slot};
-use super::keys::{self, canon_key, compact_id, source_key, story_key, time_key, tombstone_key};
+use super::codec::{self, Slot, StoredStory};
+use super::keys::{self, canon_key, compact_id, source_key, tombstone_key};
+use super::query::SourceScan;
 use super::{Batches, Store, StoreError};
 
 /// Entries removed per hold of the writer lock.
@@ -76,19 +77,33 @@ impl Store {
                 Err(reason) => self.skip_corrupt("records", &key, &reason),
             }
         }
-        // Newest first, counting as we go: whatever is past a limit goes.
-        let mut per_source: HashMap<Vec<u8>, usize> = HashMap::new();
+        // Newest first over all sources (a merge of their `by_source`
+        // scans), counting as we go: whatever is past a limit goes.
+        let prefixes = self.source_prefixes()?;
+        let mut scans = Vec::with_capacity(prefixes.len());
+        let mut heads = BinaryHeap::new();
+        for prefix in &prefixes {
+            let mut scan = self.source_keys_since(prefix, None);
+            if let Some(head) = self.retention_head(&mut scan, prefix.len())? {
+                heads.push((head, scans.len()));
+            }
+            scans.push(scan);
+        }
+        let mut per_source = vec![0usize; scans.len()];
         let mut total = 0usize;
-        for item in self.t.by_time.iter().rev() {
-            let (key, source) = item.map_err(|e| self.sled_err(e))?;
-            let Some(seq) = keys::trailing_seq(&key) else {
-                continue;
+        while let Some(((_, seq), which)) = heads.pop() {
+            let (Some(scan), Some(count)) = (scans.get_mut(which), per_source.get_mut(which))
+            else {
+                break;
             };
-            let count = per_source.entry(source.to_vec()).or_default();
             *count += 1;
             total += 1;
             if *count > rules.max_per_source || total > rules.max_total {
                 doomed.insert(seq);
+            }
+            let skip = prefixes.get(which).map_or(0, Vec::len);
+            if let Some(head) = self.retention_head(scan, skip)? {
+                heads.push((head, which));
             }
         }
         let doomed: Vec<u64> = doomed.into_iter().collect();
@@ -136,12 +151,34 @@ impl Store {
         })
     }
 
+    /// The next key of a source's newest-first scan whose prefix is
+    /// `prefix_len` bytes long: its time and seq (as key bytes, which order
+    /// newest first) and its seq.
+    fn retention_head(
+        &self,
+        scan: &mut SourceScan,
+        prefix_len: usize,
+    ) -> Result<Option<([u8; 16], u64)>, StoreError> {
+        for item in scan.by_ref() {
+            let (key, _) = item.map_err(|e| self.sled_err(e))?;
+            let place = key
+                .get(prefix_len..)
+                .and_then(|t| <[u8; 16]>::try_from(t).ok());
+            match (place, keys::trailing_seq(&key)) {
+                (Some(place), Some(seq)) => return Ok(Some((place, seq))),
+                _ => self.skip_corrupt("by_source", &key, "bad key length"),
+            }
+        }
+        Ok(None)
+    }
+
     /// Removes the entries under `seqs`, leaving tombstones; returns how
     /// many were there. One hold of the writer lock.
     fn prune_batch(&self, seqs: &[u64], now: DateTime<Utc>) -> Result<usize, StoreError> {
         let mut writer = self.lock_writer();
         let mut b = Batches::default();
-        let mut stories = Vec::new();
+        // The stories losing copies, as they will be stored.
+        let mut stories: HashMap<u64, StoredStory> = HashMap::new();
         let at_millis = now.timestamp_millis();
         let mut removed = 0;
         for &seq in seqs {
@@ -152,39 +189,32 @@ impl Store {
             let time = entry.published_or_seen();
             b.records.remove(&keys::record_key(seq)[..]);
             self.changes.touch(&entry.source);
-            b.by_time.remove(&time_key(time, seq)[..]);
             b.by_source.remove(source_key(&entry.source, time, seq));
             if let Some(canon) = &entry.canonical {
                 b.by_canon.remove(&canon_key(canon, seq)[..]);
             }
-            b.by_story.remove(&story_key(stored.story_seq, seq)[..]);
+            self.draft_story(&mut stories, stored.story_seq)?
+                .remove(seq);
             b.ids.insert(
                 compact_id(&entry.id),
                 Slot::Pruned { seq, at_millis }.encode(),
             );
             b.tombstones.insert(tombstone_key(now, &entry.id), &[][..]);
-            stories.push(stored.story_seq);
             if let Some(state) = writer.as_mut() {
                 state.near.remove(seq);
             }
             removed += 1;
         }
-        self.apply(b)?;
         // A story with no copy left no longer needs its id.
-        for story in stories {
-            let empty = self
-                .t
-                .by_story
-                .scan_prefix(story.to_be_bytes())
-                .next()
-                .is_none();
-            if empty {
-                self.t
-                    .stories
-                    .remove(keys::record_key(story))
-                    .map_err(|e| self.sled_err(e))?;
+        for (story_seq, story) in &stories {
+            let key = keys::record_key(*story_seq);
+            if story.members.is_empty() {
+                b.stories.remove(&key[..]);
+            } else {
+                b.stories.insert(&key[..], codec::encode_story(story));
             }
         }
+        self.apply(b)?;
         if removed > 0 {
             self.count_entries(-(removed as i64))?;
         }

@@ -1,7 +1,7 @@
 //! The store's unit tests: through its public operations, on real sled
 //! directories.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use chrono::{DateTime, Utc};
 
@@ -693,4 +693,150 @@ fn archives_freeze_once_survive_reopening_and_age_out() {
         .archive(recent, "feed.atom?archive=2025-03-30")
         .unwrap()
         .is_some());
+}
+
+/// The schema 4 folder's store (`tests/fixtures/store-v4.tar.gz`, written
+/// by the schema 4 release), unpacked into `dir`; its directory.
+fn unpack_v4_store(dir: &Path) -> std::path::PathBuf {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/store-v4.tar.gz");
+    let status = std::process::Command::new("tar")
+        .arg("-xzf")
+        .arg(fixture)
+        .arg("-C")
+        .arg(dir)
+        .arg("store")
+        .status()
+        .expect("tar runs");
+    assert!(status.success());
+    dir.join("store")
+}
+
+/// Each story's copies as schema 4 kept them (`by_story`), and its id.
+fn schema_4_stories(path: &Path) -> BTreeMap<u64, (Vec<u64>, String)> {
+    let db = sled::Config::new().path(path).open().unwrap();
+    let by_story = db.open_tree("by_story").unwrap();
+    let stories = db.open_tree("stories").unwrap();
+    let mut out: BTreeMap<u64, (Vec<u64>, String)> = BTreeMap::new();
+    for key in by_story.iter().keys() {
+        let key = key.unwrap();
+        let (story, seq) = (
+            keys::number_at(&key, 0).unwrap(),
+            keys::number_at(&key, 8).unwrap(),
+        );
+        let id = codec::decode_story_id(&stories.get(keys::record_key(story)).unwrap().unwrap())
+            .unwrap();
+        let slot = out.entry(story).or_insert_with(|| (Vec::new(), id));
+        slot.0.push(seq);
+    }
+    out
+}
+
+#[test]
+fn a_schema_4_store_keeps_every_story_with_its_copies_in_two_trees_fewer() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = unpack_v4_store(dir.path());
+    let before = schema_4_stories(&path);
+    assert!(
+        before.values().any(|(members, _)| members.len() == 3),
+        "{before:?}"
+    );
+    let read_back = |store: &Store| -> BTreeMap<u64, (Vec<u64>, String)> {
+        store
+            .t
+            .stories
+            .iter()
+            .map(|item| {
+                let (key, value) = item.unwrap();
+                let story = codec::decode_story(&value).unwrap();
+                (
+                    keys::number_at(&key, 0).unwrap(),
+                    (story.members, story.id.unwrap()),
+                )
+            })
+            .collect()
+    };
+    {
+        let store = Store::open(&path, StoreOptions::with_cache(1 << 20)).unwrap();
+        assert_eq!(read_back(&store), before);
+        let names: Vec<String> = store
+            .db
+            .tree_names()
+            .iter()
+            .map(|n| String::from_utf8_lossy(n).into_owned())
+            .collect();
+        assert!(
+            !names.iter().any(|n| n == "by_time" || n == "by_story"),
+            "{names:?}"
+        );
+        // Every record's story lists it.
+        for item in store.t.records.iter() {
+            let (key, value) = item.unwrap();
+            let seq = keys::number_at(&key, 0).unwrap();
+            let story_seq = codec::decode_entry(&value).unwrap().story_seq;
+            assert!(before[&story_seq].0.contains(&seq));
+        }
+        // Run again, as after a stop between dropping the old trees and
+        // raising the version: nothing is lost.
+        store
+            .t
+            .meta
+            .insert(META_VERSION, &4u32.to_be_bytes())
+            .unwrap();
+        store.flush_blocking().unwrap();
+    }
+    let store = Store::open(&path, StoreOptions::with_cache(1 << 20)).unwrap();
+    assert_eq!(read_back(&store), before);
+    assert_eq!(
+        store.t.meta.get(META_VERSION).unwrap().unwrap().as_ref(),
+        &codec::SCHEMA_VERSION.to_be_bytes()
+    );
+    assert_eq!(store.health().corrupt_values, 0);
+}
+
+/// Retention counts newest first per source and in all, from the
+/// per-source index alone; a story goes with its last copy.
+#[test]
+fn retention_limits_each_source_and_the_total_newest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), StoreOptions::with_cache(1 << 20)).unwrap();
+    let now = at("2025-04-01T00:00:00Z");
+    let rules = Rules::default();
+    let mut all_entries = Vec::new();
+    for (source, days) in [("a", [1, 4, 7]), ("b", [2, 5, 8]), ("c", [3, 6, 9])] {
+        let batch: Vec<Entry> = days
+            .iter()
+            .map(|day| {
+                let mut e = entry(
+                    &format!("{source}{day}"),
+                    &format!("{source}{day}"),
+                    Some(&format!("2025-03-{day:02}T00:00:00Z")),
+                );
+                e.source = source.into();
+                e.id = dedup::entry_id(source, &e.source_id);
+                e
+            })
+            .collect();
+        ingest(&store, &batch, now, &rules);
+        all_entries.extend(batch);
+    }
+    let keep = Retention {
+        max_per_source: 2,
+        max_total: 4,
+        ..Retention::default()
+    };
+    // Newest first: c9 b8 a7 c6 are the four kept in all; b5 and a4 are
+    // past that, and a1, b2, c3 are past two per source as well.
+    assert_eq!(store.prune(now, &keep).unwrap().pruned, 5);
+    store.flush_blocking().unwrap();
+    let kept: Vec<String> = store
+        .newest_stories(10, &all())
+        .unwrap()
+        .into_iter()
+        .map(|story| story.copies[0].title.clone())
+        .collect();
+    assert_eq!(kept, ["c9", "b8", "a7", "c6"]);
+    assert_eq!(store.entry_count(), 4);
+    // Every story that lost its copy is gone; the others are kept.
+    assert_eq!(store.t.stories.len(), 4);
+    assert_eq!(store.health().corrupt_values, 0);
 }

@@ -6,7 +6,8 @@
 //! published, so the entries that matter are the recent ones: those first
 //! seen, or published, within the horizon (twice the window). The index is
 //! rebuilt on the first ingest after the store opens, from the recent end
-//! of `records` and `by_time`, and holds at most [`MAX_RESIDENTS`]
+//! of `records` and each source's `by_source` keys within the horizon, and
+//! holds at most [`MAX_RESIDENTS`]
 //! entries (the latest arrivals win).
 
 use std::collections::hash_map::Entry;
