@@ -30,6 +30,34 @@ struct Plan {
     incoming: Option<usize>,
 }
 
+/// A story as a write leaves it, and whether `stories` held a value for
+/// it before.
+#[derive(Default)]
+pub(super) struct StoryDraft {
+    pub story: StoredStory,
+    pub stored: bool,
+}
+
+/// The stories one write changes, by story seq.
+pub(super) type StoryDrafts = HashMap<u64, StoryDraft>;
+
+/// The `stories` writes that leave `drafts` stored: a value for each story
+/// with other copies than its first alone; none for a story that is its
+/// first copy alone (the usual one) or that has no copy left.
+pub(super) fn put_stories(drafts: &StoryDrafts, batch: &mut sled::Batch) {
+    for (story_seq, draft) in drafts {
+        let key = keys::record_key(*story_seq);
+        let members = &draft.story.members;
+        if members.is_empty() || members[..] == [*story_seq] {
+            if draft.stored {
+                batch.remove(&key[..]);
+            }
+        } else {
+            batch.insert(&key[..], codec::encode_story(&draft.story));
+        }
+    }
+}
+
 /// A stored entry, decoded.
 #[derive(Clone)]
 pub(super) struct Stored {
@@ -392,13 +420,14 @@ impl Store {
     /// id: its first copy's stands in).
     pub(super) fn draft_story<'d>(
         &self,
-        drafts: &'d mut HashMap<u64, StoredStory>,
+        drafts: &'d mut StoryDrafts,
         story_seq: u64,
     ) -> Result<&'d mut StoredStory, StoreError> {
         Ok(match drafts.entry(story_seq) {
-            std::collections::hash_map::Entry::Occupied(draft) => draft.into_mut(),
+            std::collections::hash_map::Entry::Occupied(draft) => &mut draft.into_mut().story,
             std::collections::hash_map::Entry::Vacant(slot) => {
-                slot.insert(self.stored_story(story_seq)?.unwrap_or_default())
+                let (story, stored) = self.story_of(story_seq)?;
+                &mut slot.insert(StoryDraft { story, stored }).story
             }
         })
     }
@@ -414,7 +443,7 @@ impl Store {
         let mut b = Batches::default();
         let mut added = 0i64;
         // The stories these plans change, as they will be stored.
-        let mut stories: HashMap<u64, StoredStory> = HashMap::new();
+        let mut stories = StoryDrafts::new();
         for plan in plans {
             let Plan {
                 seq,
@@ -448,9 +477,12 @@ impl Store {
                 // A new story: nothing to read.
                 stories.insert(
                     story_seq,
-                    StoredStory {
-                        id: Some(new.id.clone()),
-                        members: vec![seq],
+                    StoryDraft {
+                        story: StoredStory {
+                            id: Some(new.id.clone()),
+                            members: vec![seq],
+                        },
+                        stored: false,
                     },
                 );
             } else if old.as_ref().is_none_or(|old| old.story_seq != story_seq) {
@@ -478,15 +510,8 @@ impl Store {
                 b.by_canon.insert(&canon_key(canon, seq)[..], &[][..]);
             }
         }
-        for (story_seq, story) in &stories {
-            let key = keys::record_key(*story_seq);
-            // A story emptied by an absorption no longer names anything.
-            if story.members.is_empty() {
-                b.stories.remove(&key[..]);
-            } else {
-                b.stories.insert(&key[..], codec::encode_story(story));
-            }
-        }
+        // (A story emptied by an absorption no longer names anything.)
+        put_stories(&stories, &mut b.stories);
         // New entries stay hidden from readers until they are flushed.
         for plan in plans.iter().filter(|plan| plan.old.is_none()) {
             self.unflushed.hide(plan.seq);

@@ -128,10 +128,11 @@ pub(super) fn bring_up_to_date(store: &Store, before: Before) -> Result<(), Stor
     Ok(())
 }
 
-/// Version 4 -> 5: two index trees fewer, two keys fewer per entry.
-/// A story's copies move from `by_story` (story seq + copy seq -> empty)
-/// into its `stories` value, beside its id; `by_time` goes (feeds,
-/// retention and the writer's window merge per-source `by_source` scans).
+/// Version 4 -> 5: two index trees fewer, and a key fewer for a story of
+/// one copy. A story's copies move from `by_story` (story seq + copy seq
+/// -> empty) into its `stories` value, beside its id, and a story that is
+/// its first copy alone keeps no value; `by_time` goes (feeds, retention
+/// and the writer's window merge per-source `by_source` scans).
 /// Safe to run again: each story's value is rebuilt from `by_story`, which
 /// is dropped only when every story is rebuilt, and the version is raised
 /// last.
@@ -162,7 +163,12 @@ fn v4_to_v5(store: &Store) -> Result<(), StoreError> {
                 },
                 None => None,
             };
-            stories.insert(&key[..], codec::encode_story(&StoredStory { id, members }));
+            // A story that is its first copy alone needs no value.
+            if members[..] == [story_seq] {
+                stories.remove(&key[..]);
+            } else {
+                stories.insert(&key[..], codec::encode_story(&StoredStory { id, members }));
+            }
             rebuilt += 1;
             Ok(())
         };

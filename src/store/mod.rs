@@ -20,7 +20,8 @@
 //! - `by_canon`: hash of the canonical link (8) + seq -> empty
 //! - `stories`: story seq -> the story's copies (their seqs) and its id
 //!   (its first copy's, kept after that copy is pruned); a story's seq is
-//!   its first copy's ([`codec::StoredStory`])
+//!   its first copy's ([`codec::StoredStory`]). A story that is its first
+//!   copy alone, as most are, has no value: that record is the story.
 //! - `tombstones`: prune time (8) + entry id (compact) -> empty
 //! - `sources`: source name -> source state (JSON)
 //!

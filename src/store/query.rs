@@ -16,6 +16,9 @@ use super::{Store, StoreError};
 /// A `by_source` iterator, newest first.
 pub(super) type SourceScan = std::iter::Rev<sled::Iter>;
 
+/// A story's stored copies with their seqs, oldest first.
+type Copies = Vec<(u64, Stored)>;
+
 /// A place in a newest-first listing (an entry's sort time and seq): a page
 /// holds what comes strictly after it. Opaque outside the store; it travels
 /// in URLs as 32 hex digits.
@@ -135,8 +138,21 @@ impl Store {
     /// Every stored copy in the story whose seq is `story_seq`, with their
     /// seqs, oldest first.
     pub(super) fn members(&self, story_seq: u64) -> Result<Vec<(u64, Stored)>, StoreError> {
+        Ok(self.copies_of(story_seq)?.1)
+    }
+
+    /// The story whose seq is `story_seq`: its id when stored, and its
+    /// stored copies with their seqs, oldest first.
+    fn copies_of(&self, story_seq: u64) -> Result<(Option<String>, Copies), StoreError> {
         let Some(story) = self.stored_story(story_seq)? else {
-            return Ok(Vec::new());
+            // A story whose one copy is its first has no value: that copy
+            // is the story (unless it has joined another since).
+            return Ok(match self.stored(story_seq)? {
+                Some(first) if first.story_seq == story_seq => {
+                    (Some(first.entry.id.clone()), vec![(story_seq, first)])
+                }
+                _ => (None, Vec::new()),
+            });
         };
         let mut out = Vec::with_capacity(story.members.len());
         for seq in story.members {
@@ -144,7 +160,25 @@ impl Store {
                 out.push((seq, stored));
             }
         }
-        Ok(out)
+        Ok((story.id, out))
+    }
+
+    /// The story whose seq is `story_seq` as stored, and whether `stories`
+    /// holds it: a story without a value is its first copy alone, or gone.
+    pub(super) fn story_of(&self, story_seq: u64) -> Result<(StoredStory, bool), StoreError> {
+        if let Some(story) = self.stored_story(story_seq)? {
+            return Ok((story, true));
+        }
+        Ok(match self.record(story_seq)? {
+            Some(first) if first.story_seq == story_seq => (
+                StoredStory {
+                    id: Some(first.id),
+                    members: vec![story_seq],
+                },
+                false,
+            ),
+            _ => (StoredStory::default(), false),
+        })
     }
 
     /// The sources `by_source` holds entries of, as their key prefixes:
@@ -201,8 +235,8 @@ impl Store {
         story_seq: u64,
         keep: &dyn Fn(&Entry) -> bool,
     ) -> Result<Option<Item>, StoreError> {
-        let mut copies: Vec<Entry> = self
-            .members(story_seq)?
+        let (id, members) = self.copies_of(story_seq)?;
+        let mut copies: Vec<Entry> = members
             .into_iter()
             .filter(|(seq, _)| self.shown(*seq))
             .map(|(_, s)| s.entry)
@@ -212,7 +246,7 @@ impl Store {
             return Ok(None);
         }
         copies.sort_by_key(|e| (e.published_or_seen(), e.first_seen));
-        let id = match self.stored_story(story_seq)?.and_then(|s| s.id) {
+        let id = match id {
             Some(id) => id,
             None => copies[0].id.clone(),
         };

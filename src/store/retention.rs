@@ -1,11 +1,12 @@
 //! Retention: which entries go, removed in bounded batches so the writer
 //! lock is never held for the whole store, each leaving a tombstone.
 
-use std::collections::{BTreeSet, BinaryHeap, HashMap};
+use std::collections::{BTreeSet, BinaryHeap};
 
 use chrono::{DateTime, Utc};
 
-use super::codec::{self, Slot, StoredStory};
+use super::codec::{self, Slot};
+use super::ingest::{put_stories, StoryDrafts};
 use super::keys::{self, canon_key, compact_id, source_key, tombstone_key};
 use super::query::SourceScan;
 use super::{Batches, Store, StoreError};
@@ -178,7 +179,7 @@ impl Store {
         let mut writer = self.lock_writer();
         let mut b = Batches::default();
         // The stories losing copies, as they will be stored.
-        let mut stories: HashMap<u64, StoredStory> = HashMap::new();
+        let mut stories = StoryDrafts::new();
         let at_millis = now.timestamp_millis();
         let mut removed = 0;
         for &seq in seqs {
@@ -206,14 +207,7 @@ impl Store {
             removed += 1;
         }
         // A story with no copy left no longer needs its id.
-        for (story_seq, story) in &stories {
-            let key = keys::record_key(*story_seq);
-            if story.members.is_empty() {
-                b.stories.remove(&key[..]);
-            } else {
-                b.stories.insert(&key[..], codec::encode_story(story));
-            }
-        }
+        put_stories(&stories, &mut b.stories);
         self.apply(b)?;
         if removed > 0 {
             self.count_entries(-(removed as i64))?;

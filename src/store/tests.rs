@@ -356,6 +356,21 @@ fn a_story_outlives_its_first_copy() {
     let stories = store.newest_stories(10, &all()).unwrap();
     assert_eq!(stories.len(), 1);
     assert_eq!(stories[0].id, first.id);
+    assert_eq!(
+        store.t.stories.len(),
+        1,
+        "a story of other copies than its first keeps a value"
+    );
+    let none = Retention {
+        max_total: 0,
+        ..Retention::default()
+    };
+    assert_eq!(store.prune(later, &none).unwrap().pruned, 1);
+    assert_eq!(
+        store.t.stories.len(),
+        0,
+        "a story with no copy left keeps none"
+    );
     // The source still lists the pruned copy: it stays out.
     let counts = ingest(&store, &[first], later, &rules);
     assert_eq!((counts.new, counts.suppressed), (0, 1));
@@ -740,6 +755,13 @@ fn a_schema_4_store_keeps_every_story_with_its_copies_in_two_trees_fewer() {
         before.values().any(|(members, _)| members.len() == 3),
         "{before:?}"
     );
+    // A story that is its first copy alone keeps no value.
+    let kept: BTreeMap<u64, (Vec<u64>, String)> = before
+        .iter()
+        .filter(|(story, (members, _))| members[..] != [**story])
+        .map(|(story, value)| (*story, value.clone()))
+        .collect();
+    assert!(!kept.is_empty() && kept.len() < before.len());
     let read_back = |store: &Store| -> BTreeMap<u64, (Vec<u64>, String)> {
         store
             .t
@@ -757,7 +779,13 @@ fn a_schema_4_store_keeps_every_story_with_its_copies_in_two_trees_fewer() {
     };
     {
         let store = Store::open(&path, StoreOptions::with_cache(1 << 20)).unwrap();
-        assert_eq!(read_back(&store), before);
+        assert_eq!(read_back(&store), kept);
+        // Every story reads back whole, with its id.
+        for (story, (members, id)) in &before {
+            let item = store.story(id).unwrap().unwrap();
+            assert_eq!(item.id, *id);
+            assert_eq!(item.copies.len(), members.len(), "story {story}");
+        }
         let names: Vec<String> = store
             .db
             .tree_names()
@@ -785,7 +813,7 @@ fn a_schema_4_store_keeps_every_story_with_its_copies_in_two_trees_fewer() {
         store.flush_blocking().unwrap();
     }
     let store = Store::open(&path, StoreOptions::with_cache(1 << 20)).unwrap();
-    assert_eq!(read_back(&store), before);
+    assert_eq!(read_back(&store), kept);
     assert_eq!(
         store.t.meta.get(META_VERSION).unwrap().unwrap().as_ref(),
         &codec::SCHEMA_VERSION.to_be_bytes()
@@ -836,7 +864,7 @@ fn retention_limits_each_source_and_the_total_newest_first() {
         .collect();
     assert_eq!(kept, ["c9", "b8", "a7", "c6"]);
     assert_eq!(store.entry_count(), 4);
-    // Every story that lost its copy is gone; the others are kept.
-    assert_eq!(store.t.stories.len(), 4);
+    // Stories of one copy keep no value.
+    assert_eq!(store.t.stories.len(), 0);
     assert_eq!(store.health().corrupt_values, 0);
 }
