@@ -307,6 +307,11 @@ fn id_of_key(source: &str, key: &str) -> String {
 
 /// Hashes in a fingerprint.
 pub const FINGERPRINT_HASHES: usize = 64;
+/// The bits kept of each MinHash minimum: its low 16 (b-bit MinHash). Two
+/// different minimums then agree by chance once in 65,536, which moves a
+/// similarity by nothing a threshold sees, and a fingerprint is stored in
+/// half the bytes.
+pub const FINGERPRINT_MASK: u32 = 0xffff;
 /// Rows per LSH band.
 pub const BAND_ROWS: usize = 2;
 /// LSH bands, over the first `BANDS * BAND_ROWS` hashes: pairs at the
@@ -468,7 +473,7 @@ fn minhash(words: &[String]) -> Vec<u32> {
             *min = (*min).min((mix(s ^ seed) >> 32) as u32);
         }
     }
-    mins.to_vec()
+    mins.iter().map(|m| m & FINGERPRINT_MASK).collect()
 }
 
 /// Estimated Jaccard similarity of two fingerprints.
@@ -998,6 +1003,7 @@ mod tests {
                         .map(|s| (mix(s ^ seed) >> 32) as u32)
                         .min()
                         .unwrap_or(u32::MAX)
+                        & FINGERPRINT_MASK
                 })
                 .collect()
         };

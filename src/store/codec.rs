@@ -7,8 +7,12 @@
 //! golden-bytes tests below fail when a form changes without one.
 //!
 //! Forms:
-//! - entry, version 2 ([`StoredEntry`], postcard): the entry, its story's
-//!   seq, summary and content packed and compressed together;
+//! - entry, version 4 ([`EntryV4`], postcard, schema 5): the version 3
+//!   fields with ids in 16 bytes, a guid that is the link and a canonical
+//!   link inside the link not repeated, the MinHash in 2 bytes a value;
+//! - entry, versions 2 and 3 ([`StoredEntry`], postcard): the entry, its
+//!   story's seq, summary and content packed and compressed together
+//!   (version 3 adds `external`), read as they are;
 //! - entry, version 1 ([`legacy`], postcard): `{ story_seq, entry }` with
 //!   the domain entry as it was, read only by the migration;
 //! - slot (`ids` values): stored under a seq, or pruned at a time;
@@ -37,6 +41,8 @@ pub(super) const ENTRY_V2: u8 = 3;
 /// Format byte of a version 3 entry record: the version 2 fields, then
 /// `external`.
 pub(super) const ENTRY_V3: u8 = 4;
+/// Format byte of a version 4 entry record ([`EntryV4`], schema 5).
+pub(super) const ENTRY_V4: u8 = 5;
 
 /// Format byte of a frozen archive document: zstd of its UTF-8 bytes.
 const ARCHIVE_V1: u8 = 1;
@@ -146,10 +152,12 @@ impl StoredFingerprint {
         if self.minhash.len() % 4 != 0 {
             return Err("minhash of odd length".into());
         }
+        // Fingerprints of 32-bit values (records before version 4) read
+        // as their low 16 bits, as `dedup` makes them now.
         let minhash = self
             .minhash
             .chunks_exact(4)
-            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) & crate::dedup::FINGERPRINT_MASK)
             .collect();
         Ok(Fingerprint {
             minhash,
@@ -391,15 +399,164 @@ fn unpack_texts(bytes: &[u8]) -> Result<Texts, String> {
     postcard::from_bytes(&plain).map_err(|e| e.to_string())
 }
 
-/// Writes an entry record (version 2).
-pub(super) fn encode_entry(stored: &StoredEntry) -> Result<Vec<u8>, String> {
-    let out = postcard::to_extend(stored, vec![ENTRY_V3]).map_err(|e| e.to_string())?;
-    postcard::to_extend(&stored.external, out).map_err(|e| e.to_string())
+/// A canonical link as version 4 records keep it: most are the entry's
+/// link without its scheme, so only where they start in it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+enum StoredCanonical {
+    /// The link from this byte on.
+    InLink(u16),
+    Text(String),
 }
 
-/// Reads an entry record of this version.
+/// The version 4 record (format byte 5): the version 3 fields, smaller.
+/// Ids are in the story id form (a feedmerge id's 16 bytes), a guid that
+/// is the link is not repeated, a canonical link inside the link is where
+/// it starts, and the MinHash takes 2 bytes a value (its values are 16
+/// bits: see `dedup::FINGERPRINT_BITS`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct EntryV4 {
+    story_seq: u64,
+    id: Vec<u8>,
+    source: String,
+    /// `None`: the same as `link`.
+    source_id: Option<String>,
+    title: String,
+    link: Option<String>,
+    texts: Vec<u8>,
+    authors: Vec<String>,
+    categories: Vec<String>,
+    published: Option<StoredTime>,
+    updated: Option<StoredTime>,
+    first_seen: StoredTime,
+    changed: StoredTime,
+    language: Option<String>,
+    enclosures: Vec<StoredEnclosure>,
+    canonical: Option<StoredCanonical>,
+    /// The MinHash (2 bytes a value, little-endian) and the number hashes.
+    fingerprint: Option<(Vec<u8>, Vec<u32>)>,
+    /// The copy it matched (its id in the story id form), and why.
+    merged: Option<(Vec<u8>, StoredRule)>,
+    external: Option<String>,
+}
+
+impl EntryV4 {
+    fn of(s: StoredEntry) -> Self {
+        let source_id = (s.link.as_deref() != Some(s.source_id.as_str())).then_some(s.source_id);
+        let canonical = s.canonical.map(|canon| {
+            let start = s
+                .link
+                .as_deref()
+                .and_then(|link| link.len().checked_sub(canon.len()))
+                .filter(|&at| s.link.as_deref().and_then(|l| l.get(at..)) == Some(canon.as_str()));
+            match start.and_then(|at| u16::try_from(at).ok()) {
+                Some(at) => StoredCanonical::InLink(at),
+                None => StoredCanonical::Text(canon),
+            }
+        });
+        let fingerprint = s.fingerprint.map(|f| {
+            let minhash = f
+                .minhash
+                .chunks_exact(4)
+                .flat_map(|c| (u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as u16).to_le_bytes())
+                .collect();
+            (minhash, f.numbers)
+        });
+        Self {
+            story_seq: s.story_seq,
+            id: encode_story_id(&s.id),
+            source: s.source,
+            source_id,
+            title: s.title,
+            link: s.link,
+            texts: s.texts,
+            authors: s.authors,
+            categories: s.categories,
+            published: s.published,
+            updated: s.updated,
+            first_seen: s.first_seen,
+            changed: s.changed,
+            language: s.language,
+            enclosures: s.enclosures,
+            canonical,
+            fingerprint,
+            merged: s.merged.map(|m| (encode_story_id(&m.with), m.rule)),
+            external: s.external,
+        }
+    }
+
+    fn stored(self) -> Result<StoredEntry, String> {
+        let source_id = match self.source_id {
+            Some(id) => id,
+            None => self.link.clone().ok_or("no guid and no link")?,
+        };
+        let canonical = match self.canonical {
+            Some(StoredCanonical::Text(text)) => Some(text),
+            Some(StoredCanonical::InLink(at)) => Some(
+                self.link
+                    .as_deref()
+                    .and_then(|l| l.get(usize::from(at)..))
+                    .ok_or("canonical link outside the link")?
+                    .to_string(),
+            ),
+            None => None,
+        };
+        let fingerprint = match self.fingerprint {
+            Some((minhash, numbers)) => {
+                if minhash.len() % 2 != 0 {
+                    return Err("minhash of odd length".into());
+                }
+                let minhash = minhash
+                    .chunks_exact(2)
+                    .flat_map(|c| u32::from(u16::from_le_bytes([c[0], c[1]])).to_le_bytes())
+                    .collect();
+                Some(StoredFingerprint { minhash, numbers })
+            }
+            None => None,
+        };
+        let merged = match self.merged {
+            Some((with, rule)) => Some(StoredMerged {
+                with: decode_story_id(&with)?,
+                rule,
+            }),
+            None => None,
+        };
+        Ok(StoredEntry {
+            story_seq: self.story_seq,
+            id: decode_story_id(&self.id)?,
+            source: self.source,
+            source_id,
+            title: self.title,
+            link: self.link,
+            texts: self.texts,
+            authors: self.authors,
+            categories: self.categories,
+            published: self.published,
+            updated: self.updated,
+            first_seen: self.first_seen,
+            changed: self.changed,
+            language: self.language,
+            enclosures: self.enclosures,
+            canonical,
+            fingerprint,
+            merged,
+            external: self.external,
+        })
+    }
+}
+
+/// Writes an entry record (version 4).
+pub(super) fn encode_entry(stored: StoredEntry) -> Result<Vec<u8>, String> {
+    postcard::to_extend(&EntryV4::of(stored), vec![ENTRY_V4]).map_err(|e| e.to_string())
+}
+
+/// Reads an entry record of this version or of an earlier one that
+/// schema 5 may hold (versions 2 and 3 are read as they are, and take the
+/// version 4 form when next written).
 pub(super) fn decode_entry(bytes: &[u8]) -> Result<StoredEntry, String> {
     match bytes.split_first() {
+        Some((&ENTRY_V4, data)) => postcard::from_bytes::<EntryV4>(data)
+            .map_err(|e| e.to_string())?
+            .stored(),
         Some((&ENTRY_V3, data)) => {
             let (mut stored, rest) =
                 postcard::take_from_bytes::<StoredEntry>(data).map_err(|e| e.to_string())?;
@@ -842,7 +999,7 @@ mod tests {
             }],
             canonical: Some("x.example/ssc/1".into()),
             fingerprint: Some(Fingerprint {
-                minhash: (0..64).map(|i| i * 0x0101_0101).collect(),
+                minhash: (0..64).map(|i| i * 0x0101).collect(),
                 numbers: vec![7, 9],
             }),
             merged: Some(Merged {
@@ -857,7 +1014,7 @@ mod tests {
     fn an_entry_round_trips() {
         let e = sample();
         let stored = StoredEntry::of(&e, 42).unwrap();
-        let bytes = encode_entry(&stored).unwrap();
+        let bytes = encode_entry(stored).unwrap();
         let back = decode_entry(&bytes).unwrap();
         assert_eq!(back.story_seq, 42);
         assert_eq!(back.entry().unwrap(), e);
@@ -891,15 +1048,26 @@ mod tests {
         let mut e = sample();
         // Compressed bytes depend on the zstd build; pin the plain form.
         e.content = None;
-        let bytes = encode_entry(&StoredEntry::of(&e, 42).unwrap()).unwrap();
+        let bytes = encode_entry(StoredEntry::of(&e, 42).unwrap()).unwrap();
         let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(hex, GOLDEN_ENTRY, "entry form changed");
+        assert_eq!(decode_entry(&bytes).unwrap().entry().unwrap(), e);
+        let unhex = |hex: &str| -> Vec<u8> {
+            (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+                .collect()
+        };
+        // The version 3 form (32-bit MinHash values) still reads: the same
+        // entry, its MinHash values cut to their low 16 bits.
+        let v3 = unhex(GOLDEN_ENTRY_V3);
+        assert_eq!(v3[0], ENTRY_V3);
+        let old = decode_entry(&v3).unwrap();
+        assert_eq!(old.story_seq, 42);
+        assert_eq!(old.entry().unwrap(), e);
         // The version 2 form, written before `external` existed, still
         // reads: the same entry, without it.
-        let v2: Vec<u8> = (0..GOLDEN_ENTRY_V2.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&GOLDEN_ENTRY_V2[i..i + 2], 16).unwrap())
-            .collect();
+        let v2 = unhex(GOLDEN_ENTRY_V2);
         assert_eq!(v2[0], ENTRY_V2);
         let old = decode_entry(&v2).unwrap();
         assert_eq!(old.story_seq, 42);
@@ -907,7 +1075,26 @@ mod tests {
         without.external = None;
         assert_eq!(old.entry().unwrap(), without);
         // A version 3 record is the version 2 one, then `external`.
-        assert_eq!(&bytes[1..v2.len()], &v2[1..]);
+        assert_eq!(&v3[1..v2.len()], &v2[1..]);
+        // The version 4 form is smaller: the ids, the canonical link and the
+        // MinHash.
+        assert!(
+            bytes.len() + 150 < v3.len(),
+            "{} vs {}",
+            bytes.len(),
+            v3.len()
+        );
+        // A guid that is the link is kept once, and read back.
+        let mut permalink = e.clone();
+        permalink.source_id = permalink.link.clone().unwrap();
+        let once = encode_entry(StoredEntry::of(&permalink, 1).unwrap()).unwrap();
+        assert!(once.len() < bytes.len());
+        assert_eq!(decode_entry(&once).unwrap().entry().unwrap(), permalink);
+        // A canonical link that is not inside the link is kept whole.
+        let mut elsewhere = e.clone();
+        elsewhere.canonical = Some("x.example/other".into());
+        let whole = encode_entry(StoredEntry::of(&elsewhere, 1).unwrap()).unwrap();
+        assert_eq!(decode_entry(&whole).unwrap().entry().unwrap(), elsewhere);
         let state = SourceState {
             etag: Some("\"v1\"".into()),
             last_modified: Some("Thu, 27 Mar 2025 10:00:00 GMT".into()),
@@ -971,8 +1158,23 @@ mod tests {
         assert!(decode_archive(&[]).is_err());
     }
 
-    /// The entry form of schema version 3 (format byte 4).
+    /// The entry form of schema version 5 (format byte 5).
     const GOLDEN_ENTRY: &str = concat!(
+        "052a110160afa9fd085f7b8c72e903b36e9381490a63656e74636f6d2d61720106677569642d311e",
+        "d8a7d8acd8aad985d8a7d8b920d981d98a20d8a7d984d8afd988d8add8a9011768747470733a2f2f",
+        "782e6578616d706c652f7373632f311000010c3c703e73686f72743c2f703e000109412e20577269",
+        "7465720108736563757269747901c086a9fe0c0000988ba9fe0c959aef3a988ba9fe0c959aef3a01",
+        "026172012368747470733a2f2f782e6578616d706c652f7373632f696d616765732f312e77656270",
+        "010a696d6167652f7765627001d20901000801800100000101020203030404050506060707080809",
+        "090a0a0b0b0c0c0d0d0e0e0f0f10101111121213131414151516161717181819191a1a1b1b1c1c1d",
+        "1d1e1e1f1f20202121222223232424252526262727282829292a2a2b2b2c2c2d2d2e2e2f2f303031",
+        "31323233333434353536363737383839393a3a3b3b3c3c3d3d3e3e3f3f0207090111018024c0d6b8",
+        "fa727ba60539dd6031b097013d012068747470733a2f2f656c736577686572652e6578616d706c65",
+        "2f6c696e6b6564",
+    );
+
+    /// The entry form of schema versions 3 and 4 (format byte 4).
+    const GOLDEN_ENTRY_V3: &str = concat!(
         "042a3475726e3a666565646d657267653a656e7472793a3630616661396664303835663762386337",
         "3265393033623336653933383134390a63656e74636f6d2d617206677569642d311ed8a7d8acd8aa",
         "d985d8a7d8b920d981d98a20d8a7d984d8afd988d8add8a9011768747470733a2f2f782e6578616d",

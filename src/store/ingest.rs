@@ -495,7 +495,7 @@ impl Store {
             let packed = incoming.and_then(|i| ahead.get(i)).and_then(Option::as_ref);
             let stored = StoredEntry::of_packed(new, story_seq, packed)
                 .map_err(|r| self.corrupt("records", r))?;
-            let value = codec::encode_entry(&stored).map_err(|r| self.corrupt("records", r))?;
+            let value = codec::encode_entry(stored).map_err(|r| self.corrupt("records", r))?;
             b.records.insert(&keys::record_key(seq)[..], value);
             self.changes.touch(&new.source);
             let id = compact_id(&new.id);

@@ -356,7 +356,7 @@ fn v1_to_v2(store: &Store) -> Result<(), StoreError> {
                 codec::decode_entry(value)
             } else {
                 legacy::upgrade(value).and_then(|(stored, story_id)| {
-                    let value = codec::encode_entry(&stored)?;
+                    let value = codec::encode_entry(stored.clone())?;
                     stories.insert(
                         &keys::record_key(stored.story_seq)[..],
                         codec::encode_story_id(&story_id),
