@@ -59,9 +59,7 @@ pub(super) struct NearIndex {
     residents: HashMap<u64, Resident>,
     /// Band key -> seqs, in arrival order (may name seqs no longer
     /// resident: skipped, and swept when they outnumber the live ones).
-    /// Sixteen band keys per resident, nearly all of them held by one
-    /// seq: packed in a `u64`, with one seq inline.
-    bands: HashMap<u64, Seqs>,
+    bands: Bands,
     /// Seqs (and their arrival numbers) in arrival order, for eviction.
     arrivals: VecDeque<(u64, u64)>,
     /// Arrivals so far.
@@ -75,7 +73,7 @@ impl NearIndex {
     pub(super) fn new(window: Duration) -> Self {
         Self {
             residents: HashMap::new(),
-            bands: HashMap::new(),
+            bands: Bands::default(),
             arrivals: VecDeque::new(),
             arrived: 0,
             stale: 0,
@@ -116,12 +114,7 @@ impl NearIndex {
             }
         };
         for band in dedup::band_keys(&e.fingerprint.minhash) {
-            match self.bands.entry(packed(band)) {
-                Entry::Occupied(mut seqs) => seqs.get_mut().push(e.seq),
-                Entry::Vacant(slot) => {
-                    slot.insert(Seqs::One(e.seq));
-                }
-            }
+            self.bands.push(packed(band), e.seq);
         }
         self.residents.insert(
             e.seq,
@@ -171,8 +164,7 @@ impl NearIndex {
 
     fn sweep(&mut self) {
         let residents = &self.residents;
-        self.bands
-            .retain(|_, seqs| seqs.retain(|s| residents.contains_key(s)));
+        self.bands.retain(|s| residents.contains_key(s));
         self.arrivals
             .retain(|(s, a)| residents.get(s).is_some_and(|r| r.arrival == *a));
         self.stale = 0;
@@ -191,11 +183,8 @@ impl NearIndex {
         let (at, window) = (at.timestamp_millis(), window.num_milliseconds());
         let mut offered = HashSet::new();
         for band in dedup::band_keys(&fingerprint.minhash) {
-            let Some(seqs) = self.bands.get(&packed(band)) else {
-                continue;
-            };
             let mut from_band = 0;
-            for &seq in seqs.as_slice().iter().rev() {
+            for &seq in self.bands.get(packed(band)).iter().rev() {
                 if from_band >= MAX_CANDIDATES_PER_BAND || offered.len() >= MAX_CANDIDATES {
                     break;
                 }
@@ -224,48 +213,100 @@ fn packed(band: [u8; 5]) -> u64 {
     (u64::from(b) << 32) | u64::from(u32::from_be_bytes([h0, h1, h2, h3]))
 }
 
-/// The seqs under one band key, in arrival order: one inline (most band
-/// keys), more on the heap.
-#[expect(
-    clippy::box_collection,
-    reason = "boxed, the Vec keeps the enum (and so each band slot) at 16 bytes"
-)]
-enum Seqs {
-    One(u64),
-    Many(Box<Vec<u64>>),
+/// A band value holding a list: the top bit, then the list's index.
+const LIST: u64 = 1 << 63;
+
+/// Band key -> the seqs under it, in arrival order. There are sixteen band
+/// keys per resident, nearly all of them held by one seq, so each value is
+/// one `u64`: that seq, or (top bit set) the index of a list of them. That
+/// keeps a slot at 16 bytes (8 for the key, 8 for the value).
+#[derive(Default)]
+struct Bands {
+    map: HashMap<u64, u64>,
+    lists: Vec<Vec<u64>>,
+    /// Indexes of `lists` no band uses.
+    free: Vec<usize>,
 }
 
-impl Seqs {
-    fn push(&mut self, seq: u64) {
-        match self {
-            Seqs::One(first) => *self = Seqs::Many(Box::new(vec![*first, seq])),
-            Seqs::Many(seqs) => seqs.push(seq),
-        }
-    }
-
-    fn as_slice(&self) -> &[u64] {
-        match self {
-            Seqs::One(seq) => std::slice::from_ref(seq),
-            Seqs::Many(seqs) => seqs,
-        }
-    }
-
-    /// Keeps the seqs `keep` accepts; false when none is left.
-    fn retain(&mut self, keep: impl Fn(&u64) -> bool) -> bool {
-        match self {
-            Seqs::One(seq) => keep(seq),
-            Seqs::Many(seqs) => {
-                seqs.retain(|s| keep(s));
-                match seqs.as_slice() {
-                    [] => false,
-                    [one] => {
-                        *self = Seqs::One(*one);
-                        true
+impl Bands {
+    fn push(&mut self, band: u64, seq: u64) {
+        match self.map.entry(band) {
+            Entry::Vacant(slot) if seq & LIST == 0 => {
+                slot.insert(seq);
+            }
+            Entry::Vacant(slot) => {
+                let list = Self::new_list(&mut self.lists, &mut self.free, vec![seq]);
+                slot.insert(list);
+            }
+            Entry::Occupied(mut slot) => {
+                let value = *slot.get();
+                if value & LIST != 0 {
+                    if let Some(list) = self.lists.get_mut((value & !LIST) as usize) {
+                        list.push(seq);
                     }
-                    _ => true,
+                } else {
+                    let list = Self::new_list(&mut self.lists, &mut self.free, vec![value, seq]);
+                    slot.insert(list);
                 }
             }
         }
+    }
+
+    fn new_list(lists: &mut Vec<Vec<u64>>, free: &mut Vec<usize>, seqs: Vec<u64>) -> u64 {
+        let at = match free.pop() {
+            Some(at) => {
+                if let Some(list) = lists.get_mut(at) {
+                    *list = seqs;
+                }
+                at
+            }
+            None => {
+                lists.push(seqs);
+                lists.len() - 1
+            }
+        };
+        at as u64 | LIST
+    }
+
+    /// The seqs under `band`, in arrival order.
+    fn get(&self, band: u64) -> &[u64] {
+        match self.map.get(&band) {
+            Some(value) if value & LIST != 0 => self
+                .lists
+                .get((value & !LIST) as usize)
+                .map_or(&[], Vec::as_slice),
+            Some(seq) => std::slice::from_ref(seq),
+            None => &[],
+        }
+    }
+
+    /// Keeps the seqs `keep` accepts; a band left without any goes.
+    fn retain(&mut self, keep: impl Fn(&u64) -> bool) {
+        let (lists, free) = (&mut self.lists, &mut self.free);
+        self.map.retain(|_, value| {
+            if *value & LIST == 0 {
+                return keep(value);
+            }
+            let at = (*value & !LIST) as usize;
+            let Some(list) = lists.get_mut(at) else {
+                return false;
+            };
+            list.retain(|s| keep(s));
+            match list.as_slice() {
+                [] => {
+                    free.push(at);
+                    false
+                }
+                [one] if one & LIST == 0 => {
+                    *value = *one;
+                    list.clear();
+                    list.shrink_to_fit();
+                    free.push(at);
+                    true
+                }
+                _ => true,
+            }
+        });
     }
 }
 
@@ -286,16 +327,30 @@ mod tests {
 
     #[test]
     fn band_slots_keep_arrival_order_and_shrink_back() {
-        let mut seqs = Seqs::One(1);
-        assert_eq!(seqs.as_slice(), [1]);
-        seqs.push(2);
-        seqs.push(3);
-        assert_eq!(seqs.as_slice(), [1, 2, 3]);
-        assert!(seqs.retain(|s| *s != 2));
-        assert_eq!(seqs.as_slice(), [1, 3]);
-        assert!(seqs.retain(|s| *s == 3));
-        assert!(matches!(seqs, Seqs::One(3)));
-        assert!(!seqs.retain(|_| false));
+        let mut bands = Bands::default();
+        bands.push(9, 1);
+        assert_eq!(bands.get(9), [1]);
+        bands.push(9, 2);
+        bands.push(9, 3);
+        bands.push(8, 4);
+        assert_eq!(bands.get(9), [1, 2, 3]);
+        assert_eq!(bands.get(8), [4]);
+        assert_eq!(bands.get(7), [] as [u64; 0]);
+        bands.retain(|s| *s != 2);
+        assert_eq!(bands.get(9), [1, 3]);
+        bands.retain(|s| *s == 3 || *s == 4);
+        assert_eq!(bands.get(9), [3]);
+        assert_eq!(bands.map.get(&9), Some(&3), "one seq is inline again");
+        assert_eq!(bands.free.len(), 1);
+        // A freed list is used again.
+        bands.push(8, 5);
+        assert_eq!(bands.get(8), [4, 5]);
+        assert!(bands.free.is_empty());
+        // A seq with the top bit set (sled hands none out) still reads back.
+        bands.push(6, LIST | 7);
+        assert_eq!(bands.get(6), [LIST | 7]);
+        bands.retain(|_| false);
+        assert!(bands.map.is_empty());
         assert_ne!(packed([0, 0, 0, 0, 1]), packed([1, 0, 0, 0, 1]));
     }
 
