@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{Enclosure, Entry, Fingerprint, MergeRule, Merged, SourceState};
 
-use super::keys::{compact_id, number_at};
+use super::keys::{compact_id, number_at, u32_at};
 
 /// The schema version this build writes and reads.
 pub(super) const SCHEMA_VERSION: u32 = 5;
@@ -241,44 +241,45 @@ impl StoredEntry {
         })
     }
 
-    /// The domain entry.
-    pub(super) fn entry(&self) -> Result<Entry, String> {
+    /// The domain entry (the stored form moved into it, not copied).
+    pub(super) fn entry(self) -> Result<Entry, String> {
         let (summary, content) = unpack_texts(&self.texts)?;
+        let fingerprint = self
+            .fingerprint
+            .as_ref()
+            .map(StoredFingerprint::fingerprint)
+            .transpose()?;
         Ok(Entry {
-            id: self.id.clone(),
-            source: self.source.clone(),
-            source_id: self.source_id.clone(),
-            title: self.title.clone(),
-            link: self.link.clone(),
-            summary,
-            content,
-            authors: self.authors.clone(),
-            categories: self.categories.clone(),
             published: self.published.map(StoredTime::time).transpose()?,
             updated: self.updated.map(StoredTime::time).transpose()?,
             first_seen: self.first_seen.time()?,
             changed: self.changed.time()?,
-            language: self.language.clone(),
+            id: self.id,
+            source: self.source,
+            source_id: self.source_id,
+            title: self.title,
+            link: self.link,
+            summary,
+            content,
+            authors: self.authors,
+            categories: self.categories,
+            language: self.language,
             enclosures: self
                 .enclosures
-                .iter()
+                .into_iter()
                 .map(|e| Enclosure {
-                    url: e.url.clone(),
-                    mime_type: e.mime_type.clone(),
+                    url: e.url,
+                    mime_type: e.mime_type,
                     length: e.length,
                 })
                 .collect(),
-            canonical: self.canonical.clone(),
-            fingerprint: self
-                .fingerprint
-                .as_ref()
-                .map(StoredFingerprint::fingerprint)
-                .transpose()?,
-            merged: self.merged.as_ref().map(|m| Merged {
-                with: m.with.clone(),
+            canonical: self.canonical,
+            fingerprint,
+            merged: self.merged.map(|m| Merged {
+                with: m.with,
                 rule: m.rule.rule(),
             }),
-            external: self.external.clone(),
+            external: self.external,
         })
     }
 
@@ -383,11 +384,7 @@ fn unpack_texts(bytes: &[u8]) -> Result<Texts, String> {
     let plain = match bytes.split_first() {
         Some((&TEXT_PLAIN, rest)) => return postcard::from_bytes(rest).map_err(|e| e.to_string()),
         Some((&TEXT_ZSTD, rest)) => {
-            let len = rest
-                .get(..4)
-                .and_then(|b| <[u8; 4]>::try_from(b).ok())
-                .map(u32::from_be_bytes)
-                .ok_or("short packed text")? as usize;
+            let len = u32_at(rest, 0).ok_or("short packed text")? as usize;
             if len > MAX_TEXT {
                 return Err(format!("packed text claims {len} bytes"));
             }
@@ -678,11 +675,7 @@ pub(super) fn decode_story(bytes: &[u8]) -> Result<StoredStory, String> {
             None => "empty value".into(),
         });
     };
-    let count = rest
-        .get(..4)
-        .and_then(|c| <[u8; 4]>::try_from(c).ok())
-        .map(u32::from_be_bytes)
-        .ok_or("short story")? as usize;
+    let count = u32_at(rest, 0).ok_or("short story")? as usize;
     if count > MAX_MEMBERS {
         return Err(format!("story lists {count} copies"));
     }
@@ -1017,9 +1010,9 @@ mod tests {
         let bytes = encode_entry(stored).unwrap();
         let back = decode_entry(&bytes).unwrap();
         assert_eq!(back.story_seq, 42);
-        assert_eq!(back.entry().unwrap(), e);
         // The long content was compressed.
         assert_eq!(back.texts[0], TEXT_ZSTD);
+        assert_eq!(back.entry().unwrap(), e);
         let mut short = e.clone();
         short.content = None;
         let stored = StoredEntry::of(&short, 1).unwrap();

@@ -138,19 +138,43 @@ impl Store {
         // Compression is most of encoding a record: done before the lock,
         // for the entries not stored yet (most of a feed that changed is
         // already stored, and an unchanged entry is never written).
+        // The `ids` filter answers "not stored" for most new entries
+        // without a random read; it is held only for those answers.
+        let stored_ahead: Vec<bool> = {
+            let filters = self.filters.read().unwrap_or_else(|e| e.into_inner());
+            incoming
+                .iter()
+                .map(|e| {
+                    let id = compact_id(&e.id);
+                    match filters.as_ref() {
+                        Some(f) if !f.ids.may_hold(&id) => false,
+                        _ => matches!(self.t.ids.contains_key(&id), Ok(true)),
+                    }
+                })
+                .collect()
+        };
         let ahead: Vec<Option<PackedTexts<'_>>> = incoming
             .iter()
-            .map(|e| match self.t.ids.contains_key(compact_id(&e.id)) {
-                Ok(true) => None,
-                _ => PackedTexts::of(e),
-            })
+            .zip(stored_ahead)
+            .map(|(e, stored)| if stored { None } else { PackedTexts::of(e) })
             .collect();
         let mut writer = self.lock_writer();
         let state = match writer.take() {
             Some(state) => state,
-            None => self.writer_state(now, rules.window)?,
+            None => {
+                let (state, filters) = self.writer_state(now, rules.window)?;
+                *self.filters.write().unwrap_or_else(|e| e.into_inner()) = Some(filters);
+                state
+            }
         };
         let state = writer.insert(state);
+        let filters_guard = self.filters.read().unwrap_or_else(|e| e.into_inner());
+        let Some(filters) = filters_guard.as_ref() else {
+            return Err(StoreError::Backend {
+                path: self.path.clone(),
+                reason: "the filters were not built with the writer state".into(),
+            });
+        };
         let mut counts = IngestCounts::default();
         let mut plans: Vec<Plan> = Vec::new();
         let mut seen = HashSet::new();
@@ -160,7 +184,7 @@ impl Store {
         let guids = dedup::DocumentGuids::new(&guids);
         let listed: HashSet<&str> = incoming.iter().map(|e| e.id.as_str()).collect();
         for (index, entry) in incoming.iter().enumerate() {
-            let (stored_id, slot) = match self.find_slot(entry, &guids, &state.filters)? {
+            let (stored_id, slot) = match self.find_slot(entry, &guids, filters)? {
                 Some((id, slot)) => (Some(id), Some(slot)),
                 None => (None, None),
             };
@@ -179,7 +203,7 @@ impl Store {
             if seq.is_none() {
                 let mut lookup = Lookup {
                     store: self,
-                    filters: &state.filters,
+                    filters,
                     near: &state.near,
                 };
                 placement = dedup::place(entry, &listed, rules, &mut lookup)?;
@@ -252,6 +276,7 @@ impl Store {
                 }
             }
         }
+        drop(filters_guard);
         if !plans.is_empty() {
             self.write(&plans, &ahead, state, now)?;
         }
@@ -335,7 +360,7 @@ impl Store {
         &self,
         now: DateTime<Utc>,
         window: chrono::Duration,
-    ) -> Result<WriterState, StoreError> {
+    ) -> Result<(WriterState, Filters), StoreError> {
         let (mut ids, mut canons) = (KeyFilter::default(), KeyFilter::default());
         for key in self.t.ids.iter().keys() {
             ids.add(&key.map_err(|e| self.sled_err(e))?);
@@ -409,10 +434,7 @@ impl Store {
                 now,
             );
         }
-        Ok(WriterState {
-            filters: Filters { ids, canons },
-            near,
-        })
+        Ok((WriterState { near }, Filters { ids, canons }))
     }
 
     /// The story `story_seq` as these writes leave it: from `drafts`, else
@@ -444,6 +466,8 @@ impl Store {
         let mut added = 0i64;
         // The stories these plans change, as they will be stored.
         let mut stories = StoryDrafts::new();
+        // Keys the filters learn once the writes are planned.
+        let (mut new_ids, mut new_canons) = (Vec::new(), Vec::new());
         for plan in plans {
             let Plan {
                 seq,
@@ -499,19 +523,34 @@ impl Store {
             b.records.insert(&keys::record_key(seq)[..], value);
             self.changes.touch(&new.source);
             let id = compact_id(&new.id);
-            state.filters.ids.add(&id);
-            b.ids.insert(id, Slot::Stored(seq).encode());
+            b.ids.insert(&id[..], Slot::Stored(seq).encode());
+            new_ids.push(id);
             b.by_source.insert(
                 source_key(&new.source, time, seq),
                 &story_seq.to_be_bytes()[..],
             );
             if let Some(canon) = &new.canonical {
-                state.filters.canons.add(&canon_hash(canon));
+                new_canons.push(canon_hash(canon));
                 b.by_canon.insert(&canon_key(canon, seq)[..], &[][..]);
             }
         }
         // (A story emptied by an absorption no longer names anything.)
         put_stories(&stories, &mut b.stories);
+        // Before the keys are written: a filter may say "maybe" of a key
+        // not stored, never "no" of one stored.
+        if let Some(filters) = self
+            .filters
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+        {
+            for id in &new_ids {
+                filters.ids.add(id);
+            }
+            for canon in &new_canons {
+                filters.canons.add(canon);
+            }
+        }
         // New entries stay hidden from readers until they are flushed.
         for plan in plans.iter().filter(|plan| plan.old.is_none()) {
             self.unflushed.hide(plan.seq);

@@ -76,6 +76,12 @@ pub(super) fn number_at(bytes: &[u8], at: usize) -> Option<u64> {
     Some(u64::from_be_bytes(slice))
 }
 
+/// The big-endian `u32` at `at` in `bytes`.
+pub(super) fn u32_at(bytes: &[u8], at: usize) -> Option<u32> {
+    let slice: [u8; 4] = bytes.get(at..at + 4)?.try_into().ok()?;
+    Some(u32::from_be_bytes(slice))
+}
+
 /// The seq that ends a key (every index key but `ids` ends with one).
 pub(super) fn trailing_seq(key: &[u8]) -> Option<u64> {
     number_at(key, key.len().checked_sub(8)?)

@@ -261,15 +261,20 @@ fn raise_version(store: &Store, to: u32) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// The version of a store without one in `meta`: 1 when it holds version
-/// 1's data, else a new store (given this version), else not ours.
-fn unversioned(store: &Store, before: Before) -> Result<u32, StoreError> {
-    let names: Vec<String> = store
+/// The names of the store's trees.
+pub(super) fn tree_names(store: &Store) -> Vec<String> {
+    store
         .db
         .tree_names()
         .iter()
         .map(|n| String::from_utf8_lossy(n).into_owned())
-        .collect();
+        .collect()
+}
+
+/// The version of a store without one in `meta`: 1 when it holds version
+/// 1's data, else a new store (given this version), else not ours.
+fn unversioned(store: &Store, before: Before) -> Result<u32, StoreError> {
+    let names = tree_names(store);
     // The first development layout kept entries by id in this tree.
     if names.iter().any(|n| n == "entries") {
         return Err(StoreError::OldLayout {

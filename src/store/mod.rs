@@ -160,10 +160,9 @@ pub struct StoreHealth {
     pub corrupt_values: u64,
 }
 
-/// What only writers touch, under the writer lock: the filters and the
-/// near-duplicate index, built on the first ingest after opening.
+/// What only writers touch, under the writer lock: the near-duplicate
+/// index, built on the first ingest after opening.
 struct WriterState {
-    filters: Filters,
     near: NearIndex,
 }
 
@@ -195,6 +194,10 @@ pub struct Store {
     t: Trees,
     /// Held for every write and flush.
     writer: Arc<Mutex<Option<WriterState>>>,
+    /// The Bloom filters over `ids` and `by_canon`, built with the writer
+    /// state; written only under the writer lock, read before it too (an
+    /// ingest asks which entries are new before it waits for the lock).
+    filters: Arc<RwLock<Option<Filters>>>,
     /// Held while a flush is arranged; holds the last flush ticket covered.
     flush_gate: Arc<tokio::sync::Mutex<u64>>,
     /// Flush tickets handed out so far.
@@ -458,6 +461,7 @@ impl Store {
             db,
             t,
             writer: Arc::new(Mutex::new(None)),
+            filters: Arc::new(RwLock::new(None)),
             flush_gate: Arc::new(tokio::sync::Mutex::new(0)),
             tickets: Arc::new(AtomicU64::new(0)),
             entries: Arc::new(AtomicU64::new(0)),

@@ -107,11 +107,9 @@ impl Store {
         let Some(record) = self.record(seq)? else {
             return Ok(None);
         };
+        let story_seq = record.story_seq;
         match record.entry() {
-            Ok(entry) => Ok(Some(Stored {
-                story_seq: record.story_seq,
-                entry,
-            })),
+            Ok(entry) => Ok(Some(Stored { story_seq, entry })),
             Err(reason) => {
                 self.skip_corrupt("records", &keys::record_key(seq), &reason);
                 Ok(None)

@@ -786,12 +786,7 @@ fn a_schema_4_store_keeps_every_story_with_its_copies_in_two_trees_fewer() {
             assert_eq!(item.id, *id);
             assert_eq!(item.copies.len(), members.len(), "story {story}");
         }
-        let names: Vec<String> = store
-            .db
-            .tree_names()
-            .iter()
-            .map(|n| String::from_utf8_lossy(n).into_owned())
-            .collect();
+        let names = migrate::tree_names(&store);
         assert!(
             !names.iter().any(|n| n == "by_time" || n == "by_story"),
             "{names:?}"
