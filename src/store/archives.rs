@@ -20,18 +20,10 @@ fn archive_key(day: NaiveDate, name: &str) -> Vec<u8> {
 impl Store {
     /// The frozen archive document `name` of `day`, if it was frozen.
     pub fn archive(&self, day: NaiveDate, name: &str) -> Result<Option<String>, StoreError> {
+        // An undecodable one is rendered (and frozen) again rather than
+        // failing.
         let key = archive_key(day, name);
-        match self.t.archives.get(&key).map_err(|e| self.sled_err(e))? {
-            Some(bytes) => match codec::decode_archive(&bytes) {
-                Ok(doc) => Ok(Some(doc)),
-                Err(reason) => {
-                    // Rendered again (and frozen again) rather than failing.
-                    self.skip_corrupt("archives", &key, &reason);
-                    Ok(None)
-                }
-            },
-            None => Ok(None),
-        }
+        self.decoded(&self.t.archives, "archives", &key, codec::decode_archive)
     }
 
     /// Freezes `doc` as archive document `name` of `day`, durably (the

@@ -566,18 +566,14 @@ impl Store {
         &self,
         name: &str,
     ) -> Result<Option<crate::model::SourceState>, StoreError> {
-        match self.t.sources.get(name).map_err(|e| self.sled_err(e))? {
-            Some(bytes) => match codec::decode_source(&bytes) {
-                Ok(state) => Ok(Some(state)),
-                // A source whose state cannot be read starts afresh rather
-                // than failing every poll and page that asks.
-                Err(reason) => {
-                    self.skip_corrupt("sources", name.as_bytes(), &reason);
-                    Ok(None)
-                }
-            },
-            None => Ok(None),
-        }
+        // A source whose state cannot be read starts afresh rather than
+        // failing every poll and page that asks.
+        self.decoded(
+            &self.t.sources,
+            "sources",
+            name.as_bytes(),
+            codec::decode_source,
+        )
     }
 
     /// The state of source `name` as of the last flush: what status

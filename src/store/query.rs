@@ -71,35 +71,41 @@ pub struct Page<T> {
 }
 
 impl Store {
+    /// The value under `key` in `tree` (named `name`), decoded by
+    /// `decode`; `None` when absent or undecodable (logged and counted).
+    pub(super) fn decoded<T>(
+        &self,
+        tree: &sled::Tree,
+        name: &'static str,
+        key: &[u8],
+        decode: impl FnOnce(&[u8]) -> Result<T, String>,
+    ) -> Result<Option<T>, StoreError> {
+        let Some(bytes) = tree.get(key).map_err(|e| self.sled_err(e))? else {
+            return Ok(None);
+        };
+        match decode(&bytes) {
+            Ok(value) => Ok(Some(value)),
+            Err(reason) => {
+                self.skip_corrupt(name, key, &reason);
+                Ok(None)
+            }
+        }
+    }
+
     /// What `ids` says of entry id `id`.
     pub(super) fn slot(&self, id: &str) -> Result<Option<Slot>, StoreError> {
-        let key = compact_id(id);
-        match self.t.ids.get(&key).map_err(|e| self.sled_err(e))? {
-            Some(bytes) => match Slot::decode(&bytes) {
-                Ok(slot) => Ok(Some(slot)),
-                Err(reason) => {
-                    self.skip_corrupt("ids", &key, &reason);
-                    Ok(None)
-                }
-            },
-            None => Ok(None),
-        }
+        self.decoded(&self.t.ids, "ids", &compact_id(id), Slot::decode)
     }
 
     /// The record stored under `seq`, undecoded beyond its stored form;
     /// `None` when absent or undecodable (logged and counted).
     pub(super) fn record(&self, seq: u64) -> Result<Option<StoredEntry>, StoreError> {
-        let key = keys::record_key(seq);
-        let Some(bytes) = self.t.records.get(key).map_err(|e| self.sled_err(e))? else {
-            return Ok(None);
-        };
-        match codec::decode_entry(&bytes) {
-            Ok(stored) => Ok(Some(stored)),
-            Err(reason) => {
-                self.skip_corrupt("records", &key, &reason);
-                Ok(None)
-            }
-        }
+        self.decoded(
+            &self.t.records,
+            "records",
+            &keys::record_key(seq),
+            codec::decode_entry,
+        )
     }
 
     /// The entry stored under `seq` and its story's seq.
@@ -121,16 +127,7 @@ impl Store {
     /// undecodable (logged and counted).
     pub(super) fn stored_story(&self, story_seq: u64) -> Result<Option<StoredStory>, StoreError> {
         let key = keys::record_key(story_seq);
-        match self.t.stories.get(key).map_err(|e| self.sled_err(e))? {
-            Some(bytes) => match codec::decode_story(&bytes) {
-                Ok(story) => Ok(Some(story)),
-                Err(reason) => {
-                    self.skip_corrupt("stories", &key, &reason);
-                    Ok(None)
-                }
-            },
-            None => Ok(None),
-        }
+        self.decoded(&self.t.stories, "stories", &key, codec::decode_story)
     }
 
     /// Every stored copy in the story whose seq is `story_seq`, with their
