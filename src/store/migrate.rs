@@ -150,6 +150,13 @@ fn v4_to_v5(store: &Store) -> Result<(), StoreError> {
                 return Ok(());
             };
             let key = keys::record_key(story_seq);
+            rebuilt += 1;
+            // A story that is its first copy alone needs no value (nor its
+            // id read).
+            if members[..] == [story_seq] {
+                stories.remove(&key[..]);
+                return Ok(());
+            }
             let id = match store.t.stories.get(key).map_err(sled)? {
                 Some(bytes) => match codec::decode_story_id(&bytes)
                     .or_else(|_| codec::decode_story(&bytes).map(|s| s.id.unwrap_or_default()))
@@ -163,13 +170,7 @@ fn v4_to_v5(store: &Store) -> Result<(), StoreError> {
                 },
                 None => None,
             };
-            // A story that is its first copy alone needs no value.
-            if members[..] == [story_seq] {
-                stories.remove(&key[..]);
-            } else {
-                stories.insert(&key[..], codec::encode_story(&StoredStory { id, members }));
-            }
-            rebuilt += 1;
+            stories.insert(&key[..], codec::encode_story(&StoredStory { id, members }));
             Ok(())
         };
     for item in by_story.iter().keys() {
