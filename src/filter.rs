@@ -179,10 +179,12 @@ impl FilterError {
 /// admits every entry.
 #[derive(Debug, Clone)]
 pub struct EntryFilter {
-    /// An entry must match one of these, unless there are none.
-    include: RegexSet,
+    /// An entry must match one of these, unless there are none (`None`:
+    /// no patterns, and nothing compiled: a source without filters costs
+    /// no regex).
+    include: Option<RegexSet>,
     /// An entry matching any of these is dropped.
-    exclude: RegexSet,
+    exclude: Option<RegexSet>,
     /// The fields the patterns look at.
     fields: Fields,
 }
@@ -190,8 +192,8 @@ pub struct EntryFilter {
 impl Default for EntryFilter {
     fn default() -> Self {
         Self {
-            include: RegexSet::empty(),
-            exclude: RegexSet::empty(),
+            include: None,
+            exclude: None,
             fields: Fields::ALL,
         }
     }
@@ -201,8 +203,8 @@ impl Default for EntryFilter {
 /// reload compares sources so).
 impl PartialEq for EntryFilter {
     fn eq(&self, other: &Self) -> bool {
-        self.include.patterns() == other.include.patterns()
-            && self.exclude.patterns() == other.exclude.patterns()
+        patterns(&self.include) == patterns(&other.include)
+            && patterns(&self.exclude) == patterns(&other.exclude)
             && self.fields == other.fields
     }
 }
@@ -240,7 +242,7 @@ impl EntryFilter {
 
     /// Whether the filter admits every entry (it has no patterns).
     pub fn is_empty(&self) -> bool {
-        self.include.is_empty() && self.exclude.is_empty()
+        self.include.is_none() && self.exclude.is_none()
     }
 
     /// Whether `entry` passes: it matches an `include` pattern (or there are
@@ -259,7 +261,8 @@ impl EntryFilter {
             fields: self.fields,
             text: &text,
         };
-        (self.include.is_empty() || view.matches(&self.include)) && !view.matches(&self.exclude)
+        self.include.as_ref().is_none_or(|set| view.matches(set))
+            && !self.exclude.as_ref().is_some_and(|set| view.matches(set))
     }
 }
 
@@ -274,9 +277,6 @@ struct View<'a> {
 impl View<'_> {
     /// Whether a pattern of `set` matches a selected field.
     fn matches(&self, set: &RegexSet) -> bool {
-        if set.is_empty() {
-            return false;
-        }
         let entry = self.entry;
         Field::ALL
             .into_iter()
@@ -302,7 +302,13 @@ impl View<'_> {
 
 /// One list's patterns, checked one by one (so an error names its
 /// pattern), then compiled together.
-fn compiled<S: AsRef<str>>(key: FilterKey, patterns: &[S]) -> Result<RegexSet, FilterError> {
+fn compiled<S: AsRef<str>>(
+    key: FilterKey,
+    patterns: &[S],
+) -> Result<Option<RegexSet>, FilterError> {
+    if patterns.is_empty() {
+        return Ok(None);
+    }
     if patterns.len() > MAX_PATTERNS {
         return Err(FilterError::TooMany {
             key,
@@ -335,7 +341,13 @@ fn compiled<S: AsRef<str>>(key: FilterKey, patterns: &[S]) -> Result<RegexSet, F
         .size_limit(LIST_SIZE_LIMIT)
         .dfa_size_limit(LIST_SIZE_LIMIT)
         .build()
+        .map(Some)
         .map_err(|_| FilterError::TooBig { key })
+}
+
+/// A list's patterns as written (none when it has none).
+fn patterns(set: &Option<RegexSet>) -> &[String] {
+    set.as_ref().map_or(&[], RegexSet::patterns)
 }
 
 /// The regex crate's error on one line: a syntax error's own message (its
