@@ -301,8 +301,14 @@ fn id_of_key(source: &str, key: &str) -> String {
     hasher.update([0]);
     hasher.update(key.as_bytes());
     let digest = hasher.finalize();
-    let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
-    format!("{ENTRY_ID_PREFIX}{hex}")
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut id = String::with_capacity(ENTRY_ID_PREFIX.len() + 32);
+    id.push_str(ENTRY_ID_PREFIX);
+    for b in digest.iter().take(16) {
+        id.push(char::from(HEX[usize::from(b >> 4)]));
+        id.push(char::from(HEX[usize::from(b & 0xf)]));
+    }
+    id
 }
 
 /// Hashes in a fingerprint.
@@ -336,33 +342,64 @@ pub fn comparable_words(text: &str) -> Vec<String> {
     comparable_words_upto(text, usize::MAX)
 }
 
-/// The first `limit` of [`comparable_words`]: folds the text a
-/// whitespace-separated token at a time and stops there.
+/// The first `limit` of [`comparable_words`].
 fn comparable_words_upto(text: &str, limit: usize) -> Vec<String> {
-    let mut words = Vec::new();
-    let mut folded = String::new();
-    for token in text.split_whitespace() {
-        if words.len() >= limit {
-            break;
-        }
-        folded.clear();
-        if token.is_ascii() {
-            // Nothing for NFKC or the Arabic foldings to do: ASCII letters
-            // and digits lowercased, the rest separates words (as `fold`).
-            folded.extend(token.bytes().map(|b| {
-                if b.is_ascii_alphanumeric() {
-                    char::from(b.to_ascii_lowercase())
-                } else {
-                    ' '
+    let mut words = Words::default();
+    words.push_text(text, limit);
+    words.iter().map(str::to_string).collect()
+}
+
+/// Comparable words (see [`comparable_words`]) in one buffer: the folded
+/// text, and where each word is in it.
+#[derive(Default)]
+struct Words {
+    folded: String,
+    spans: Vec<(usize, usize)>,
+}
+
+impl Words {
+    /// Adds the first `limit` words of `text`, folding it a
+    /// whitespace-separated token at a time and stopping there.
+    fn push_text(&mut self, text: &str, limit: usize) {
+        let limit = self.spans.len().saturating_add(limit);
+        for token in text.split_whitespace() {
+            if self.spans.len() >= limit {
+                break;
+            }
+            let start = self.folded.len();
+            if token.is_ascii() {
+                // Nothing for NFKC or the Arabic foldings to do: ASCII
+                // letters and digits lowercased, the rest separates words
+                // (as `fold`).
+                self.folded.extend(token.bytes().map(|b| {
+                    if b.is_ascii_alphanumeric() {
+                        char::from(b.to_ascii_lowercase())
+                    } else {
+                        ' '
+                    }
+                }));
+            } else {
+                self.folded
+                    .extend(token.nfkc().flat_map(char::to_lowercase).filter_map(fold));
+            }
+            // Folding leaves no whitespace but the spaces `fold` made.
+            let mut at = start;
+            for word in self.folded[start..].split(' ') {
+                if !word.is_empty() {
+                    self.spans.push((at, at + word.len()));
                 }
-            }));
-        } else {
-            folded.extend(token.nfkc().flat_map(char::to_lowercase).filter_map(fold));
+                at += word.len() + 1;
+            }
+            self.folded.push(' ');
         }
-        words.extend(folded.split_whitespace().map(str::to_string));
+        self.spans.truncate(limit);
     }
-    words.truncate(limit);
-    words
+
+    fn iter(&self) -> impl Iterator<Item = &str> {
+        self.spans
+            .iter()
+            .map(|&(start, end)| self.folded.get(start..end).unwrap_or_default())
+    }
 }
 
 /// One character of a word for comparison (see [`comparable_words`]).
@@ -382,20 +419,18 @@ fn fold(c: char) -> Option<char> {
 /// The fingerprint of a title and body (plain text), or `None` when the
 /// text is too short to trust.
 pub fn fingerprint(title: &str, body: &str) -> Option<Fingerprint> {
-    let mut words = comparable_words(title);
-    words.extend(comparable_words_upto(body, BODY_WORDS));
-    if words.len() < MIN_WORDS {
+    let mut words = Words::default();
+    words.push_text(title, usize::MAX);
+    words.push_text(body, BODY_WORDS);
+    if words.spans.len() < MIN_WORDS {
         return None;
     }
-    let minhash = minhash(&words);
-    let mut numbers: Vec<u32> = numbers_in(title)
-        .into_iter()
-        .chain(numbers_in(body))
-        .map(|n| (fnv1a(n.as_bytes(), b"") >> 32) as u32)
-        .collect::<HashSet<_>>()
-        .into_iter()
-        .collect();
+    let minhash = minhash(&words.iter().collect::<Vec<_>>());
+    let mut numbers = Vec::new();
+    number_hashes(title, &mut numbers);
+    number_hashes(body, &mut numbers);
     numbers.sort_unstable();
+    numbers.dedup();
     Some(Fingerprint { minhash, numbers })
 }
 
@@ -420,8 +455,49 @@ fn numbers_agree(a: &[u32], b: &[u32]) -> bool {
     shared * 2 >= small.len()
 }
 
+/// Adds to `out` the hash of each number in `text` (as [`numbers_in`]
+/// finds them): the high 32 bits of FNV-1a over its digits and a zero
+/// byte, made as the digits are read.
+fn number_hashes(text: &str, out: &mut Vec<u32>) {
+    const START: u64 = 0xcbf2_9ce4_8422_2325;
+    let step = |h: u64, byte: u8| (h ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+    let mut hash = START;
+    let mut digits = 0usize;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        let digit = match c {
+            '0'..='9' => Some(c as u32 - '0' as u32),
+            '\u{0660}'..='\u{0669}' => Some(c as u32 - 0x0660),
+            '\u{06F0}'..='\u{06F9}' => Some(c as u32 - 0x06F0),
+            _ => None,
+        };
+        match digit {
+            Some(d) => {
+                hash = step(hash, b'0' + d as u8);
+                digits += 1;
+            }
+            None if matches!(c, ',' | '.' | '٬' | '٫')
+                && digits > 0
+                && chars.peek().is_some_and(|n| {
+                    n.is_ascii_digit() || ('\u{0660}'..='\u{0669}').contains(n)
+                }) => {}
+            None => {
+                if digits > 0 {
+                    out.push((step(hash, 0) >> 32) as u32);
+                    hash = START;
+                    digits = 0;
+                }
+            }
+        }
+    }
+    if digits > 0 {
+        out.push((step(hash, 0) >> 32) as u32);
+    }
+}
+
 /// The numbers in a text, digits only ("2,500" and "2500" are one number;
 /// Arabic-Indic digits count).
+#[cfg(test)]
 fn numbers_in(text: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut current = String::new();
@@ -456,7 +532,7 @@ fn numbers_in(text: &str) -> Vec<String> {
 }
 
 /// MinHash signature of a word sequence's word pairs.
-fn minhash(words: &[String]) -> Vec<u32> {
+fn minhash(words: &[&str]) -> Vec<u16> {
     let mut shingles: Vec<u64> = words
         .windows(2)
         .map(|pair| fnv1a(pair[0].as_bytes(), pair[1].as_bytes()))
@@ -473,11 +549,12 @@ fn minhash(words: &[String]) -> Vec<u32> {
             *min = (*min).min((mix(s ^ seed) >> 32) as u32);
         }
     }
-    mins.iter().map(|m| m & FINGERPRINT_MASK).collect()
+    // The mask keeps 16 bits: the cast drops nothing.
+    mins.iter().map(|m| (m & FINGERPRINT_MASK) as u16).collect()
 }
 
 /// Estimated Jaccard similarity of two fingerprints.
-pub fn similarity(a: &[u32], b: &[u32]) -> f64 {
+pub fn similarity(a: &[u16], b: &[u16]) -> f64 {
     if a.is_empty() || a.len() != b.len() {
         return 0.0;
     }
@@ -488,7 +565,7 @@ pub fn similarity(a: &[u32], b: &[u32]) -> f64 {
 /// The LSH band keys of a MinHash signature (band number, then a 32-bit
 /// hash of its rows): entries sharing a band key are candidates for the
 /// same story.
-pub fn band_keys(signature: &[u32]) -> Vec<[u8; 5]> {
+pub fn band_keys(signature: &[u16]) -> Vec<[u8; 5]> {
     signature
         .chunks(BAND_ROWS)
         .take(BANDS)
@@ -990,7 +1067,7 @@ mod tests {
     /// each seed's minimum over the set of shingles).
     #[test]
     fn fast_paths_give_the_stored_fingerprints() {
-        let slow_minhash = |words: &[String]| -> Vec<u32> {
+        let slow_minhash = |words: &[&str]| -> Vec<u16> {
             let shingles: HashSet<u64> = words
                 .windows(2)
                 .map(|pair| fnv1a(pair[0].as_bytes(), pair[1].as_bytes()))
@@ -1002,8 +1079,7 @@ mod tests {
                         .iter()
                         .map(|s| (mix(s ^ seed) >> 32) as u32)
                         .min()
-                        .unwrap_or(u32::MAX)
-                        & FINGERPRINT_MASK
+                        .unwrap_or(u32::MAX) as u16
                 })
                 .collect()
         };
@@ -1012,11 +1088,22 @@ mod tests {
             "e-mail/web: AT&T's CEO, Jane O'Neil, said [sic] {x} <b>hi</b> 50% of $3.5bn #1 @home_page",
             "أعلنَ الوزيرُ، إنّ القيادةَ «آمنة» ـــ على mixed ASCII, and Ｆｕｌｌ-width TEXT!",
             "the the the the the the the the the the the the the the the the the the the the the the",
+            "سجّلت ١٢٤٠ حالة، و٢٬٥ مليون دينار في ۱۹۹۸؛ 3.5. and 7,",
         ];
         for text in texts {
             assert_eq!(comparable_words(text), whole_text_words(text), "{text}");
             let words = comparable_words(text);
+            let words: Vec<&str> = words.iter().map(String::as_str).collect();
             assert_eq!(minhash(&words), slow_minhash(&words), "{text}");
+            // The numbers' hashes, made as the digits are read, are those
+            // of the numbers as strings.
+            let mut hashes = Vec::new();
+            number_hashes(text, &mut hashes);
+            let want: Vec<u32> = numbers_in(text)
+                .iter()
+                .map(|n| (fnv1a(n.as_bytes(), b"") >> 32) as u32)
+                .collect();
+            assert_eq!(hashes, want, "{text}");
         }
         assert_eq!(minhash(&[]), slow_minhash(&[]));
     }

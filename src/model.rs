@@ -58,8 +58,9 @@ pub struct Entry {
 /// What near-duplicate detection compares (see `dedup::fingerprint`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Fingerprint {
-    /// MinHash signature over word pairs.
-    pub minhash: Vec<u32>,
+    /// MinHash signature over word pairs: the low 16 bits of each minimum
+    /// (`dedup::FINGERPRINT_MASK`).
+    pub minhash: Vec<u16>,
     /// Hashes of the numbers in the text, sorted: templated reports (prices,
     /// scores, casualty counts) differ mostly in them.
     pub numbers: Vec<u32>,

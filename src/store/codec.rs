@@ -143,7 +143,11 @@ impl StoredTime {
 impl StoredFingerprint {
     pub(super) fn of(f: &Fingerprint) -> Self {
         Self {
-            minhash: f.minhash.iter().flat_map(|h| h.to_le_bytes()).collect(),
+            minhash: f
+                .minhash
+                .iter()
+                .flat_map(|h| u32::from(*h).to_le_bytes())
+                .collect(),
             numbers: f.numbers.clone(),
         }
     }
@@ -157,7 +161,10 @@ impl StoredFingerprint {
         let minhash = self
             .minhash
             .chunks_exact(4)
-            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) & crate::dedup::FINGERPRINT_MASK)
+            .map(|c| {
+                (u32::from_le_bytes([c[0], c[1], c[2], c[3]]) & crate::dedup::FINGERPRINT_MASK)
+                    as u16
+            })
             .collect();
         Ok(Fingerprint {
             minhash,
@@ -909,7 +916,11 @@ pub(super) mod legacy {
             canonical: e.canonical,
             fingerprint: e.fingerprint.map(|f| {
                 StoredFingerprint::of(&crate::model::Fingerprint {
-                    minhash: f.minhash,
+                    minhash: f
+                        .minhash
+                        .into_iter()
+                        .map(|h| (h & crate::dedup::FINGERPRINT_MASK) as u16)
+                        .collect(),
                     numbers: f.numbers,
                 })
             }),

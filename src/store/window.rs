@@ -12,14 +12,15 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 
 use crate::dedup::{self, Candidate};
 use crate::model::Fingerprint;
 
-/// Most entries the index holds (about 1 KB each: the resident with its
-/// fingerprint, about 550 bytes, and sixteen band slots).
+/// Most entries the index holds (about 600 bytes each: the resident with
+/// its fingerprint, about 350 bytes, and sixteen band slots of 8 bytes).
 pub(super) const MAX_RESIDENTS: usize = 100_000;
 /// Candidates read per LSH band: bounds a lookup however many entries
 /// share a band (boilerplate, templates).
@@ -30,9 +31,11 @@ const MAX_CANDIDATES: usize = 48;
 
 /// One indexed entry.
 struct Resident {
+    seq: u64,
     story: u64,
     id: Box<str>,
-    source: Box<str>,
+    /// Shared by every resident of the source.
+    source: Arc<str>,
     /// Sort time (publication, else first seen), milliseconds.
     at: i64,
     /// First seen, milliseconds.
@@ -54,29 +57,42 @@ pub(super) struct Indexed<'a> {
     pub fingerprint: &'a Fingerprint,
 }
 
-/// The index.
+/// The index. Residents live in slots, and the bands name slots (32 bits)
+/// rather than seqs; a resident leaves its bands when it leaves, so every
+/// slot a band names is live.
 pub(super) struct NearIndex {
-    residents: HashMap<u64, Resident>,
-    /// Band key -> seqs, in arrival order (may name seqs no longer
-    /// resident: skipped, and swept when they outnumber the live ones).
-    bands: Bands,
+    /// Residents by slot (`None`: a free slot).
+    slots: Vec<Option<Resident>>,
+    /// Free slots, used again first.
+    free: Vec<u32>,
+    /// Seq -> its slot.
+    by_seq: HashMap<u64, u32>,
+    /// One table per LSH band: band hash -> the slots under it, in arrival
+    /// order.
+    bands: Vec<Bands>,
     /// Seqs (and their arrival numbers) in arrival order, for eviction.
     arrivals: VecDeque<(u64, u64)>,
     /// Arrivals so far.
     arrived: u64,
-    /// Band slots naming seqs no longer resident.
+    /// Arrivals queued for residents removed before their turn to leave:
+    /// swept when they outnumber the residents.
     stale: usize,
+    /// Source names, one copy each.
+    sources: HashSet<Arc<str>>,
     horizon: Duration,
 }
 
 impl NearIndex {
     pub(super) fn new(window: Duration) -> Self {
         Self {
-            residents: HashMap::new(),
-            bands: Bands::default(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            by_seq: HashMap::new(),
+            bands: (0..dedup::BANDS).map(|_| Bands::default()).collect(),
             arrivals: VecDeque::new(),
             arrived: 0,
             stale: 0,
+            sources: HashSet::new(),
             horizon: window + window,
         }
     }
@@ -90,83 +106,148 @@ impl NearIndex {
 
     #[cfg(test)]
     pub(super) fn len(&self) -> usize {
-        self.residents.len()
+        self.by_seq.len()
     }
 
     #[cfg(test)]
     pub(super) fn contains(&self, seq: u64) -> bool {
-        self.residents.contains_key(&seq)
+        self.by_seq.contains_key(&seq)
+    }
+
+    fn resident(&self, slot: u32) -> Option<&Resident> {
+        self.slots.get(slot as usize).and_then(Option::as_ref)
     }
 
     /// Indexes an entry (or re-indexes it when its text changed), then
     /// evicts what fell out of the horizon or past the cap.
     pub(super) fn insert(&mut self, e: Indexed<'_>, now: DateTime<Utc>) {
-        // A re-indexed entry keeps its place in the arrival order.
-        let arrival = match self.residents.remove(&e.seq) {
-            Some(old) => {
-                self.stale += dedup::BANDS;
-                old.arrival
-            }
+        // A re-indexed entry keeps its slot and its place in the arrival
+        // order.
+        let (slot, arrival) = match self.by_seq.get(&e.seq).copied() {
+            Some(slot) => match self.take(slot) {
+                Some(old) => (slot, old.arrival),
+                None => (slot, self.arrive(e.seq)),
+            },
             None => {
-                self.arrived += 1;
-                self.arrivals.push_back((e.seq, self.arrived));
-                self.arrived
+                let slot = match self.free.pop() {
+                    Some(slot) => slot,
+                    None => {
+                        self.slots.push(None);
+                        (self.slots.len() - 1) as u32
+                    }
+                };
+                self.by_seq.insert(e.seq, slot);
+                (slot, self.arrive(e.seq))
             }
         };
-        for band in dedup::band_keys(&e.fingerprint.minhash) {
-            self.bands.push(packed(band), e.seq);
+        for (band, hash) in band_hashes(e.fingerprint) {
+            if let Some(table) = self.bands.get_mut(band) {
+                table.push(hash, slot);
+            }
         }
-        self.residents.insert(
-            e.seq,
-            Resident {
+        let source = match self.sources.get(e.source) {
+            Some(source) => Arc::clone(source),
+            None => {
+                let source: Arc<str> = e.source.into();
+                self.sources.insert(Arc::clone(&source));
+                source
+            }
+        };
+        let mut fingerprint = e.fingerprint.clone();
+        fingerprint.minhash.shrink_to_fit();
+        fingerprint.numbers.shrink_to_fit();
+        if let Some(place) = self.slots.get_mut(slot as usize) {
+            *place = Some(Resident {
+                seq: e.seq,
                 story: e.story,
                 id: e.id.into(),
-                source: e.source.into(),
+                source,
                 at: e.at.timestamp_millis(),
                 seen: e.seen.timestamp_millis(),
-                fingerprint: e.fingerprint.clone(),
+                fingerprint,
                 arrival,
-            },
-        );
+            });
+        }
         self.evict(now);
     }
 
-    /// Forgets an entry (pruned, or its text lost its fingerprint).
+    /// Queues a new arrival of `seq`; its number.
+    fn arrive(&mut self, seq: u64) -> u64 {
+        self.arrived += 1;
+        self.arrivals.push_back((seq, self.arrived));
+        self.arrived
+    }
+
+    /// Empties `slot` and takes its resident out of its bands (the slot
+    /// stays `seq`'s).
+    fn take(&mut self, slot: u32) -> Option<Resident> {
+        let old = self.slots.get_mut(slot as usize)?.take()?;
+        for (band, hash) in band_hashes(&old.fingerprint) {
+            if let Some(table) = self.bands.get_mut(band) {
+                table.remove(hash, slot);
+            }
+        }
+        Some(old)
+    }
+
+    /// Forgets an entry (pruned, or its text lost its fingerprint); its
+    /// queued arrival goes stale.
     pub(super) fn remove(&mut self, seq: u64) {
-        if self.residents.remove(&seq).is_some() {
-            self.stale += dedup::BANDS;
-            if self.stale > (self.residents.len() + 1024) * dedup::BANDS {
+        if self.forget(seq) {
+            self.stale += 1;
+            if self.stale > self.by_seq.len() + 1024 {
                 self.sweep();
             }
         }
     }
 
+    /// Frees `seq`'s slot; whether it was indexed.
+    fn forget(&mut self, seq: u64) -> bool {
+        let Some(slot) = self.by_seq.remove(&seq) else {
+            return false;
+        };
+        self.take(slot);
+        self.free.push(slot);
+        true
+    }
+
     fn evict(&mut self, now: DateTime<Utc>) {
         let cutoff = self.cutoff(now).timestamp_millis();
         while let Some(&(seq, arrival)) = self.arrivals.front() {
-            // A slot whose entry left, or arrived again since, is stale.
-            let current = self.residents.get(&seq).filter(|r| r.arrival == arrival);
+            // A queued arrival whose entry left, or arrived again since, is
+            // stale.
+            let current = self
+                .by_seq
+                .get(&seq)
+                .and_then(|slot| self.resident(*slot))
+                .filter(|r| r.arrival == arrival);
             // Arrival order is first-seen order: once the front is kept, so
             // is everything after it.
-            let kept = current.is_some_and(|r| {
-                self.residents.len() <= MAX_RESIDENTS && r.seen.max(r.at) >= cutoff
-            });
+            let kept = current
+                .is_some_and(|r| self.by_seq.len() <= MAX_RESIDENTS && r.seen.max(r.at) >= cutoff);
             if kept {
                 break;
             }
             let evict = current.is_some();
             self.arrivals.pop_front();
             if evict {
-                self.remove(seq);
+                self.forget(seq);
+            } else {
+                self.stale = self.stale.saturating_sub(1);
             }
         }
     }
 
+    /// Drops the queued arrivals of residents that left.
     fn sweep(&mut self) {
-        let residents = &self.residents;
-        self.bands.retain(|s| residents.contains_key(s));
-        self.arrivals
-            .retain(|(s, a)| residents.get(s).is_some_and(|r| r.arrival == *a));
+        let (by_seq, slots) = (&self.by_seq, &self.slots);
+        self.arrivals.retain(|(seq, arrival)| {
+            by_seq
+                .get(seq)
+                .and_then(|slot| slots.get(*slot as usize))
+                .and_then(Option::as_ref)
+                .is_some_and(|r| r.arrival == *arrival)
+        });
         self.stale = 0;
     }
 
@@ -181,22 +262,26 @@ impl NearIndex {
         visit: &mut dyn FnMut(Candidate<'_>),
     ) {
         let (at, window) = (at.timestamp_millis(), window.num_milliseconds());
-        let mut offered = HashSet::new();
-        for band in dedup::band_keys(&fingerprint.minhash) {
+        let mut offered: Vec<u32> = Vec::new();
+        for (band, hash) in band_hashes(fingerprint) {
+            let Some(table) = self.bands.get(band) else {
+                continue;
+            };
             let mut from_band = 0;
-            for &seq in self.bands.get(packed(band)).iter().rev() {
+            for &slot in table.get(hash).iter().rev() {
                 if from_band >= MAX_CANDIDATES_PER_BAND || offered.len() >= MAX_CANDIDATES {
                     break;
                 }
-                let Some(r) = self.residents.get(&seq) else {
+                let Some(r) = self.resident(slot) else {
                     continue;
                 };
-                if (r.at - at).abs() > window || !offered.insert(seq) {
+                if (r.at - at).abs() > window || offered.contains(&slot) {
                     continue;
                 }
+                offered.push(slot);
                 from_band += 1;
                 visit(Candidate {
-                    key: seq,
+                    key: r.seq,
                     story: r.story,
                     id: &r.id,
                     source: &r.source,
@@ -207,106 +292,109 @@ impl NearIndex {
     }
 }
 
-/// A band key (band number, then its 32-bit hash) as one number.
-fn packed(band: [u8; 5]) -> u64 {
-    let [b, h0, h1, h2, h3] = band;
-    (u64::from(b) << 32) | u64::from(u32::from_be_bytes([h0, h1, h2, h3]))
+/// A fingerprint's LSH bands: each band's number and its 32-bit hash.
+fn band_hashes(fingerprint: &Fingerprint) -> impl Iterator<Item = (usize, u32)> {
+    dedup::band_keys(&fingerprint.minhash)
+        .into_iter()
+        .map(|[band, h0, h1, h2, h3]| (usize::from(band), u32::from_be_bytes([h0, h1, h2, h3])))
 }
 
 /// A band value holding a list: the top bit, then the list's index.
-const LIST: u64 = 1 << 63;
+const LIST: u32 = 1 << 31;
 
-/// Band key -> the seqs under it, in arrival order. There are sixteen band
-/// keys per resident, nearly all of them held by one seq, so each value is
-/// one `u64`: that seq, or (top bit set) the index of a list of them. That
-/// keeps a slot at 16 bytes (8 for the key, 8 for the value).
+/// One band's table: band hash -> the slots under it, in arrival order.
+/// Nearly every hash is held by one slot, so each value is one `u32`: that
+/// slot, or (top bit set) the index of a list of them. A table entry is 8
+/// bytes; slots stay below the top bit (at most [`MAX_RESIDENTS`] are
+/// live).
 #[derive(Default)]
 struct Bands {
-    map: HashMap<u64, u64>,
-    lists: Vec<Vec<u64>>,
-    /// Indexes of `lists` no band uses.
-    free: Vec<usize>,
+    map: HashMap<u32, u32>,
+    lists: Vec<Vec<u32>>,
+    /// Indexes of `lists` no hash uses.
+    free: Vec<u32>,
 }
 
 impl Bands {
-    fn push(&mut self, band: u64, seq: u64) {
-        match self.map.entry(band) {
-            Entry::Vacant(slot) if seq & LIST == 0 => {
-                slot.insert(seq);
+    fn push(&mut self, hash: u32, slot: u32) {
+        match self.map.entry(hash) {
+            Entry::Vacant(place) => {
+                place.insert(slot);
             }
-            Entry::Vacant(slot) => {
-                let list = Self::new_list(&mut self.lists, &mut self.free, vec![seq]);
-                slot.insert(list);
-            }
-            Entry::Occupied(mut slot) => {
-                let value = *slot.get();
+            Entry::Occupied(mut place) => {
+                let value = *place.get();
                 if value & LIST != 0 {
                     if let Some(list) = self.lists.get_mut((value & !LIST) as usize) {
-                        list.push(seq);
+                        list.push(slot);
                     }
                 } else {
-                    let list = Self::new_list(&mut self.lists, &mut self.free, vec![value, seq]);
-                    slot.insert(list);
+                    let list = Self::new_list(&mut self.lists, &mut self.free, vec![value, slot]);
+                    place.insert(list);
                 }
             }
         }
     }
 
-    fn new_list(lists: &mut Vec<Vec<u64>>, free: &mut Vec<usize>, seqs: Vec<u64>) -> u64 {
+    fn new_list(lists: &mut Vec<Vec<u32>>, free: &mut Vec<u32>, slots: Vec<u32>) -> u32 {
         let at = match free.pop() {
             Some(at) => {
-                if let Some(list) = lists.get_mut(at) {
-                    *list = seqs;
+                if let Some(list) = lists.get_mut(at as usize) {
+                    *list = slots;
                 }
                 at
             }
             None => {
-                lists.push(seqs);
-                lists.len() - 1
+                lists.push(slots);
+                (lists.len() - 1) as u32
             }
         };
-        at as u64 | LIST
+        at | LIST
     }
 
-    /// The seqs under `band`, in arrival order.
-    fn get(&self, band: u64) -> &[u64] {
-        match self.map.get(&band) {
+    /// The slots under `hash`, in arrival order.
+    fn get(&self, hash: u32) -> &[u32] {
+        match self.map.get(&hash) {
             Some(value) if value & LIST != 0 => self
                 .lists
                 .get((value & !LIST) as usize)
                 .map_or(&[], Vec::as_slice),
-            Some(seq) => std::slice::from_ref(seq),
+            Some(slot) => std::slice::from_ref(slot),
             None => &[],
         }
     }
 
-    /// Keeps the seqs `keep` accepts; a band left without any goes.
-    fn retain(&mut self, keep: impl Fn(&u64) -> bool) {
-        let (lists, free) = (&mut self.lists, &mut self.free);
-        self.map.retain(|_, value| {
-            if *value & LIST == 0 {
-                return keep(value);
+    /// Takes `slot` out from under `hash`; a hash left with one slot holds
+    /// it inline again, one left with none goes.
+    fn remove(&mut self, hash: u32, slot: u32) {
+        let Entry::Occupied(mut place) = self.map.entry(hash) else {
+            return;
+        };
+        let value = *place.get();
+        if value & LIST == 0 {
+            if value == slot {
+                place.remove();
             }
-            let at = (*value & !LIST) as usize;
-            let Some(list) = lists.get_mut(at) else {
-                return false;
-            };
-            list.retain(|s| keep(s));
-            match list.as_slice() {
-                [] => {
-                    free.push(at);
-                    false
-                }
-                [one] if one & LIST == 0 => {
-                    *value = *one;
-                    list.clear();
-                    list.shrink_to_fit();
-                    free.push(at);
-                    true
-                }
-                _ => true,
+            return;
+        }
+        let at = value & !LIST;
+        let Some(list) = self.lists.get_mut(at as usize) else {
+            place.remove();
+            return;
+        };
+        if let Some(i) = list.iter().position(|s| *s == slot) {
+            list.remove(i);
+        }
+        match list.as_slice() {
+            [] => {
+                place.remove();
             }
-        });
+            [one] => {
+                place.insert(*one);
+            }
+            _ => return,
+        }
+        *list = Vec::new();
+        self.free.push(at);
     }
 }
 
@@ -316,7 +404,7 @@ mod tests {
 
     fn fp(seed: u32) -> Fingerprint {
         Fingerprint {
-            minhash: (0..64).map(|i| i * 7 + seed).collect(),
+            minhash: (0..64).map(|i| (i * 7 + seed) as u16).collect(),
             numbers: vec![],
         }
     }
@@ -335,23 +423,70 @@ mod tests {
         bands.push(8, 4);
         assert_eq!(bands.get(9), [1, 2, 3]);
         assert_eq!(bands.get(8), [4]);
-        assert_eq!(bands.get(7), [] as [u64; 0]);
-        bands.retain(|s| *s != 2);
+        assert_eq!(bands.get(7), [] as [u32; 0]);
+        bands.remove(9, 2);
         assert_eq!(bands.get(9), [1, 3]);
-        bands.retain(|s| *s == 3 || *s == 4);
+        bands.remove(9, 1);
         assert_eq!(bands.get(9), [3]);
-        assert_eq!(bands.map.get(&9), Some(&3), "one seq is inline again");
+        assert_eq!(bands.map.get(&9), Some(&3), "one slot is inline again");
         assert_eq!(bands.free.len(), 1);
+        // A slot not under the hash changes nothing.
+        bands.remove(9, 7);
+        bands.remove(6, 7);
+        assert_eq!(bands.get(9), [3]);
         // A freed list is used again.
         bands.push(8, 5);
         assert_eq!(bands.get(8), [4, 5]);
         assert!(bands.free.is_empty());
-        // A seq with the top bit set (sled hands none out) still reads back.
-        bands.push(6, LIST | 7);
-        assert_eq!(bands.get(6), [LIST | 7]);
-        bands.retain(|_| false);
+        bands.remove(9, 3);
+        bands.remove(8, 4);
+        bands.remove(8, 5);
         assert!(bands.map.is_empty());
-        assert_ne!(packed([0, 0, 0, 0, 1]), packed([1, 0, 0, 0, 1]));
+    }
+
+    #[test]
+    fn a_resident_leaves_its_bands_and_its_slot_serves_again() {
+        let now = at("2025-04-01T00:00:00Z");
+        let mut index = NearIndex::new(Duration::days(3));
+        let (f, g) = (fp(1), fp(2));
+        let entry = |seq, fingerprint| Indexed {
+            seq,
+            story: seq,
+            id: "id",
+            source: "a",
+            at: now,
+            seen: now,
+            fingerprint,
+        };
+        let found = |index: &NearIndex, f: &Fingerprint| {
+            let mut keys = Vec::new();
+            index.candidates(f, now, Duration::days(3), &mut |c| keys.push(c.key));
+            keys
+        };
+        index.insert(entry(1, &f), now);
+        index.insert(entry(2, &f), now);
+        assert_eq!(found(&index, &f), [2, 1], "latest arrival first");
+        index.remove(1);
+        assert_eq!(found(&index, &f), [2]);
+        // Seq 3 takes seq 1's slot, under other bands: f finds only 2.
+        index.insert(entry(3, &g), now);
+        assert_eq!(index.slots.len(), 2, "the free slot was used again");
+        assert_eq!(found(&index, &f), [2]);
+        assert_eq!(found(&index, &g), [3]);
+        // Re-indexed under another text, seq 2 leaves f's bands.
+        index.insert(entry(2, &g), now);
+        assert!(found(&index, &f).is_empty());
+        assert_eq!(found(&index, &g), [2, 3]);
+        assert!(index.bands.iter().all(|b| b.map.len() == 1));
+        // One source name is kept once.
+        assert_eq!(index.sources.len(), 1);
+        // Removals past the residents sweep the stale arrivals.
+        for seq in 10..2_100 {
+            index.insert(entry(seq, &g), now);
+            index.remove(seq);
+        }
+        assert!(index.arrivals.len() <= index.len() + 1025 + 1);
+        assert_eq!(index.len(), 2);
     }
 
     #[test]

@@ -64,15 +64,25 @@ fn fixture(name: &str) -> std::path::PathBuf {
 /// (`dedup::FINGERPRINT_MASK`), and older records read that way.
 fn manifest() -> Manifest {
     let text = std::fs::read_to_string(fixture("store-v1.json")).unwrap();
-    let mut m: Manifest = serde_json::from_str(&text).unwrap();
-    for e in &mut m.entries {
-        if let Some(f) = &mut e.fingerprint {
-            for h in &mut f.minhash {
-                *h &= feedmerge::dedup::FINGERPRINT_MASK;
+    let mut m: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mask = |entries: &mut serde_json::Value| {
+        for e in entries.as_array_mut().into_iter().flatten() {
+            // (`get_mut`: indexing would make a missing fingerprint an object.)
+            let hashes = e
+                .get_mut("fingerprint")
+                .and_then(|f| f.get_mut("minhash"))
+                .and_then(serde_json::Value::as_array_mut);
+            if let Some(hashes) = hashes {
+                for h in hashes {
+                    *h = (h.as_u64().unwrap() & u64::from(feedmerge::dedup::FINGERPRINT_MASK))
+                        .into();
+                }
             }
         }
-    }
-    m
+    };
+    mask(&mut m["entries"]);
+    mask(&mut m["tombstoned"]["entries"]);
+    serde_json::from_value(m).unwrap()
 }
 
 /// The previous release's store, unpacked into `dir`.
