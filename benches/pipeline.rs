@@ -491,6 +491,8 @@ fn write_config(dir: &Path, n: usize, port: &str) -> std::path::PathBuf {
 }
 
 fn poll() {
+    // As the daemon's `main` does.
+    feedmerge::malloc::cap_arenas();
     let config_path = std::env::var("CONFIG").expect("CONFIG");
     let config = feedmerge::config::load(Path::new(&config_path)).expect("config");
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use unicode_normalization::UnicodeNormalization;
 use url::Url;
 
-use crate::model::{Entry, Fingerprint, MergeRule, Merged};
+use crate::model::{Entry, Fingerprint, FingerprintView, MergeRule, Merged};
 
 /// Query parameters that only track readers, dropped from canonical URLs.
 /// A trailing `*` matches any suffix.
@@ -436,9 +436,9 @@ pub fn fingerprint(title: &str, body: &str) -> Option<Fingerprint> {
 
 /// Whether two fingerprints are the same story: similar enough text, and
 /// numbers that do not contradict each other.
-pub fn same_story(a: &Fingerprint, b: &Fingerprint) -> Option<f64> {
-    let score = similarity(&a.minhash, &b.minhash);
-    (score >= SAME_STORY && numbers_agree(&a.numbers, &b.numbers)).then_some(score)
+pub fn same_story(a: FingerprintView<'_>, b: FingerprintView<'_>) -> Option<f64> {
+    let score = similarity(a.minhash, b.minhash);
+    (score >= SAME_STORY && numbers_agree(a.numbers, b.numbers)).then_some(score)
 }
 
 /// Numbers agree when either text has none, or most of the smaller set is
@@ -708,7 +708,7 @@ pub struct Candidate<'a> {
     /// Its source.
     pub source: &'a str,
     /// Its fingerprint.
-    pub fingerprint: &'a Fingerprint,
+    pub fingerprint: FingerprintView<'a>,
 }
 
 /// What story assignment asks of the stored copies (the store implements
@@ -825,7 +825,7 @@ fn nearest<I: StoryIndex>(
         if c.source == entry.source || c.id == entry.id {
             return;
         }
-        if let Some(similarity) = same_story(fingerprint, c.fingerprint) {
+        if let Some(similarity) = same_story(fingerprint.view(), c.fingerprint) {
             if best.as_ref().is_none_or(|(s, _)| similarity > *s) {
                 best = Some((
                     similarity,
@@ -1119,7 +1119,7 @@ mod tests {
         )
         .unwrap();
         assert!(
-            same_story(&a, &b).is_some(),
+            same_story(a.view(), b.view()).is_some(),
             "{}",
             similarity(&a.minhash, &b.minhash)
         );
@@ -1130,7 +1130,7 @@ mod tests {
         )
         .unwrap();
         assert!(
-            same_story(&a, &other).is_none(),
+            same_story(a.view(), other.view()).is_none(),
             "{}",
             similarity(&a.minhash, &other.minhash)
         );
@@ -1242,7 +1242,7 @@ mod tests {
                         story: copy.story,
                         id: &copy.id,
                         source: from,
-                        fingerprint: f,
+                        fingerprint: f.view(),
                     });
                 }
             }

@@ -27,6 +27,7 @@
 //! - `watchdog`: the systemd watchdog's pings, while the daemon makes
 //!   progress
 //! - [`logging`]: stderr, text or JSON, levels from the config
+//! - [`malloc`]: glibc's malloc arenas, capped at startup
 
 #![warn(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
@@ -40,6 +41,7 @@ pub mod feeds;
 pub mod fetch;
 pub mod filter;
 pub mod logging;
+pub mod malloc;
 pub mod metrics;
 pub mod model;
 pub mod normalize;

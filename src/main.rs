@@ -117,6 +117,7 @@ const EXIT_CONFIG: u8 = 2;
 const EXIT_FAILURE: u8 = 1;
 
 fn main() -> ExitCode {
+    feedmerge::malloc::cap_arenas();
     let cli = Cli::parse();
 
     let config_path = match &cli.command {

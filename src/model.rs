@@ -66,6 +66,26 @@ pub struct Fingerprint {
     pub numbers: Vec<u32>,
 }
 
+impl Fingerprint {
+    /// The fingerprint, borrowed.
+    pub fn view(&self) -> FingerprintView<'_> {
+        FingerprintView {
+            minhash: &self.minhash,
+            numbers: &self.numbers,
+        }
+    }
+}
+
+/// A fingerprint borrowed from wherever it is held (an entry, or the
+/// store's near-duplicate index, which keeps it in its own form).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FingerprintView<'a> {
+    /// See [`Fingerprint::minhash`].
+    pub minhash: &'a [u16],
+    /// See [`Fingerprint::numbers`].
+    pub numbers: &'a [u32],
+}
+
 /// How an entry joined a story.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Merged {

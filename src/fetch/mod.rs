@@ -439,7 +439,14 @@ fn sends_headers(configured: Option<&Url>, url: &Url) -> bool {
 /// Reads a response body, stopping with an error past `max_body` decoded
 /// bytes.
 async fn read_capped(response: reqwest::Response, max_body: u64) -> Result<Vec<u8>, FetchError> {
-    let mut body = Vec::new();
+    // The announced length, trusted up to `RESERVE_AT_MOST`, saves the
+    // doublings of growing the body; a body waits for a core once read, so
+    // room it does not use is given back.
+    const RESERVE_AT_MOST: u64 = 1 << 20;
+    let announced = response
+        .content_length()
+        .map_or(0, |len| len.min(max_body).min(RESERVE_AT_MOST));
+    let mut body = Vec::with_capacity(usize::try_from(announced).unwrap_or(0));
     let mut stream = response.bytes_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| FetchError::Request(chain(&e)))?;
@@ -447,6 +454,9 @@ async fn read_capped(response: reqwest::Response, max_body: u64) -> Result<Vec<u
             return Err(FetchError::TooLarge { limit: max_body });
         }
         body.extend_from_slice(&chunk);
+    }
+    if body.capacity() - body.len() > body.len() / 8 {
+        body.shrink_to_fit();
     }
     Ok(body)
 }

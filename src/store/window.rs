@@ -17,10 +17,10 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, Utc};
 
 use crate::dedup::{self, Candidate};
-use crate::model::Fingerprint;
+use crate::model::{Fingerprint, FingerprintView};
 
-/// Most entries the index holds (about 600 bytes each: the resident with
-/// its fingerprint, about 350 bytes, and sixteen band slots of 8 bytes).
+/// Most entries the index holds (about 500 bytes each: the resident with
+/// its fingerprint, about 300 bytes, and sixteen band slots of 8 bytes).
 pub(super) const MAX_RESIDENTS: usize = 100_000;
 /// Candidates read per LSH band: bounds a lookup however many entries
 /// share a band (boilerplate, templates).
@@ -40,7 +40,9 @@ struct Resident {
     at: i64,
     /// First seen, milliseconds.
     seen: i64,
-    fingerprint: Fingerprint,
+    /// The fingerprint, held inline: its MinHash has a fixed length.
+    minhash: [u16; dedup::FINGERPRINT_HASHES],
+    numbers: Box<[u32]>,
     /// Which arrival of this seq it is (an entry pruned and stored again
     /// arrives twice): the queue's older arrival no longer evicts it.
     arrival: u64,
@@ -121,6 +123,13 @@ impl NearIndex {
     /// Indexes an entry (or re-indexes it when its text changed), then
     /// evicts what fell out of the horizon or past the cap.
     pub(super) fn insert(&mut self, e: Indexed<'_>, now: DateTime<Utc>) {
+        // A MinHash of another length (an undecodable record's) could match
+        // no fingerprint `dedup` makes.
+        let Ok(minhash) = <[u16; dedup::FINGERPRINT_HASHES]>::try_from(&e.fingerprint.minhash[..])
+        else {
+            self.remove(e.seq);
+            return;
+        };
         // A re-indexed entry keeps its slot and its place in the arrival
         // order.
         let (slot, arrival) = match self.by_seq.get(&e.seq).copied() {
@@ -140,7 +149,7 @@ impl NearIndex {
                 (slot, self.arrive(e.seq))
             }
         };
-        for (band, hash) in band_hashes(e.fingerprint) {
+        for (band, hash) in band_hashes(&minhash) {
             if let Some(table) = self.bands.get_mut(band) {
                 table.push(hash, slot);
             }
@@ -153,9 +162,6 @@ impl NearIndex {
                 source
             }
         };
-        let mut fingerprint = e.fingerprint.clone();
-        fingerprint.minhash.shrink_to_fit();
-        fingerprint.numbers.shrink_to_fit();
         if let Some(place) = self.slots.get_mut(slot as usize) {
             *place = Some(Resident {
                 seq: e.seq,
@@ -164,7 +170,8 @@ impl NearIndex {
                 source,
                 at: e.at.timestamp_millis(),
                 seen: e.seen.timestamp_millis(),
-                fingerprint,
+                minhash,
+                numbers: e.fingerprint.numbers.as_slice().into(),
                 arrival,
             });
         }
@@ -182,7 +189,7 @@ impl NearIndex {
     /// stays `seq`'s).
     fn take(&mut self, slot: u32) -> Option<Resident> {
         let old = self.slots.get_mut(slot as usize)?.take()?;
-        for (band, hash) in band_hashes(&old.fingerprint) {
+        for (band, hash) in band_hashes(&old.minhash) {
             if let Some(table) = self.bands.get_mut(band) {
                 table.remove(hash, slot);
             }
@@ -263,7 +270,7 @@ impl NearIndex {
     ) {
         let (at, window) = (at.timestamp_millis(), window.num_milliseconds());
         let mut offered: Vec<u32> = Vec::new();
-        for (band, hash) in band_hashes(fingerprint) {
+        for (band, hash) in band_hashes(&fingerprint.minhash) {
             let Some(table) = self.bands.get(band) else {
                 continue;
             };
@@ -285,7 +292,10 @@ impl NearIndex {
                     story: r.story,
                     id: &r.id,
                     source: &r.source,
-                    fingerprint: &r.fingerprint,
+                    fingerprint: FingerprintView {
+                        minhash: &r.minhash,
+                        numbers: &r.numbers,
+                    },
                 });
             }
         }
@@ -293,8 +303,8 @@ impl NearIndex {
 }
 
 /// A fingerprint's LSH bands: each band's number and its 32-bit hash.
-fn band_hashes(fingerprint: &Fingerprint) -> impl Iterator<Item = (usize, u32)> {
-    dedup::band_keys(&fingerprint.minhash)
+fn band_hashes(minhash: &[u16]) -> impl Iterator<Item = (usize, u32)> {
+    dedup::band_keys(minhash)
         .into_iter()
         .map(|[band, h0, h1, h2, h3]| (usize::from(band), u32::from_be_bytes([h0, h1, h2, h3])))
 }
@@ -487,6 +497,14 @@ mod tests {
         }
         assert!(index.arrivals.len() <= index.len() + 1025 + 1);
         assert_eq!(index.len(), 2);
+        // A MinHash of another length is not indexed, and takes its seq out.
+        let short = Fingerprint {
+            minhash: vec![1, 2, 3],
+            numbers: vec![],
+        };
+        index.insert(entry(3, &short), now);
+        assert!(!index.contains(3));
+        assert_eq!(found(&index, &g), [2]);
     }
 
     #[test]

@@ -48,7 +48,7 @@ fn near_duplicates_precision_and_recall() {
                 let candidate = band_keys(&b.minhash).iter().any(|k| bands.contains(k));
                 (
                     similarity(&a.minhash, &b.minhash),
-                    candidate && same_story(a, b).is_some(),
+                    candidate && same_story(a.view(), b.view()).is_some(),
                 )
             }
             _ => (0.0, false),
