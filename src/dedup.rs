@@ -301,14 +301,25 @@ fn id_of_key(source: &str, key: &str) -> String {
     hasher.update([0]);
     hasher.update(key.as_bytes());
     let digest = hasher.finalize();
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut id = String::with_capacity(ENTRY_ID_PREFIX.len() + 32);
-    id.push_str(ENTRY_ID_PREFIX);
-    for b in digest.iter().take(16) {
-        id.push(char::from(HEX[usize::from(b >> 4)]));
-        id.push(char::from(HEX[usize::from(b & 0xf)]));
-    }
+    entry_id_of_hash(digest.get(..16).unwrap_or_default())
+}
+
+/// The entry id made of `hash`, the 16 bytes an id's hex digits spell
+/// (the form the store keeps ids in).
+pub fn entry_id_of_hash(hash: &[u8]) -> String {
+    let mut id = String::with_capacity(ENTRY_ID_PREFIX.len() + 2 * hash.len());
+    push_entry_id(hash, &mut id);
     id
+}
+
+/// Appends to `out` the entry id made of `hash` (see [`entry_id_of_hash`]).
+pub fn push_entry_id(hash: &[u8], out: &mut String) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push_str(ENTRY_ID_PREFIX);
+    for b in hash {
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0xf)]));
+    }
 }
 
 /// Hashes in a fingerprint.

@@ -715,10 +715,7 @@ pub(super) fn encode_story_id(id: &str) -> Vec<u8> {
 /// A story id form (alone: a `stories` value of schema versions 2 to 4).
 pub(super) fn decode_story_id(bytes: &[u8]) -> Result<String, String> {
     match bytes.split_first() {
-        Some((&STORY_HASH, hash)) if hash.len() == 16 => {
-            let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
-            Ok(format!("{}{hex}", crate::dedup::ENTRY_ID_PREFIX))
-        }
+        Some((&STORY_HASH, hash)) if hash.len() == 16 => Ok(crate::dedup::entry_id_of_hash(hash)),
         Some((&STORY_TEXT, text)) => String::from_utf8(text.to_vec()).map_err(|e| e.to_string()),
         _ => Err("bad story id".into()),
     }

@@ -19,8 +19,8 @@ use chrono::{DateTime, Duration, Utc};
 use crate::dedup::{self, Candidate};
 use crate::model::{Fingerprint, FingerprintView};
 
-/// Most entries the index holds (about 500 bytes each: the resident with
-/// its fingerprint, about 300 bytes, and sixteen band slots of 8 bytes).
+/// Most entries the index holds (about 450 bytes each: the resident with
+/// its fingerprint, about 250 bytes, and sixteen band slots of 8 bytes).
 pub(super) const MAX_RESIDENTS: usize = 100_000;
 /// Candidates read per LSH band: bounds a lookup however many entries
 /// share a band (boilerplate, templates).
@@ -33,7 +33,7 @@ const MAX_CANDIDATES: usize = 48;
 struct Resident {
     seq: u64,
     story: u64,
-    id: Box<str>,
+    id: ResidentId,
     /// Shared by every resident of the source.
     source: Arc<str>,
     /// Sort time (publication, else first seen), milliseconds.
@@ -46,6 +46,37 @@ struct Resident {
     /// Which arrival of this seq it is (an entry pruned and stored again
     /// arrives twice): the queue's older arrival no longer evicts it.
     arrival: u64,
+}
+
+/// An entry id as a resident keeps it: a feedmerge id as the 16 bytes its
+/// hex digits spell (inline), any other id as its text.
+enum ResidentId {
+    Hash([u8; 16]),
+    Text(Box<str>),
+}
+
+impl ResidentId {
+    fn of(id: &str) -> Self {
+        let hash = <[u8; 16]>::try_from(super::keys::compact_id(id).as_slice()).ok();
+        match hash {
+            // Only when the id is spelled as `dedup` spells it, so it reads
+            // back as the same text.
+            Some(hash) if dedup::entry_id_of_hash(&hash) == id => Self::Hash(hash),
+            _ => Self::Text(id.into()),
+        }
+    }
+
+    /// The id as text, written into `buffer` when it is not kept as text.
+    fn text<'a>(&'a self, buffer: &'a mut String) -> &'a str {
+        match self {
+            Self::Text(text) => text,
+            Self::Hash(hash) => {
+                buffer.clear();
+                dedup::push_entry_id(hash, buffer);
+                buffer
+            }
+        }
+    }
 }
 
 /// An entry to index.
@@ -166,7 +197,7 @@ impl NearIndex {
             *place = Some(Resident {
                 seq: e.seq,
                 story: e.story,
-                id: e.id.into(),
+                id: ResidentId::of(e.id),
                 source,
                 at: e.at.timestamp_millis(),
                 seen: e.seen.timestamp_millis(),
@@ -270,6 +301,7 @@ impl NearIndex {
     ) {
         let (at, window) = (at.timestamp_millis(), window.num_milliseconds());
         let mut offered: Vec<u32> = Vec::new();
+        let mut id = String::new();
         for (band, hash) in band_hashes(&fingerprint.minhash) {
             let Some(table) = self.bands.get(band) else {
                 continue;
@@ -290,7 +322,7 @@ impl NearIndex {
                 visit(Candidate {
                     key: r.seq,
                     story: r.story,
-                    id: &r.id,
+                    id: r.id.text(&mut id),
                     source: &r.source,
                     fingerprint: FingerprintView {
                         minhash: &r.minhash,
@@ -490,6 +522,21 @@ mod tests {
         assert!(index.bands.iter().all(|b| b.map.len() == 1));
         // One source name is kept once.
         assert_eq!(index.sources.len(), 1);
+        // Ids come back as they went in, kept as hash bytes or as text.
+        let mut buffer = String::new();
+        for id in [
+            dedup::entry_id("src", "guid"),
+            "id".to_string(),
+            // Upper-case digits spell the same bytes: kept as text.
+            dedup::entry_id("src", "guid").replacen('a', "A", 1),
+            format!("{}abc", dedup::ENTRY_ID_PREFIX),
+        ] {
+            assert_eq!(ResidentId::of(&id).text(&mut buffer), id);
+        }
+        assert!(matches!(
+            ResidentId::of(&dedup::entry_id("src", "guid")),
+            ResidentId::Hash(_)
+        ));
         // Removals past the residents sweep the stale arrivals.
         for seq in 10..2_100 {
             index.insert(entry(seq, &g), now);
