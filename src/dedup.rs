@@ -312,6 +312,25 @@ pub fn entry_id_of_hash(hash: &[u8]) -> String {
     id
 }
 
+/// The 16 bytes an entry id's hex digits spell, when it is spelled as
+/// [`entry_id_of_hash`] spells one (lower-case digits); the inverse of that.
+pub fn entry_id_hash(id: &str) -> Option<[u8; 16]> {
+    let digits = id.strip_prefix(ENTRY_ID_PREFIX)?.as_bytes();
+    if digits.len() != 32 {
+        return None;
+    }
+    let value = |d: u8| match d {
+        b'0'..=b'9' => Some(d - b'0'),
+        b'a'..=b'f' => Some(d - b'a' + 10),
+        _ => None,
+    };
+    let mut hash = [0u8; 16];
+    for (byte, pair) in hash.iter_mut().zip(digits.chunks_exact(2)) {
+        *byte = value(pair[0])? << 4 | value(pair[1])?;
+    }
+    Some(hash)
+}
+
 /// Appends to `out` the entry id made of `hash` (see [`entry_id_of_hash`]).
 pub fn push_entry_id(hash: &[u8], out: &mut String) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -470,9 +489,7 @@ fn numbers_agree(a: &[u32], b: &[u32]) -> bool {
 /// finds them): the high 32 bits of FNV-1a over its digits and a zero
 /// byte, made as the digits are read.
 fn number_hashes(text: &str, out: &mut Vec<u32>) {
-    const START: u64 = 0xcbf2_9ce4_8422_2325;
-    let step = |h: u64, byte: u8| (h ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
-    let mut hash = START;
+    let mut hash = FNV_OFFSET;
     let mut digits = 0usize;
     let mut chars = text.chars().peekable();
     while let Some(c) = chars.next() {
@@ -484,7 +501,7 @@ fn number_hashes(text: &str, out: &mut Vec<u32>) {
         };
         match digit {
             Some(d) => {
-                hash = step(hash, b'0' + d as u8);
+                hash = fnv_step(hash, b'0' + d as u8);
                 digits += 1;
             }
             None if matches!(c, ',' | '.' | '٬' | '٫')
@@ -494,15 +511,15 @@ fn number_hashes(text: &str, out: &mut Vec<u32>) {
                 }) => {}
             None => {
                 if digits > 0 {
-                    out.push((step(hash, 0) >> 32) as u32);
-                    hash = START;
+                    out.push((fnv_step(hash, 0) >> 32) as u32);
+                    hash = FNV_OFFSET;
                     digits = 0;
                 }
             }
         }
     }
     if digits > 0 {
-        out.push((step(hash, 0) >> 32) as u32);
+        out.push((fnv_step(hash, 0) >> 32) as u32);
     }
 }
 
@@ -582,7 +599,7 @@ pub fn band_keys(signature: &[u16]) -> Vec<[u8; 5]> {
         .take(BANDS)
         .enumerate()
         .map(|(band, rows)| {
-            let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+            let mut h: u64 = FNV_OFFSET;
             for r in rows {
                 h = mix(h ^ u64::from(*r));
             }
@@ -594,13 +611,20 @@ pub fn band_keys(signature: &[u16]) -> Vec<[u8; 5]> {
         .collect()
 }
 
+/// FNV-1a's 64-bit offset basis.
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// One byte of FNV-1a.
+fn fnv_step(h: u64, byte: u8) -> u64 {
+    (h ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+}
+
+/// FNV-1a over `a`, a zero byte, then `b`.
 fn fnv1a(a: &[u8], b: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in a.iter().chain(&[0u8]).chain(b) {
-        h ^= u64::from(*byte);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
+    a.iter()
+        .chain(&[0u8])
+        .chain(b)
+        .fold(FNV_OFFSET, |h, byte| fnv_step(h, *byte))
 }
 
 /// splitmix64's finalizer: a cheap, well-mixed hash of a u64.

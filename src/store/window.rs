@@ -57,12 +57,11 @@ enum ResidentId {
 
 impl ResidentId {
     fn of(id: &str) -> Self {
-        let hash = <[u8; 16]>::try_from(super::keys::compact_id(id).as_slice()).ok();
-        match hash {
-            // Only when the id is spelled as `dedup` spells it, so it reads
-            // back as the same text.
-            Some(hash) if dedup::entry_id_of_hash(&hash) == id => Self::Hash(hash),
-            _ => Self::Text(id.into()),
+        // Only an id spelled as `dedup` spells one, so it reads back as the
+        // same text.
+        match dedup::entry_id_hash(id) {
+            Some(hash) => Self::Hash(hash),
+            None => Self::Text(id.into()),
         }
     }
 
