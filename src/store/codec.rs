@@ -15,7 +15,10 @@
 //!   (version 3 adds `external`), read as they are;
 //! - entry, version 1 ([`legacy`], postcard): `{ story_seq, entry }` with
 //!   the domain entry as it was, read only by the migration;
-//! - slot (`ids` values): stored under a seq, or pruned at a time;
+//! - slot: stored under a seq, or pruned at a time (what `ids` holds of
+//!   an entry id);
+//! - bucket (`ids` and `by_canon` values, schema 6): many small keys and
+//!   their values in one sled value ([`encode_bucket`]; see `buckets`);
 //! - source state (JSON, [`StoredSource`]): few values that grow fields, so
 //!   JSON, which reads old values with new fields defaulted;
 //! - story (`stories` values, [`StoredStory`]): its copies' seqs and its
@@ -30,7 +33,7 @@ use crate::model::{Enclosure, Entry, Fingerprint, MergeRule, Merged, SourceState
 use super::keys::{compact_id, number_at, u32_at};
 
 /// The schema version this build writes and reads.
-pub(super) const SCHEMA_VERSION: u32 = 5;
+pub(super) const SCHEMA_VERSION: u32 = 6;
 
 /// Format byte of a JSON value (source states).
 const JSON_V1: u8 = 1;
@@ -936,6 +939,84 @@ pub(super) mod legacy {
     }
 }
 
+/// Format byte of a bucket (the `ids` and `by_canon` values of schema 6):
+/// its members in key order, each its key's length (LEB128), the key, its
+/// value's length (LEB128) and the value.
+const BUCKET_V1: u8 = 1;
+/// Most bytes a bucket member's key or value may take (a bound on a
+/// corrupt length).
+const MAX_MEMBER: u64 = 1 << 20;
+
+/// A bucket member: a key and its value.
+pub(super) type Member<'a> = (&'a [u8], &'a [u8]);
+
+/// A bucket's bytes for `members`, which are in key order without repeats.
+pub(super) fn encode_bucket<'a>(
+    members: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
+) -> Vec<u8> {
+    let mut out = vec![BUCKET_V1];
+    for (key, value) in members {
+        for part in [key, value] {
+            push_leb128(&mut out, part.len() as u64);
+            out.extend_from_slice(part);
+        }
+    }
+    out
+}
+
+/// A bucket's members, in key order, borrowed from its bytes.
+pub(super) fn decode_bucket(bytes: &[u8]) -> Result<Vec<Member<'_>>, String> {
+    let Some((&BUCKET_V1, mut rest)) = bytes.split_first() else {
+        return Err(match bytes.first() {
+            Some(kind) => format!("unknown bucket form {kind}"),
+            None => "empty bucket".into(),
+        });
+    };
+    let mut members = Vec::new();
+    while !rest.is_empty() {
+        let (key, after) = take_part(rest)?;
+        let (value, after) = take_part(after)?;
+        members.push((key, value));
+        rest = after;
+    }
+    Ok(members)
+}
+
+fn push_leb128(out: &mut Vec<u8>, mut n: u64) {
+    loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+/// One length-prefixed part of a bucket, and what follows it.
+fn take_part(bytes: &[u8]) -> Result<(&[u8], &[u8]), String> {
+    let mut len: u64 = 0;
+    let mut at = 0;
+    loop {
+        let byte = *bytes.get(at).ok_or("bucket ends inside a length")?;
+        len |= u64::from(byte & 0x7f) << (7 * at);
+        at += 1;
+        if byte & 0x80 == 0 {
+            break;
+        }
+        if at >= 4 {
+            return Err("bucket length too long".into());
+        }
+    }
+    if len > MAX_MEMBER {
+        return Err(format!("bucket member of {len} bytes"));
+    }
+    let end = at + len as usize;
+    let part = bytes.get(at..end).ok_or("bucket ends inside a member")?;
+    Ok((part, &bytes[end..]))
+}
+
 /// A frozen archive document as stored (`archives` values, schema 4).
 pub(super) fn encode_archive(doc: &str) -> Result<Vec<u8>, String> {
     let packed = compress(doc.as_bytes())?;
@@ -1148,7 +1229,23 @@ mod tests {
         assert_eq!(decode_story(&encode_story(&nameless)).unwrap(), nameless);
         // The schema 4 form (the id alone) is the migration's to read.
         assert!(decode_story(&story).is_err());
-        assert_eq!(SCHEMA_VERSION, 5);
+        assert_eq!(SCHEMA_VERSION, 6);
+        // A bucket: format byte 1, then each member's key and value, each
+        // after its LEB128 length, in key order.
+        let long = [7u8; 130];
+        let bucket = encode_bucket([(&b"ab"[..], &[1u8][..]), (&b"c"[..], &long[..])]);
+        assert_eq!(&bucket[..9], &[1, 2, b'a', b'b', 1, 1, 1, b'c', 0x82]);
+        assert_eq!(bucket[9], 0x01);
+        assert_eq!(bucket.len(), 10 + 130);
+        assert_eq!(
+            decode_bucket(&bucket).unwrap(),
+            vec![(&b"ab"[..], &[1u8][..]), (&b"c"[..], &long[..])]
+        );
+        assert_eq!(decode_bucket(&[1]).unwrap(), vec![]);
+        assert!(decode_bucket(&[1, 5, b'a']).is_err());
+        assert!(decode_bucket(&[2]).is_err());
+        assert!(decode_bucket(&[]).is_err());
+        assert!(decode_bucket(&[1, 0xff, 0xff, 0xff, 0xff, 0x7f]).is_err());
         // A frozen archive: format byte 1, the length, then zstd (whose
         // bytes depend on the zstd build, so only the frame is pinned).
         let archive = encode_archive("<feed>أرشيف</feed>").unwrap();

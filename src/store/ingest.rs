@@ -81,8 +81,7 @@ impl StoryIndex for Lookup<'_> {
         if !self.filters.canons.may_hold(&hash) {
             return Ok(found);
         }
-        for item in self.store.t.by_canon.scan_prefix(hash) {
-            let (key, _) = item.map_err(|e| self.store.sled_err(e))?;
+        for (key, _) in self.store.bucket_prefix(&self.store.t.by_canon, &hash)? {
             let Some(seq) = keys::trailing_seq(&key) else {
                 continue;
             };
@@ -148,7 +147,7 @@ impl Store {
                     let id = compact_id(&e.id);
                     match filters.as_ref() {
                         Some(f) if !f.ids.may_hold(&id) => false,
-                        _ => matches!(self.t.ids.contains_key(&id), Ok(true)),
+                        _ => matches!(self.bucket_get(&self.t.ids, &id), Ok(Some(_))),
                     }
                 })
                 .collect()
@@ -362,13 +361,10 @@ impl Store {
         window: chrono::Duration,
     ) -> Result<(WriterState, Filters), StoreError> {
         let (mut ids, mut canons) = (KeyFilter::default(), KeyFilter::default());
-        for key in self.t.ids.iter().keys() {
-            ids.add(&key.map_err(|e| self.sled_err(e))?);
-        }
-        for key in self.t.by_canon.iter().keys() {
-            let key = key.map_err(|e| self.sled_err(e))?;
-            canons.add(key.get(..8).unwrap_or(&key));
-        }
+        self.bucket_keys(&self.t.ids, |key| ids.add(key))?;
+        self.bucket_keys(&self.t.by_canon, |key| {
+            canons.add(key.get(..8).unwrap_or(key));
+        })?;
         let mut near = NearIndex::new(window);
         let cutoff = near.cutoff(now);
         let mut recent = Vec::new();

@@ -10,6 +10,7 @@ use std::path::Path;
 
 use tracing::info;
 
+use super::buckets;
 use super::codec::{self, legacy, StoredStory, ENTRY_V1, SCHEMA_VERSION};
 use super::keys::{self, source_key};
 use super::{Store, StoreError, META_ENTRIES, META_VERSION};
@@ -125,7 +126,65 @@ pub(super) fn bring_up_to_date(store: &Store, before: Before) -> Result<(), Stor
     if version <= 4 {
         v4_to_v5(store)?;
     }
+    if version <= 5 {
+        v5_to_v6(store)?;
+    }
     Ok(())
+}
+
+/// Version 5 -> 6: `ids` and `by_canon` keys move into buckets
+/// ([`super::buckets`]), each a sled value, so the two trees hold 65,536
+/// keys at most instead of one per entry. Each batch of old keys is
+/// written into its buckets and removed in one sled batch (one tree, so
+/// atomic): interrupted, the next run finds only old keys not yet moved,
+/// and moving a key into a bucket that holds it already changes nothing.
+fn v5_to_v6(store: &Store) -> Result<(), StoreError> {
+    info!(store = %store.path.display(), "migrating the store from schema version 5 to 6");
+    let mut moved = Vec::new();
+    for tree in [&store.t.ids, &store.t.by_canon] {
+        moved.push(into_buckets(store, tree)?);
+    }
+    store.db.flush().map_err(|e| store.sled_err(e))?;
+    info!(
+        store = %store.path.display(),
+        ids = moved[0],
+        canonical_links = moved[1],
+        "moved the entry ids and canonical links into buckets"
+    );
+    raise_version(store, 6)
+}
+
+/// Moves every key of `tree` not in a bucket yet into its bucket; how
+/// many it moved.
+fn into_buckets(store: &Store, tree: &super::buckets::Bucketed) -> Result<u64, StoreError> {
+    let sled = |e| store.sled_err(e);
+    let mut moved = 0u64;
+    let mut from: Vec<u8> = Vec::new();
+    loop {
+        let mut old = Vec::new();
+        for item in tree.tree.range(from.as_slice()..) {
+            let (key, value) = item.map_err(sled)?;
+            if !buckets::is_bucket_key(&key) {
+                old.push((key, value));
+                if old.len() >= MIGRATE_BATCH {
+                    break;
+                }
+            }
+        }
+        let Some((last, _)) = old.last() else {
+            return Ok(moved);
+        };
+        from = last.to_vec();
+        from.push(0);
+        let mut batch = buckets::BucketBatch::default();
+        for (key, value) in &old {
+            batch.insert(key.to_vec(), value.to_vec());
+            batch.remove_old(key.to_vec());
+        }
+        moved += old.len() as u64;
+        let writes = store.bucket_writes(tree, batch)?;
+        tree.tree.apply_batch(writes).map_err(sled)?;
+    }
 }
 
 /// Version 4 -> 5: two index trees fewer, and a key fewer for a story of
@@ -285,7 +344,7 @@ fn unversioned(store: &Store, before: Before) -> Result<u32, StoreError> {
     let has_data = |tree: &sled::Tree| tree.first().map(|f| f.is_some());
     let sled = |e| store.sled_err(e);
     let v1_data = has_data(&store.t.records).map_err(sled)?
-        || has_data(&store.t.ids).map_err(sled)?
+        || has_data(&store.t.ids.tree).map_err(sled)?
         || has_data(&store.t.sources).map_err(sled)?
         || names.iter().any(|n| TREES_V1_ONLY.contains(&n.as_str()));
     if v1_data {

@@ -7,17 +7,18 @@
 //! `by_canon`: what ingest reads and writes stays a small, hot part of the
 //! store however large it grows.
 //!
-//! Layout, schema version 5 (numbers big-endian; values start with a format
+//! Layout, schema version 6 (numbers big-endian; values start with a format
 //! byte, see [`codec`]):
 //! - `meta`: `version` -> schema version (u32), `entries` -> how many
 //!   entries are stored (u64)
 //! - `records`: seq -> the entry and its story's seq ([`codec::StoredEntry`])
-//! - `ids`: entry id (compact) -> slot: its seq, or when it was pruned (a
-//!   tombstone, so its source cannot bring it back)
+//! - `ids`, in buckets ([`buckets`]): entry id (compact) -> slot: its seq,
+//!   or when it was pruned (a tombstone, so its source cannot bring it
+//!   back)
 //! - `by_source`: source name (length-prefixed) + sort time (8) + seq ->
 //!   story seq: a source's entries newest first; feeds, retention and the
 //!   writer's window merge the scans of the sources they need
-//! - `by_canon`: hash of the canonical link (8) + seq -> empty
+//! - `by_canon`, in buckets: hash of the canonical link (8) + seq -> empty
 //! - `stories`: story seq -> the story's copies (their seqs) and its id
 //!   (its first copy's, kept after that copy is pruned); a story's seq is
 //!   its first copy's ([`codec::StoredStory`]). A story that is its first
@@ -45,6 +46,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use tracing::warn;
 
 mod archives;
+mod buckets;
 mod codec;
 mod filters;
 mod ingest;
@@ -57,6 +59,7 @@ mod window;
 pub use query::{Cursor, Page};
 pub use retention::{PruneCounts, Retention};
 
+use buckets::{BucketBatch, Bucketed};
 use filters::Filters;
 use window::NearIndex;
 
@@ -171,9 +174,9 @@ struct WriterState {
 struct Trees {
     meta: sled::Tree,
     records: sled::Tree,
-    ids: sled::Tree,
+    ids: Bucketed,
     by_source: sled::Tree,
-    by_canon: sled::Tree,
+    by_canon: Bucketed,
     stories: sled::Tree,
     tombstones: sled::Tree,
     sources: sled::Tree,
@@ -357,10 +360,10 @@ impl std::fmt::Debug for Store {
 #[derive(Default)]
 struct Batches {
     by_source: sled::Batch,
-    by_canon: sled::Batch,
+    by_canon: BucketBatch,
     stories: sled::Batch,
     tombstones: sled::Batch,
-    ids: sled::Batch,
+    ids: BucketBatch,
     records: sled::Batch,
 }
 
@@ -368,16 +371,13 @@ impl Store {
     /// Applies `batches` (under the writer lock).
     fn apply(&self, batches: Batches) -> Result<(), StoreError> {
         let t = &self.t;
-        for (tree, batch) in [
-            (&t.by_source, batches.by_source),
-            (&t.by_canon, batches.by_canon),
-            (&t.stories, batches.stories),
-            (&t.tombstones, batches.tombstones),
-            (&t.ids, batches.ids),
-            (&t.records, batches.records),
-        ] {
-            tree.apply_batch(batch).map_err(|e| self.sled_err(e))?;
-        }
+        let sled = |e| self.sled_err(e);
+        t.by_source.apply_batch(batches.by_source).map_err(sled)?;
+        self.apply_buckets(&t.by_canon, batches.by_canon)?;
+        t.stories.apply_batch(batches.stories).map_err(sled)?;
+        t.tombstones.apply_batch(batches.tombstones).map_err(sled)?;
+        self.apply_buckets(&t.ids, batches.ids)?;
+        t.records.apply_batch(batches.records).map_err(sled)?;
         Ok(())
     }
 }
@@ -448,9 +448,9 @@ impl Store {
         let t = Trees {
             meta: tree("meta")?,
             records: tree("records")?,
-            ids: tree("ids")?,
+            ids: Bucketed::new(tree("ids")?, "ids", usize::MAX),
             by_source: tree("by_source")?,
-            by_canon: tree("by_canon")?,
+            by_canon: Bucketed::new(tree("by_canon")?, "by_canon", 8),
             stories: tree("stories")?,
             tombstones: tree("tombstones")?,
             sources: tree("sources")?,

@@ -94,7 +94,17 @@ impl Store {
 
     /// What `ids` says of entry id `id`.
     pub(super) fn slot(&self, id: &str) -> Result<Option<Slot>, StoreError> {
-        self.decoded(&self.t.ids, "ids", &compact_id(id), Slot::decode)
+        let key = compact_id(id);
+        let Some(bytes) = self.bucket_get(&self.t.ids, &key)? else {
+            return Ok(None);
+        };
+        match Slot::decode(&bytes) {
+            Ok(slot) => Ok(Some(slot)),
+            Err(reason) => {
+                self.skip_corrupt("ids", &key, &reason);
+                Ok(None)
+            }
+        }
     }
 
     /// The record stored under `seq`, undecoded beyond its stored form;

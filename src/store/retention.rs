@@ -5,6 +5,7 @@ use std::collections::{BTreeSet, BinaryHeap};
 
 use chrono::{DateTime, Utc};
 
+use super::buckets::BucketBatch;
 use super::codec::{self, Slot};
 use super::ingest::{put_stories, StoryDrafts};
 use super::keys::{self, canon_key, compact_id, source_key, tombstone_key};
@@ -128,14 +129,14 @@ impl Store {
                 break;
             }
             let _writer = self.lock_writer();
-            let (mut stones, mut ids) = (sled::Batch::default(), sled::Batch::default());
+            let (mut stones, mut ids) = (sled::Batch::default(), BucketBatch::default());
             for key in &keys_ {
                 stones.remove(key.clone());
                 if let Some(id) = key.get(8..) {
                     ids.remove(id);
                 }
             }
-            self.t.ids.apply_batch(ids).map_err(|e| self.sled_err(e))?;
+            self.apply_buckets(&self.t.ids, ids)?;
             self.t
                 .tombstones
                 .apply_batch(stones)

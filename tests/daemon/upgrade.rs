@@ -21,8 +21,12 @@
 //!
 //! `tests/fixtures/store-v4.tar.gz` is that folder again, written by the
 //! schema-4 release (224ef81's own `fetch`, `export` and `sources --json`),
-//! with `clean_links = false` set as this test reads it: the store the next
-//! schema's migration must carry over.
+//! with `clean_links = false` set as this test reads it.
+//!
+//! `tests/fixtures/store-v5.tar.gz` is that folder once more, written by the
+//! schema-5 release (fd11667's own `fetch`, `export` and `sources --json`):
+//! the store schema 6's migration (bucketed `ids` and `by_canon`) carries
+//! over.
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
@@ -257,8 +261,13 @@ async fn a_store_of_schema_version_2_publishes_the_same_after_upgrading() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_store_of_schema_version_4_publishes_the_same_after_reopening() {
+async fn a_store_of_schema_version_4_publishes_the_same_after_upgrading() {
     publishes_the_same_after_upgrading("store-v4.tar.gz").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_of_schema_version_5_publishes_the_same_after_upgrading() {
+    publishes_the_same_after_upgrading("store-v5.tar.gz").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
