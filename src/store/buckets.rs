@@ -118,6 +118,23 @@ impl Store {
         tree.tree.get(bucket).map_err(|e| self.sled_err(e))
     }
 
+    /// What `read` makes of the members of `tree`'s bucket `bucket`, in
+    /// key order; `None` when the bucket is absent or undecodable (logged
+    /// and counted).
+    fn read_bucket<T>(
+        &self,
+        tree: &Bucketed,
+        bucket: &[u8; 3],
+        read: impl FnOnce(Vec<codec::Member<'_>>) -> T,
+    ) -> Result<Option<T>, StoreError> {
+        let bytes = self.bucket_bytes(tree, bucket)?;
+        Ok(
+            self.decode_or_skip(tree.name, bucket, bytes.as_deref(), |bytes| {
+                codec::decode_bucket(bytes).map(read)
+            }),
+        )
+    }
+
     /// The value under `key` in `tree`; `None` when absent, or when its
     /// bucket is undecodable (logged and counted).
     pub(super) fn bucket_get(
@@ -125,20 +142,13 @@ impl Store {
         tree: &Bucketed,
         key: &[u8],
     ) -> Result<Option<Vec<u8>>, StoreError> {
-        let bucket = tree.bucket_of(key);
-        let Some(bytes) = self.bucket_bytes(tree, &bucket)? else {
-            return Ok(None);
-        };
-        match codec::decode_bucket(&bytes) {
-            Ok(members) => Ok(members
+        let found = self.read_bucket(tree, &tree.bucket_of(key), |members| {
+            members
                 .binary_search_by(|(k, _)| (*k).cmp(key))
                 .ok()
-                .map(|at| members[at].1.to_vec())),
-            Err(reason) => {
-                self.skip_corrupt(tree.name, &bucket, &reason);
-                Ok(None)
-            }
-        }
+                .map(|at| members[at].1.to_vec())
+        })?;
+        Ok(found.flatten())
     }
 
     /// The keys in `tree` that start with `prefix` (at least the bytes that
@@ -148,21 +158,14 @@ impl Store {
         tree: &Bucketed,
         prefix: &[u8],
     ) -> Result<Vec<OwnedMember>, StoreError> {
-        let bucket = tree.bucket_of(prefix);
-        let Some(bytes) = self.bucket_bytes(tree, &bucket)? else {
-            return Ok(Vec::new());
-        };
-        match codec::decode_bucket(&bytes) {
-            Ok(members) => Ok(members
+        let found = self.read_bucket(tree, &tree.bucket_of(prefix), |members| {
+            members
                 .into_iter()
                 .filter(|(k, _)| k.starts_with(prefix))
                 .map(|(k, v)| (k.to_vec(), v.to_vec()))
-                .collect()),
-            Err(reason) => {
-                self.skip_corrupt(tree.name, &bucket, &reason);
-                Ok(Vec::new())
-            }
-        }
+                .collect()
+        })?;
+        Ok(found.unwrap_or_default())
     }
 
     /// Calls `visit` with every key in `tree` (bucket by bucket; an

@@ -140,15 +140,13 @@ pub(super) fn bring_up_to_date(store: &Store, before: Before) -> Result<(), Stor
 /// and moving a key into a bucket that holds it already changes nothing.
 fn v5_to_v6(store: &Store) -> Result<(), StoreError> {
     info!(store = %store.path.display(), "migrating the store from schema version 5 to 6");
-    let mut moved = Vec::new();
-    for tree in [&store.t.ids, &store.t.by_canon] {
-        moved.push(into_buckets(store, tree)?);
-    }
+    let ids = into_buckets(store, &store.t.ids)?;
+    let canonical_links = into_buckets(store, &store.t.by_canon)?;
     store.db.flush().map_err(|e| store.sled_err(e))?;
     info!(
         store = %store.path.display(),
-        ids = moved[0],
-        canonical_links = moved[1],
+        ids,
+        canonical_links,
         "moved the entry ids and canonical links into buckets"
     );
     raise_version(store, 6)
@@ -156,7 +154,7 @@ fn v5_to_v6(store: &Store) -> Result<(), StoreError> {
 
 /// Moves every key of `tree` not in a bucket yet into its bucket; how
 /// many it moved.
-fn into_buckets(store: &Store, tree: &super::buckets::Bucketed) -> Result<u64, StoreError> {
+fn into_buckets(store: &Store, tree: &buckets::Bucketed) -> Result<u64, StoreError> {
     let sled = |e| store.sled_err(e);
     let mut moved = 0u64;
     let mut from: Vec<u8> = Vec::new();
@@ -182,8 +180,7 @@ fn into_buckets(store: &Store, tree: &super::buckets::Bucketed) -> Result<u64, S
             batch.remove_old(key.to_vec());
         }
         moved += old.len() as u64;
-        let writes = store.bucket_writes(tree, batch)?;
-        tree.tree.apply_batch(writes).map_err(sled)?;
+        store.apply_buckets(tree, batch)?;
     }
 }
 

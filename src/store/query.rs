@@ -80,14 +80,24 @@ impl Store {
         key: &[u8],
         decode: impl FnOnce(&[u8]) -> Result<T, String>,
     ) -> Result<Option<T>, StoreError> {
-        let Some(bytes) = tree.get(key).map_err(|e| self.sled_err(e))? else {
-            return Ok(None);
-        };
-        match decode(&bytes) {
-            Ok(value) => Ok(Some(value)),
+        let bytes = tree.get(key).map_err(|e| self.sled_err(e))?;
+        Ok(self.decode_or_skip(name, key, bytes.as_deref(), decode))
+    }
+
+    /// `bytes` (the value under `key` in tree `name`, if any) decoded by
+    /// `decode`; `None` when absent or undecodable (logged and counted).
+    pub(super) fn decode_or_skip<T>(
+        &self,
+        name: &'static str,
+        key: &[u8],
+        bytes: Option<&[u8]>,
+        decode: impl FnOnce(&[u8]) -> Result<T, String>,
+    ) -> Option<T> {
+        match decode(bytes?) {
+            Ok(value) => Some(value),
             Err(reason) => {
                 self.skip_corrupt(name, key, &reason);
-                Ok(None)
+                None
             }
         }
     }
@@ -95,16 +105,8 @@ impl Store {
     /// What `ids` says of entry id `id`.
     pub(super) fn slot(&self, id: &str) -> Result<Option<Slot>, StoreError> {
         let key = compact_id(id);
-        let Some(bytes) = self.bucket_get(&self.t.ids, &key)? else {
-            return Ok(None);
-        };
-        match Slot::decode(&bytes) {
-            Ok(slot) => Ok(Some(slot)),
-            Err(reason) => {
-                self.skip_corrupt("ids", &key, &reason);
-                Ok(None)
-            }
-        }
+        let bytes = self.bucket_get(&self.t.ids, &key)?;
+        Ok(self.decode_or_skip("ids", &key, bytes.as_deref(), Slot::decode))
     }
 
     /// The record stored under `seq`, undecoded beyond its stored form;
