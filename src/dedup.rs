@@ -399,26 +399,55 @@ impl Words {
             let start = self.folded.len();
             if token.is_ascii() {
                 // Nothing for NFKC or the Arabic foldings to do: ASCII
-                // letters and digits lowercased, the rest separates words
-                // (as `fold`).
-                self.folded.extend(token.bytes().map(|b| {
-                    if b.is_ascii_alphanumeric() {
-                        char::from(b.to_ascii_lowercase())
-                    } else {
-                        ' '
+                // letters and digits lowercased, each other byte a space
+                // between words (as `fold`).
+                for (i, part) in token
+                    .split(|c: char| !c.is_ascii_alphanumeric())
+                    .enumerate()
+                {
+                    if i > 0 {
+                        self.folded.push(' ');
                     }
-                }));
-            } else {
-                self.folded
-                    .extend(token.nfkc().flat_map(char::to_lowercase).filter_map(fold));
-            }
-            // Folding leaves no whitespace but the spaces `fold` made.
-            let mut at = start;
-            for word in self.folded[start..].split(' ') {
-                if !word.is_empty() {
-                    self.spans.push((at, at + word.len()));
+                    let at = self.folded.len();
+                    self.folded.push_str(part);
+                    if let Some(pushed) = self.folded.get_mut(at..) {
+                        pushed.make_ascii_lowercase();
+                    }
+                    if !part.is_empty() {
+                        self.spans.push((at, at + part.len()));
+                    }
                 }
-                at += word.len() + 1;
+            } else {
+                // A token NFKC leaves as it is (most are) skips it.
+                let chars: &mut dyn Iterator<Item = char> =
+                    if unicode_normalization::is_nfkc_quick(token.chars())
+                        == unicode_normalization::IsNormalized::Yes
+                    {
+                        &mut token.chars()
+                    } else {
+                        &mut token.nfkc()
+                    };
+                for c in chars {
+                    if is_uncased_letter(c) {
+                        // An Arabic letter: no case, alphanumeric (`fold`'s
+                        // last arms), one of the foldings or itself.
+                        self.folded.push(fold_arabic(c));
+                        continue;
+                    }
+                    for c in c.to_lowercase() {
+                        if let Some(c) = fold(c) {
+                            self.folded.push(c);
+                        }
+                    }
+                }
+                // Folding leaves no whitespace but the spaces `fold` made.
+                let mut at = start;
+                for word in self.folded[start..].split(' ') {
+                    if !word.is_empty() {
+                        self.spans.push((at, at + word.len()));
+                    }
+                    at += word.len() + 1;
+                }
             }
             self.folded.push(' ');
         }
@@ -429,6 +458,24 @@ impl Words {
         self.spans
             .iter()
             .map(|&(start, end)| self.folded.get(start..end).unwrap_or_default())
+    }
+}
+
+/// Arabic letters (U+0621 to U+064A, without the tatweel): no case
+/// mapping, alphanumeric, nothing `fold` drops. A test checks each.
+fn is_uncased_letter(c: char) -> bool {
+    matches!(c, '\u{0621}'..='\u{063F}' | '\u{0641}'..='\u{064A}')
+}
+
+/// [`fold`] of an [`is_uncased_letter`] character.
+fn fold_arabic(c: char) -> char {
+    match c {
+        'أ' | 'إ' | 'آ' => 'ا',
+        'ى' => 'ي',
+        'ة' => 'ه',
+        'ؤ' => 'و',
+        'ئ' => 'ي',
+        c => c,
     }
 }
 
@@ -567,18 +614,39 @@ fn minhash(words: &[&str]) -> Vec<u16> {
         .collect();
     shingles.sort_unstable();
     shingles.dedup();
-    let seeds: [u64; FINGERPRINT_HASHES] =
-        std::array::from_fn(|i| (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
-    // Shingle by shingle over all seeds at once: the same minimums as seed
-    // by seed over the shingles, in a loop the compiler can unroll.
+    // The mask keeps 16 bits: the cast drops nothing.
+    minimums(&shingles)
+        .iter()
+        .map(|m| (m & FINGERPRINT_MASK) as u16)
+        .collect()
+}
+
+/// The MinHash seeds: one odd number per hash.
+const SEEDS: [u64; FINGERPRINT_HASHES] = {
+    let mut seeds = [0u64; FINGERPRINT_HASHES];
+    let mut i = 0;
+    while i < FINGERPRINT_HASHES {
+        seeds[i] = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        i += 1;
+    }
+    seeds
+};
+
+/// Each seed's minimum over the shingles of the high 32 bits of
+/// `mix(shingle ^ seed)`. Shingle by shingle over all seeds at once: the
+/// same minimums as seed by seed, in a loop the compiler vectorizes. The
+/// copies built for AVX-512 and AVX2 (chosen at run time) do the same
+/// arithmetic in wider registers, so every machine stores the same
+/// fingerprints; AVX-512DQ multiplies 64-bit lanes in one instruction.
+#[multiversion::multiversion(targets("x86_64+avx512f+avx512dq+avx512vl", "x86_64+avx2"))]
+fn minimums(shingles: &[u64]) -> [u32; FINGERPRINT_HASHES] {
     let mut mins = [u32::MAX; FINGERPRINT_HASHES];
-    for s in shingles {
-        for (min, seed) in mins.iter_mut().zip(seeds) {
+    for &s in shingles {
+        for (min, seed) in mins.iter_mut().zip(SEEDS) {
             *min = (*min).min((mix(s ^ seed) >> 32) as u32);
         }
     }
-    // The mask keeps 16 bits: the cast drops nothing.
-    mins.iter().map(|m| (m & FINGERPRINT_MASK) as u16).collect()
+    mins
 }
 
 /// Estimated Jaccard similarity of two fingerprints.
@@ -628,6 +696,7 @@ fn fnv1a(a: &[u8], b: &[u8]) -> u64 {
 }
 
 /// splitmix64's finalizer: a cheap, well-mixed hash of a u64.
+#[inline(always)]
 fn mix(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
@@ -1095,6 +1164,23 @@ mod tests {
             .filter_map(fold)
             .collect();
         folded.split_whitespace().map(str::to_string).collect()
+    }
+
+    /// The Arabic letters' fast path is `fold` after lowercasing, char by
+    /// char.
+    #[test]
+    fn uncased_letters_fold_as_fold_does() {
+        let mut checked = 0;
+        for c in '\u{0600}'..='\u{06FF}' {
+            if !is_uncased_letter(c) {
+                continue;
+            }
+            let plain: Vec<char> = c.to_lowercase().filter_map(fold).collect();
+            assert_eq!(plain, vec![fold_arabic(c)], "U+{:04X}", u32::from(c));
+            assert!(c.is_alphanumeric(), "U+{:04X}", u32::from(c));
+            checked += 1;
+        }
+        assert_eq!(checked, 41);
     }
 
     /// Fingerprints are stored: the fast paths must give exactly what the
