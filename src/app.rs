@@ -772,6 +772,17 @@ pub async fn fetch(
     }
 }
 
+/// What `feedmerge compact` does: rebuilds the store (blocking). A store
+/// that a daemon holds is refused: stop it first.
+pub fn compact(config: &Config) -> anyhow::Result<crate::store::Rebuilt> {
+    match Store::compact(&config.storage.path, store_options(config)) {
+        Ok(rebuilt) => Ok(rebuilt),
+        Err(e @ StoreError::Locked { .. }) => Err(anyhow::Error::new(e)
+            .context("a daemon holds the store: stop it (systemctl stop feedmerge), then compact")),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Renders a published feed: from the store, or from the daemon that
 /// holds it.
 pub async fn export(config: &Config, selector: Selector<'_>) -> anyhow::Result<String> {

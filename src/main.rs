@@ -87,6 +87,14 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Rebuild the store into a fresh directory, keeping everything: it
+    /// then holds only the pages its keys need (smaller, less memory at
+    /// start). Stop the daemon first.
+    Compact {
+        /// The configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// Check the configuration file.
     Check {
         /// The configuration file.
@@ -141,6 +149,7 @@ fn main() -> ExitCode {
         | Command::Sources { config, .. }
         | Command::Explain { config, .. }
         | Command::Reload { config }
+        | Command::Compact { config }
         | Command::Check { config } => config.clone(),
     };
     let config = match load_config(&config_path) {
@@ -199,6 +208,19 @@ fn load_config(path: &Path) -> Result<Config, ConfigError> {
 
 async fn dispatch(command: Command, config: Config) -> anyhow::Result<ExitCode> {
     match command {
+        Command::Compact { .. } => {
+            let path = config.storage.path.clone();
+            let rebuilt =
+                tokio::task::spawn_blocking(move || feedmerge::app::compact(&config)).await??;
+            println!(
+                "rebuilt {}: {} keys in {} trees, {} -> {} on disk",
+                path.display(),
+                rebuilt.keys,
+                rebuilt.trees,
+                bytesize::ByteSize(rebuilt.bytes_before),
+                bytesize::ByteSize(rebuilt.bytes_after)
+            );
+        }
         Command::Check { .. } => {
             println!(
                 "{}: ok ({} sources, {} extra feeds)",

@@ -13,7 +13,7 @@ use tracing::info;
 use super::buckets;
 use super::codec::{self, legacy, StoredStory, ENTRY_V1, SCHEMA_VERSION};
 use super::keys::{self, source_key};
-use super::{Store, StoreError, META_ENTRIES, META_VERSION};
+use super::{Store, StoreError, META_ENTRIES, META_REBUILD, META_VERSION};
 
 /// Records converted per batch.
 const MIGRATE_BATCH: usize = 1_000;
@@ -149,6 +149,15 @@ fn v5_to_v6(store: &Store) -> Result<(), StoreError> {
         canonical_links,
         "moved the entry ids and canonical links into buckets"
     );
+    // The moved keys' pages stay in sled's page table, and in memory at
+    // every open, until the store is rebuilt (see `rebuild`).
+    if ids + canonical_links > 0 {
+        store
+            .t
+            .meta
+            .insert(META_REBUILD, &[])
+            .map_err(|e| store.sled_err(e))?;
+    }
     raise_version(store, 6)
 }
 

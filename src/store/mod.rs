@@ -43,7 +43,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
-use tracing::warn;
+use tracing::{info, warn};
 
 mod archives;
 mod buckets;
@@ -53,10 +53,12 @@ mod ingest;
 mod keys;
 mod migrate;
 mod query;
+mod rebuild;
 mod retention;
 mod window;
 
 pub use query::{Cursor, Page};
+pub use rebuild::Rebuilt;
 pub use retention::{PruneCounts, Retention};
 
 use buckets::{BucketBatch, Bucketed};
@@ -141,7 +143,7 @@ pub enum StoreError {
 }
 
 /// How the store is opened (built from the config by `app`).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct StoreOptions {
     /// sled's page cache, in bytes.
     pub cache_capacity: u64,
@@ -406,11 +408,16 @@ const LOCK_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(1
 const META_VERSION: &[u8] = b"version";
 /// `meta` key of the entry count.
 const META_ENTRIES: &[u8] = b"entries";
+/// `meta` key present while the store waits to be rebuilt
+/// ([`rebuild`]): a migration that freed most pages sets it, and the
+/// rebuilt copy is made without it.
+const META_REBUILD: &[u8] = b"rebuild";
 
 impl Store {
     /// Opens (or creates) the store at `path`, migrating a store written by
     /// an earlier version.
     pub fn open(path: &Path, options: StoreOptions) -> Result<Self, StoreError> {
+        rebuild::finish(path)?;
         migrate::check_directory(path)?;
         let before = migrate::Before::look(path);
         let sled_err = |source: sled::Error| match &source {
@@ -471,6 +478,25 @@ impl Store {
             changes: Arc::new(Changes::default()),
         };
         migrate::bring_up_to_date(&store, before)?;
+        if store
+            .t
+            .meta
+            .contains_key(META_REBUILD)
+            .map_err(|e| store.sled_err(e))?
+        {
+            info!(store = %path.display(), "rebuilding the store, to give back the pages a migration freed");
+            let rebuilt = rebuild::copy(&store.db, path, options)?;
+            drop(store);
+            rebuild::finish(path)?;
+            info!(
+                store = %path.display(),
+                keys = rebuilt.keys,
+                bytes_before = rebuilt.bytes_before,
+                bytes_after = rebuilt.bytes_after,
+                "store rebuilt"
+            );
+            return Self::open(path, options);
+        }
         let count = store
             .t
             .meta
@@ -481,6 +507,18 @@ impl Store {
         store.entries.store(count, Ordering::SeqCst);
         store.flushed_entries.store(count, Ordering::SeqCst);
         Ok(store)
+    }
+
+    /// Rebuilds the store at `path` (opening it first, so migrations run):
+    /// every tree copied into a fresh directory that takes the old one's
+    /// place, holding only the pages its keys need. The store must not be
+    /// open elsewhere.
+    pub fn compact(path: &Path, options: StoreOptions) -> Result<Rebuilt, StoreError> {
+        let store = Self::open(path, options)?;
+        let rebuilt = rebuild::copy(&store.db, path, options)?;
+        drop(store);
+        rebuild::finish(path)?;
+        Ok(rebuilt)
     }
 
     /// The store directory.

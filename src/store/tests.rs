@@ -931,6 +931,9 @@ fn a_schema_5_store_moves_ids_and_links_into_buckets_and_a_rerun_changes_nothing
         }
         let version = store.t.meta.get(super::META_VERSION).unwrap().unwrap();
         assert_eq!(&version[..], &6u32.to_be_bytes());
+        // Rebuilt after moving the keys: no flag, no copy left behind.
+        assert!(!store.t.meta.contains_key(super::META_REBUILD).unwrap());
+        assert!(!store.path().join("rebuild").exists());
     };
     {
         let store = Store::open(&path, StoreOptions::with_cache(1 << 20)).unwrap();
@@ -961,4 +964,147 @@ fn a_schema_5_store_moves_ids_and_links_into_buckets_and_a_rerun_changes_nothing
     }
     let store = Store::open(&path, StoreOptions::with_cache(1 << 20)).unwrap();
     check(&store);
+}
+
+/// Every tree's name, keys and values.
+type AllTrees = BTreeMap<Vec<u8>, BTreeMap<Vec<u8>, Vec<u8>>>;
+
+/// Every key and value of every tree of the open store.
+fn all_trees(store: &Store) -> AllTrees {
+    store
+        .db
+        .tree_names()
+        .into_iter()
+        .map(|name| {
+            let tree = store.db.open_tree(&name).unwrap();
+            let kv = tree
+                .iter()
+                .map(|item| {
+                    let (k, v) = item.unwrap();
+                    (k.to_vec(), v.to_vec())
+                })
+                .collect();
+            (name.to_vec(), kv)
+        })
+        .collect()
+}
+
+/// A store of a few stories, flushed; its trees and highest seq.
+fn small_store(path: &Path) -> (AllTrees, u64) {
+    let store = Store::open(path, StoreOptions::with_cache(1 << 20)).unwrap();
+    let entries: Vec<Entry> = (0..40)
+        .map(|i| {
+            entry(
+                &format!("g{i}"),
+                &format!("story {i}"),
+                Some("2025-03-31T00:00:00Z"),
+            )
+        })
+        .collect();
+    ingest(
+        &store,
+        &entries,
+        at("2025-04-01T00:00:00Z"),
+        &Rules::default(),
+    );
+    let top = store.db.generate_id().unwrap();
+    store.flush_blocking().unwrap();
+    (all_trees(&store), top)
+}
+
+#[test]
+fn a_compacted_store_keeps_every_key_and_goes_on_with_new_seqs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (trees, top) = small_store(dir.path());
+    {
+        // Not while it is open elsewhere.
+        let _held = Store::open(dir.path(), StoreOptions::with_cache(1 << 20)).unwrap();
+        let held = Store::compact(dir.path(), StoreOptions::with_cache(1 << 20));
+        assert!(matches!(held, Err(StoreError::Locked { .. })), "{held:?}");
+    }
+    // A `rebuild` folder that is not a copy of ours is left alone.
+    let stray = tempfile::tempdir().unwrap();
+    std::fs::create_dir(stray.path().join("rebuild")).unwrap();
+    std::fs::write(stray.path().join("rebuild/notes.txt"), b"mine").unwrap();
+    assert!(Store::open(stray.path(), StoreOptions::with_cache(1 << 20)).is_err());
+    assert!(stray.path().join("rebuild/notes.txt").exists());
+    let rebuilt = Store::compact(dir.path(), StoreOptions::with_cache(1 << 20)).unwrap();
+    assert_eq!(rebuilt.trees, trees.len());
+    assert_eq!(
+        rebuilt.keys,
+        trees.values().map(|t| t.len() as u64).sum::<u64>()
+    );
+    assert!(!dir.path().join("rebuild").exists());
+    let store = Store::open(dir.path(), StoreOptions::with_cache(1 << 20)).unwrap();
+    assert_eq!(all_trees(&store), trees);
+    assert!(
+        store.db.generate_id().unwrap() > top,
+        "seqs are never reused"
+    );
+    assert_eq!(titles(&store).len(), 10);
+    let counts = ingest(
+        &store,
+        &[entry("new", "a new story", Some("2025-04-01T00:00:00Z"))],
+        at("2025-04-01T01:00:00Z"),
+        &Rules::default(),
+    );
+    assert_eq!(counts.new, 1);
+    assert_eq!(titles(&store)[0], "a new story");
+}
+
+#[test]
+fn an_interrupted_rebuild_is_finished_or_undone_on_open() {
+    let options = StoreOptions::with_cache(1 << 20);
+    // Which point the rebuild stopped at.
+    for stop in [
+        "copying",
+        "copied",
+        "old files removed",
+        "half moved",
+        "all moved",
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let (trees, _) = small_store(dir.path());
+        {
+            let store = Store::open(dir.path(), options).unwrap();
+            super::rebuild::copy(&store.db, dir.path(), options).unwrap();
+        }
+        let folder = dir.path().join("rebuild");
+        match stop {
+            "copying" => std::fs::remove_file(folder.join("COPIED")).unwrap(),
+            "copied" => {}
+            _ => {
+                for entry in std::fs::read_dir(dir.path()).unwrap() {
+                    let entry = entry.unwrap();
+                    if entry.file_name() != "rebuild" {
+                        let p = entry.path();
+                        if p.is_dir() {
+                            std::fs::remove_dir_all(p).unwrap();
+                        } else {
+                            std::fs::remove_file(p).unwrap();
+                        }
+                    }
+                }
+                std::fs::write(folder.join("MOVING"), b"").unwrap();
+                if stop == "half moved" {
+                    std::fs::rename(folder.join("conf"), dir.path().join("conf")).unwrap();
+                }
+                if stop == "all moved" {
+                    for name in ["conf", "blobs", "db"] {
+                        std::fs::rename(folder.join(name), dir.path().join(name)).unwrap();
+                    }
+                    for entry in std::fs::read_dir(&folder).unwrap() {
+                        let entry = entry.unwrap();
+                        let name = entry.file_name();
+                        if name.to_string_lossy().starts_with("snap.") {
+                            std::fs::rename(entry.path(), dir.path().join(&name)).unwrap();
+                        }
+                    }
+                }
+            }
+        }
+        let store = Store::open(dir.path(), options).unwrap();
+        assert!(!folder.exists(), "{stop}");
+        assert_eq!(all_trees(&store), trees, "{stop}");
+    }
 }
