@@ -88,7 +88,7 @@ pub fn feed(data: &[u8]) {
         current_link: Some("https://merged.example/feed.atom".into()),
     };
     let items: Vec<Item> = entries.into_iter().map(Item::single).collect();
-    let xml = publish::render(&info, &items, &sources, DateTime::<Utc>::UNIX_EPOCH)
+    let xml = publish::render(&info, items.clone(), &sources, DateTime::<Utc>::UNIX_EPOCH)
         .expect("publishing normalized entries never fails");
     assert_well_formed(&xml);
     let back = feed_rs::parser::parse(xml.as_bytes())

@@ -356,7 +356,7 @@ fn render_at(
     let sources = sources_shown(config, store, &items)?;
     let epoch = DateTime::<Utc>::UNIX_EPOCH;
     Ok(Some(match request.format {
-        Format::Atom => publish::render(&info, &items, &sources, epoch)?,
+        Format::Atom => publish::render(&info, items, &sources, epoch)?,
         Format::Json => publish::json::render(&info, &items, &sources, epoch)?,
     }))
 }

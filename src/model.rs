@@ -242,13 +242,23 @@ impl Item {
     /// The copy whose text is shown: the most complete one (longest
     /// content, else summary); the earliest among equals.
     pub fn representative(&self) -> Option<&Entry> {
+        self.copies.get(self.representative_at()?)
+    }
+
+    /// Where [`Item::representative`] is among the copies.
+    pub fn representative_at(&self) -> Option<usize> {
         let size = |e: &Entry| {
             e.content
                 .as_ref()
                 .or(e.summary.as_ref())
                 .map_or(0, String::len)
         };
-        self.copies.iter().rev().max_by_key(|e| size(e))
+        self.copies
+            .iter()
+            .enumerate()
+            .rev()
+            .max_by_key(|(_, e)| size(e))
+            .map(|(at, _)| at)
     }
 
     /// The earliest publication among the copies.

@@ -100,11 +100,15 @@ pub struct PublishError(String);
 /// is the feed's `atom:updated` when there are no entries.
 pub fn render(
     info: &FeedInfo,
-    items: &[Item],
+    items: Vec<Item>,
     sources: &HashMap<String, SourceInfo>,
     empty_updated: DateTime<Utc>,
 ) -> Result<String, PublishError> {
-    let items: Vec<&Item> = items.iter().filter(|i| !i.copies.is_empty()).collect();
+    let items: Vec<Item> = items.into_iter().filter(|i| !i.copies.is_empty()).collect();
+    let languages: Vec<Option<String>> = items
+        .iter()
+        .map(|i| i.representative().and_then(|e| e.language.clone()))
+        .collect();
     let updated = items
         .iter()
         .filter_map(|i| i.updated())
@@ -123,7 +127,10 @@ pub fn render(
             uri: Some(env!("CARGO_PKG_REPOSITORY").into()),
             version: Some(env!("CARGO_PKG_VERSION").into()),
         }),
-        entries: items.iter().filter_map(|i| atom_item(i, sources)).collect(),
+        entries: items
+            .into_iter()
+            .filter_map(|i| atom_item(i, sources))
+            .collect(),
         ..Feed::default()
     };
     for (href, rel, mime_type) in [
@@ -166,10 +173,7 @@ pub fn render(
         )
         .map_err(|e| PublishError(e.to_string()))?;
     let xml = String::from_utf8(bytes).map_err(|e| PublishError(e.to_string()))?;
-    let languages: Vec<Option<&str>> = items
-        .iter()
-        .map(|i| i.representative().and_then(|e| e.language.as_deref()))
-        .collect();
+    let languages: Vec<Option<&str>> = languages.iter().map(Option::as_deref).collect();
     let xml = with_entry_languages(xml, &languages);
     Ok(if info.archive {
         with_archive_mark(xml)
@@ -181,31 +185,39 @@ pub fn render(
 /// A story as one Atom entry: the representative copy's text, the story's
 /// id and earliest publication, and a `rel="related"` link to every other
 /// copy (titled with its source's name).
-fn atom_item(item: &Item, sources: &HashMap<String, SourceInfo>) -> Option<AtomEntry> {
-    let rep = item.representative()?;
-    let mut entry = atom_entry(rep, sources.get(&rep.source));
-    entry.id = item.id.clone();
-    if let Some(published) = item.published() {
-        entry.published = Some(fixed(published));
-    }
-    if let Some(updated) = item.updated() {
-        entry.updated = fixed(updated);
-    }
-    for copy in &item.copies {
+/// (The item is consumed: the representative's text moves into the
+/// entry, uncopied.)
+fn atom_item(mut item: Item, sources: &HashMap<String, SourceInfo>) -> Option<AtomEntry> {
+    let at = item.representative_at()?;
+    let published = item.published();
+    let updated = item.updated();
+    let rep = item.copies.remove(at);
+    let mut related = Vec::new();
+    for copy in item.copies.drain(..) {
         if copy.id == rep.id {
             continue;
         }
-        if let Some(href) = &copy.link {
-            if rep.link.as_ref() != Some(href) && rep.external.as_ref() != Some(href) {
-                entry.links.push(Link {
-                    href: href.clone(),
+        if let Some(href) = copy.link {
+            if rep.link.as_ref() != Some(&href) && rep.external.as_ref() != Some(&href) {
+                related.push(Link {
+                    href,
                     rel: "related".into(),
-                    title: Some(copy.source.clone()),
+                    title: Some(copy.source),
                     ..Link::default()
                 });
             }
         }
     }
+    let source = sources.get(&rep.source);
+    let mut entry = atom_entry(rep, source);
+    entry.id = item.id;
+    if let Some(published) = published {
+        entry.published = Some(fixed(published));
+    }
+    if let Some(updated) = updated {
+        entry.updated = fixed(updated);
+    }
+    entry.links.extend(related);
     Some(entry)
 }
 
@@ -234,7 +246,11 @@ fn with_entry_languages(xml: String, languages: &[Option<&str>]) -> String {
     out.push_str(parts[0]);
     for (language, part) in languages.iter().zip(&parts[1..]) {
         match language {
-            Some(lang) => out.push_str(&format!("<entry xml:lang=\"{lang}\">")),
+            Some(lang) => {
+                out.push_str("<entry xml:lang=\"");
+                out.push_str(lang);
+                out.push_str("\">");
+            }
             None => out.push_str("<entry>"),
         }
         out.push_str(part);
@@ -242,8 +258,9 @@ fn with_entry_languages(xml: String, languages: &[Option<&str>]) -> String {
     out
 }
 
-fn atom_entry(entry: &Entry, source: Option<&SourceInfo>) -> AtomEntry {
+fn atom_entry(mut entry: Entry, source: Option<&SourceInfo>) -> AtomEntry {
     let lang = entry.language.clone();
+    let (content, summary) = (entry.content.take(), entry.summary.take());
     let text = |value: &str, html: bool| {
         let mut t = if html {
             Text::html(value)
@@ -285,11 +302,11 @@ fn atom_entry(entry: &Entry, source: Option<&SourceInfo>) -> AtomEntry {
     }
     // An entry needs an alternate link or content; give linkless entries
     // their summary (or title) as content.
-    let content_html = entry.content.clone().or_else(|| {
+    let content_html = content.or_else(|| {
         entry
             .link
             .is_none()
-            .then(|| entry.summary.clone().unwrap_or_else(|| escape(title)))
+            .then(|| summary.clone().unwrap_or_else(|| escape(title)))
     });
     let updated = entry.updated_or_changed();
     AtomEntry {
@@ -314,14 +331,18 @@ fn atom_entry(entry: &Entry, source: Option<&SourceInfo>) -> AtomEntry {
             })
             .collect(),
         links,
-        summary: entry.summary.as_deref().map(|s| text(s, true)),
+        summary: summary.map(|s| {
+            let mut t = Text::html(s);
+            t.lang = lang.clone();
+            t
+        }),
         content: content_html.map(|value| Content {
             value: Some(value),
             content_type: Some("html".into()),
             lang: lang.clone(),
             ..Content::default()
         }),
-        source: Some(atom_source(entry, source, updated)),
+        source: Some(atom_source(&entry, source, updated)),
         ..AtomEntry::default()
     }
 }
@@ -452,7 +473,7 @@ mod tests {
         };
         let xml = render(
             &info,
-            &[Item::single(entry)],
+            vec![Item::single(entry)],
             &sources,
             at("2025-01-01T00:00:00Z"),
         )
