@@ -485,9 +485,9 @@ impl Store {
             .map_err(|e| store.sled_err(e))?
         {
             info!(store = %path.display(), "rebuilding the store, to give back the pages a migration freed");
-            let rebuilt = rebuild::copy(&store.db, path, options)?;
+            let (rebuilt, held) = rebuild::copy(&store.db, path, options)?;
             drop(store);
-            rebuild::finish(path)?;
+            rebuild::finish_held(path, &held)?;
             info!(
                 store = %path.display(),
                 keys = rebuilt.keys,
@@ -515,9 +515,9 @@ impl Store {
     /// open elsewhere.
     pub fn compact(path: &Path, options: StoreOptions) -> Result<Rebuilt, StoreError> {
         let store = Self::open(path, options)?;
-        let rebuilt = rebuild::copy(&store.db, path, options)?;
+        let (rebuilt, held) = rebuild::copy(&store.db, path, options)?;
         drop(store);
-        rebuild::finish(path)?;
+        rebuild::finish_held(path, &held)?;
         Ok(rebuilt)
     }
 

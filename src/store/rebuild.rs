@@ -46,18 +46,60 @@ pub struct Rebuilt {
     pub bytes_after: u64,
 }
 
+/// The copy's folder, locked (`flock`) while this lives: another process
+/// opening the store meanwhile leaves the folder alone, so two never
+/// finish one rebuild at once. (Where `libc` is not a dependency, the
+/// folder is not locked.)
+pub(super) struct Held {
+    _folder: std::fs::File,
+}
+
+/// Locks `folder`, or `None` when another process holds it.
+fn lock(folder: &Path) -> std::io::Result<Option<Held>> {
+    let file = std::fs::File::open(folder)?;
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        use std::os::unix::io::AsRawFd;
+        // SAFETY: flock takes a descriptor that `file` owns for the whole
+        // call and touches no memory of ours.
+        let status = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if status != 0 {
+            let e = std::io::Error::last_os_error();
+            return match e.raw_os_error() {
+                Some(libc::EWOULDBLOCK) => Ok(None),
+                _ => Err(e),
+            };
+        }
+    }
+    Ok(Some(Held { _folder: file }))
+}
+
 /// Copies the store open in `db` (at `path`) into `path/rebuild/`, flushed
-/// and marked complete. The caller closes `db`, then calls [`finish`].
+/// and marked complete, and holds the folder. The caller closes `db`,
+/// then calls [`finish_held`].
 pub(super) fn copy(
     db: &sled::Db,
     path: &Path,
     options: StoreOptions,
-) -> Result<Rebuilt, StoreError> {
+) -> Result<(Rebuilt, Held), StoreError> {
     let folder = path.join(FOLDER);
     let io = |what: &str, e: std::io::Error| io_error(path, what, &folder, e);
     if folder.exists() {
+        if lock(&folder).map_err(|e| io("lock", e))?.is_none() {
+            return Err(StoreError::Backend {
+                path: path.to_path_buf(),
+                reason: "another process is rebuilding this store".into(),
+            });
+        }
         std::fs::remove_dir_all(&folder).map_err(|e| io("remove an unfinished copy", e))?;
     }
+    std::fs::create_dir(&folder).map_err(|e| io("create", e))?;
+    let Some(held) = lock(&folder).map_err(|e| io("lock", e))? else {
+        return Err(StoreError::Backend {
+            path: path.to_path_buf(),
+            reason: "another process is rebuilding this store".into(),
+        });
+    };
     let err = |e: sled::Error| backend_error(path, e);
     let fresh = sled::Config::new()
         .path(&folder)
@@ -98,22 +140,34 @@ pub(super) fn copy(
     let bytes_before = dir_bytes(path).saturating_sub(dir_bytes(&folder));
     let bytes_after = dir_bytes(&folder);
     std::fs::write(folder.join(COPIED), b"").map_err(|e| io("mark the copy complete", e))?;
-    Ok(Rebuilt {
+    let rebuilt = Rebuilt {
         trees: names.len(),
         keys,
         bytes_before,
         bytes_after,
-    })
+    };
+    Ok((rebuilt, held))
 }
 
-/// Finishes a rebuild of the store at `path` that [`copy`] left, or an
-/// interrupted one; removes an unfinished copy. Does nothing when there is
-/// none. Run before sled opens the store.
+/// Finishes an interrupted rebuild of the store at `path`, or removes an
+/// unfinished copy. Does nothing when there is none, or when another
+/// process holds it (a rebuild under way there). Run before sled opens
+/// the store.
 pub(super) fn finish(path: &Path) -> Result<(), StoreError> {
     let folder = path.join(FOLDER);
     if !folder.is_dir() {
         return Ok(());
     }
+    match lock(&folder) {
+        Ok(Some(held)) => finish_held(path, &held),
+        Ok(None) => Ok(()),
+        Err(e) => Err(io_error(path, "lock", &folder, e)),
+    }
+}
+
+/// Finishes the rebuild that [`copy`] made (and `_held` holds).
+pub(super) fn finish_held(path: &Path, _held: &Held) -> Result<(), StoreError> {
+    let folder = path.join(FOLDER);
     let io = |what: &str, at: &Path, e: std::io::Error| io_error(path, what, at, e);
     // Only a copy of ours is touched: sled's files in it, in a sled
     // directory (a `rebuild` folder anywhere else is left alone, and

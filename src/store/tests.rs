@@ -1067,7 +1067,13 @@ fn an_interrupted_rebuild_is_finished_or_undone_on_open() {
         let (trees, _) = small_store(dir.path());
         {
             let store = Store::open(dir.path(), options).unwrap();
-            super::rebuild::copy(&store.db, dir.path(), options).unwrap();
+            let (_, held) = super::rebuild::copy(&store.db, dir.path(), options).unwrap();
+            drop(store);
+            // While held, another opener leaves the copy alone (and finds
+            // the store is being rebuilt, or locked, not a half-moved one).
+            super::rebuild::finish(dir.path()).unwrap();
+            assert!(dir.path().join("rebuild/COPIED").exists());
+            drop(held);
         }
         let folder = dir.path().join("rebuild");
         match stop {
