@@ -14,6 +14,9 @@
 //!   2 % a changed guid under a link the same feed already lists, so every
 //!   dedup layer has work;
 //! - parse-only: feed-rs over every body on one core (median of 5);
+//! - parse + normalize: `document::read` (what a poll runs on a body before
+//!   the store) over every body on one core (median of 5), beside
+//!   parse-only: the share of the budget the pure stages take;
 //! - first poll: `app::fetch_once` over the 200 sources into a fresh store
 //!   with every dedup layer on, in a child process (its peak RSS is its
 //!   own); entries/s and the ratio to parse-only;
@@ -406,6 +409,48 @@ fn now_from_env() -> DateTime<Utc> {
         .unwrap_or_else(Utc::now)
 }
 
+/// The pure stages a poll runs on each document (`document::read`: parse,
+/// bound, normalize), one core, as the poller calls them: entries/s,
+/// median of [`PARSE_REPETITIONS`].
+fn read_only(feeds: &[Feed]) -> f64 {
+    let limits = feedmerge::parse::Limits::default();
+    let tracking = feedmerge::config::DedupConfig::default().tracking_params;
+    let urls: Vec<url::Url> = (0..feeds.len())
+        .map(|i| url::Url::parse(&format!("http://127.0.0.1:8080/feed/{i}")).expect("url"))
+        .collect();
+    let mut rates = Vec::new();
+    for _ in 0..PARSE_REPETITIONS {
+        let started = Instant::now();
+        let mut read = 0;
+        for (f, url) in feeds.iter().zip(&urls) {
+            let content_type = if f.plan.atom {
+                "application/atom+xml"
+            } else {
+                "application/rss+xml"
+            };
+            let document = feedmerge::document::read(
+                f.body.as_bytes(),
+                &feedmerge::document::DocumentMeta {
+                    content_type: Some(content_type),
+                    url: Some(url),
+                    content_language: None,
+                },
+                &feedmerge::document::Reading {
+                    source: "bench",
+                    limits: &limits,
+                    tracking: &tracking,
+                    now: Utc::now(),
+                },
+            )
+            .expect("corpus reads");
+            read += document.entries.len();
+        }
+        assert_eq!(read, feeds.len() * ENTRIES, "every entry was read");
+        rates.push(read as f64 / started.elapsed().as_secs_f64());
+    }
+    common::median(rates)
+}
+
 // ---------------------------------------------------------------------------
 // The feed server
 
@@ -647,6 +692,16 @@ fn orchestrate() {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    let read_rate = read_only(&feeds);
+    println!(
+        "parse + normalize (document::read, one core, median of {PARSE_REPETITIONS}): \
+         {read_rate:.0} entries/s = {:.3}× parse-only",
+        read_rate / parse_rate
+    );
+    // For profiling the pure stages alone: `PIPELINE_READ_ONLY=1`.
+    if std::env::var_os("PIPELINE_READ_ONLY").is_some() {
+        return;
+    }
     drop(feeds);
 
     // The feed server: the first 2,000 feeds (the first 200 are the corpus).
