@@ -423,15 +423,10 @@ fn read_only(feeds: &[Feed]) -> f64 {
         let started = Instant::now();
         let mut read = 0;
         for (f, url) in feeds.iter().zip(&urls) {
-            let content_type = if f.plan.atom {
-                "application/atom+xml"
-            } else {
-                "application/rss+xml"
-            };
             let document = feedmerge::document::read(
                 f.body.as_bytes(),
                 &feedmerge::document::DocumentMeta {
-                    content_type: Some(content_type),
+                    content_type: Some(content_type(f.plan.atom)),
                     url: Some(url),
                     content_language: None,
                 },
@@ -499,19 +494,23 @@ async fn serve_feed(
     {
         return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
     }
-    let content_type = if *atom {
-        "application/atom+xml"
-    } else {
-        "application/rss+xml"
-    };
     (
         [
-            (header::CONTENT_TYPE, content_type.to_string()),
+            (header::CONTENT_TYPE, content_type(*atom).to_string()),
             (header::ETAG, etag),
         ],
         body.clone(),
     )
         .into_response()
+}
+
+/// The media type a feed is served (and read) with.
+fn content_type(atom: bool) -> &'static str {
+    if atom {
+        "application/atom+xml"
+    } else {
+        "application/rss+xml"
+    }
 }
 
 // ---------------------------------------------------------------------------

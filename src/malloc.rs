@@ -7,14 +7,16 @@
 //! the first poll's peak RSS (59 MB uncapped in `cargo bench --bench
 //! pipeline`). Too few arenas cost speed instead: threads then queue for
 //! an arena's lock (thousands of futex waits in a first poll of 200
-//! feeds). Measured on the bench's first poll, medians of three:
+//! feeds). Measured on the bench's first poll, medians of three (eight:
+//! two runs, on the earlier thin-LTO build, whose RSS is about 1.5 MB
+//! higher):
 //!
 //! | arenas | first poll | peak RSS |
 //! |---|---:|---:|
 //! | 2 | 1.01 s | 47.3 MB |
 //! | 3 | 0.92 s | 48.5 MB |
 //! | 4 | 0.88 s | 49.6 MB |
-//! | 8 | 0.80 s | 53 MB |
+//! | 8 | 0.80 s | 52.5-54 MB |
 //!
 //! Three keeps the bench's first poll under its 50 MB target.
 
